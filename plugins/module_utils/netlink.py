@@ -1,0 +1,325 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Thin netlink layer over pyroute2 shared by the collection's modules.
+
+It reads links, addresses, routes and rules into plain values (``Link``,
+``Route`` from vrf_model) and performs single changes. It works with the
+pyroute2 of Debian 12 (0.7) as well as with 0.9, where namespaces moved
+into IPRoute itself.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import ipaddress
+import os
+import platform
+
+from ansible_collections.netlb.multiwan.plugins.module_utils.vrf_model import (
+    AF_INET,
+    AF_INET6,
+    ROUTE_TYPES,
+    SCOPE_NAMES,
+    SCOPES,
+    Route,
+)
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    HAS_PYROUTE2 = True
+    PYROUTE2_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the host
+    IPRoute = None
+    HAS_PYROUTE2 = False
+    PYROUTE2_IMPORT_ERROR = exc
+
+    class NetlinkError(Exception):
+        code = 0
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+IFA_F_PERMANENT = 0x80
+NETNS_RUN_DIR = "/run/netns"
+ROUTE_TYPE_IDS = dict((name, num) for num, name in ROUTE_TYPES.items())
+RTPROT_KERNEL = 2
+RTPROT_STATIC = 4
+L3MDEV_RULE_PRIORITY = 1000  # where the vrf driver puts its own rule
+
+
+class NetnsNotFound(Exception):
+    pass
+
+
+class Link(object):
+    __slots__ = ("index", "name", "kind", "master", "up", "vrf_table")
+
+    def __init__(self, index, name, kind=None, master=0, up=False, vrf_table=None):
+        self.index = index
+        self.name = name
+        self.kind = kind
+        self.master = master
+        self.up = up
+        self.vrf_table = vrf_table
+
+    def __repr__(self):
+        return "Link(%d %s kind=%s master=%s)" % (self.index, self.name, self.kind, self.master)
+
+
+def netns_path(name):
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def open_iproute(netns=None):
+    """IPRoute in the current or a named namespace; never creates a namespace."""
+    if netns is None:
+        return IPRoute()
+    if not os.path.exists(netns_path(netns)):
+        raise NetnsNotFound("network namespace %s does not exist (%s)" % (netns, netns_path(netns)))
+    try:
+        return IPRoute(netns=netns, flags=0)
+    except TypeError:
+        # pyroute2 < 0.9: namespaces are a separate class
+        from pyroute2 import NetNS
+        return NetNS(netns, flags=0)
+
+
+def _attr(msg, name, default=None):
+    value = msg.get_attr(name)
+    return default if value is None else value
+
+
+def _nested(msg, *names):
+    for name in names:
+        if msg is None:
+            return None
+        msg = msg.get_attr(name)
+    return msg
+
+
+def kernel_release():
+    return platform.release()
+
+
+def vrf_support():
+    """(supported, reason) for creating VRF devices on this kernel.
+
+    Checked without creating anything: a loaded or built-in driver shows in
+    /sys/module/vrf; an installed module is auto-loaded by the kernel on the
+    first RTM_NEWLINK of kind vrf (alias rtnl-link-vrf).
+    """
+    if os.path.isdir("/sys/module/vrf"):
+        return True, "vrf driver loaded"
+    moddir = os.path.join("/lib/modules", kernel_release())
+    for name in ("modules.builtin", "modules.dep"):
+        try:
+            with open(os.path.join(moddir, name)) as handle:
+                for line in handle:
+                    path = line.split(":", 1)[0].strip()
+                    if os.path.basename(path).split(".ko")[0] == "vrf":
+                        return True, "vrf driver available in %s" % name
+        except (IOError, OSError):
+            continue
+    return False, "kernel %s has no VRF support" % kernel_release()
+
+
+VRF_UNSUPPORTED_HINT = (
+    "Load the vrf kernel module ('modprobe vrf'; on Debian/Ubuntu it ships with the kernel "
+    "image, on minimal cloud kernels install the 'extra' modules package), or use fwmark "
+    "steering, which needs no VRF (balancer_steering: fwmark)."
+)
+
+
+class Netlink(object):
+    """A netlink session in one namespace. Use as a context manager."""
+
+    def __init__(self, netns=None):
+        self.netns = netns
+        self.ipr = open_iproute(netns)
+
+    def close(self):
+        self.ipr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- reading -----------------------------------------------------------
+
+    def links(self):
+        result = []
+        for msg in self.ipr.get_links():
+            info = msg.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            table = None
+            if kind == "vrf":
+                table = _nested(info, "IFLA_INFO_DATA", "IFLA_VRF_TABLE")
+            result.append(Link(
+                index=msg["index"],
+                name=msg.get_attr("IFLA_IFNAME"),
+                kind=kind,
+                master=_attr(msg, "IFLA_MASTER", 0),
+                up=bool(msg["flags"] & IFF_UP),
+                vrf_table=table,
+            ))
+        return result
+
+    def addresses(self, index):
+        """Addresses of a link as 'addr/prefixlen' with their permanence."""
+        result = []
+        for msg in self.ipr.get_addr(index=index):
+            if msg["index"] != index:
+                continue  # old pyroute2 ignores the filter for some families
+            addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            flags = _attr(msg, "IFA_FLAGS", msg["flags"])
+            result.append({
+                "address": "%s/%d" % (addr, msg["prefixlen"]),
+                "family": msg["family"],
+                "permanent": bool(flags & IFA_F_PERMANENT),
+            })
+        return result
+
+    def routes(self, table, names=None):
+        """Unicast/unreachable/blackhole/prohibit routes of ``table`` as Route."""
+        if names is None:
+            names = dict((link.index, link.name) for link in self.links())
+        result = []
+        for family in (AF_INET, AF_INET6):
+            try:
+                msgs = self.ipr.get_routes(family=family, table=table)
+            except NetlinkError as exc:
+                if exc.code == errno.EAFNOSUPPORT:
+                    continue
+                raise
+            for msg in msgs:
+                if _attr(msg, "RTA_TABLE", msg["table"]) != table:
+                    continue
+                rtype = ROUTE_TYPES.get(msg["type"])
+                if rtype is None:
+                    continue
+                dst = msg.get_attr("RTA_DST")
+                dst = "%s/%d" % (dst, msg["dst_len"]) if msg["dst_len"] else "default"
+                if dst != "default":
+                    dst = str(ipaddress.ip_network(dst, strict=False))
+                oif = msg.get_attr("RTA_OIF")
+                dev = names.get(oif) if oif else None
+                if rtype != "unicast" or dev == "lo":
+                    dev = None  # the kernel hangs unreachable routes on lo
+                result.append(Route(
+                    family=msg["family"],
+                    dst=dst,
+                    type=rtype,
+                    gateway=msg.get_attr("RTA_GATEWAY"),
+                    dev=dev,
+                    scope=SCOPE_NAMES.get(msg["scope"], str(msg["scope"])),
+                    metric=_attr(msg, "RTA_PRIORITY", 0),
+                    src=msg.get_attr("RTA_PREFSRC"),
+                ))
+        return result
+
+    def l3mdev_rules(self):
+        """Families that have the l3mdev rule at the vrf driver's priority."""
+        found = set()
+        for family in (AF_INET, AF_INET6):
+            try:
+                rules = self.ipr.get_rules(family=family)
+            except NetlinkError:
+                continue
+            for msg in rules:
+                if msg.get_attr("FRA_L3MDEV") and _attr(msg, "FRA_PRIORITY", 0) == L3MDEV_RULE_PRIORITY:
+                    found.add(family)
+        return found
+
+    def route_oif(self, address):
+        """Output interface index the kernel picks for ``address``, or None."""
+        try:
+            msgs = self.ipr.route("get", dst=address)
+        except NetlinkError:
+            return None
+        for msg in msgs:
+            oif = msg.get_attr("RTA_OIF")
+            if oif:
+                return oif
+        return None
+
+    # -- changing ----------------------------------------------------------
+
+    def create_vrf(self, name, table):
+        self.ipr.link("add", ifname=name, kind="vrf", vrf_table=table)
+        index = self.ipr.link_lookup(ifname=name)[0]
+        self.ipr.link("set", index=index, state="up")
+        return index
+
+    def delete_link(self, index):
+        self.ipr.link("del", index=index)
+
+    def set_master(self, index, master):
+        self.ipr.link("set", index=index, master=master)
+
+    def add_address(self, index, address):
+        iface = ipaddress.ip_interface(address)
+        kwargs = dict(index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        if iface.version == 6:
+            # No duplicate address detection: the address was valid a moment ago, and a
+            # tentative address cannot be a source for the next few seconds.
+            kwargs["flags"] = IFA_F_NODAD
+        try:
+            self.ipr.addr("add", **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def _route_kwargs(self, route, table, dev_index):
+        kwargs = dict(
+            family=route.family,
+            dst="0.0.0.0" if route.family == AF_INET else "::",
+            dst_len=0,
+            table=table,
+            type=ROUTE_TYPE_IDS[route.type],
+            priority=route.metric,
+            proto=RTPROT_STATIC,
+        )
+        if route.dst != "default":
+            net = ipaddress.ip_network(route.dst)
+            kwargs["dst"] = str(net.network_address)
+            kwargs["dst_len"] = net.prefixlen
+        if route.type == "unicast":
+            kwargs["scope"] = SCOPES[route.scope]
+            if route.gateway:
+                kwargs["gateway"] = route.gateway
+            if dev_index:
+                kwargs["oif"] = dev_index
+            if route.src:
+                kwargs["prefsrc"] = route.src
+        return kwargs
+
+    def replace_route(self, route, table, dev_index=None):
+        self.ipr.route("replace", **self._route_kwargs(route, table, dev_index))
+
+    def delete_route(self, route, table, dev_index=None):
+        kwargs = self._route_kwargs(route, table, dev_index)
+        kwargs.pop("proto", None)
+        try:
+            self.ipr.route("del", **kwargs)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+    def flush_table(self, table):
+        for route in self.routes(table):
+            self.delete_route(route, table)
+
+    def add_l3mdev_rule(self, family):
+        self.ipr.rule("add", family=family, priority=L3MDEV_RULE_PRIORITY, l3mdev=1, action="FR_ACT_TO_TBL")
+
+    def delete_l3mdev_rule(self, family):
+        try:
+            self.ipr.rule("del", family=family, priority=L3MDEV_RULE_PRIORITY, l3mdev=1, action="FR_ACT_TO_TBL")
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ESRCH):
+                raise

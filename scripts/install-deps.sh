@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what the tests, the lab and the demo need, and nothing when it is all there.
+# Debian/Ubuntu, as root. Called by `make deps`.
+set -euo pipefail
+
+# Distribution packages: netlink tools, the BPF toolchain, traffic, and a VRF-capable
+# kernel that runs as a process (user-mode-linux) for hosts whose kernel lacks VRF.
+APT_PACKAGES=(iproute2 kmod procps iputils-ping iperf3 clang llvm libbpf-dev bpftool
+              user-mode-linux python3 python3-venv python3-pip make git)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages ${missing[*]}; run as root (or install them yourself)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  available=()
+  for pkg in "${missing[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+      available+=("$pkg")
+    else
+      # e.g. bpftool lives in linux-tools-* on older Ubuntu releases
+      echo "install-deps: package $pkg is not available on this distribution; skipping" >&2
+    fi
+  done
+  apt-get install -y -qq --no-install-recommends "${available[@]}" >/dev/null
+fi

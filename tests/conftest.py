@@ -1,0 +1,34 @@
+"""Make `ansible_collections.netlb.multiwan` importable from this checkout.
+
+The Makefile links .build/collections/ansible_collections/netlb/multiwan to the
+repository root (what ansible-test and ansible-playbook also use); pytest runs
+without the Makefile too, so the link is made here when missing.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+LINK = os.path.join(COLLECTIONS, "ansible_collections", "netlb", "multiwan")
+
+if not os.path.exists(LINK):
+    os.makedirs(os.path.dirname(LINK), exist_ok=True)
+    os.symlink(os.path.relpath(ROOT, os.path.dirname(LINK)), LINK)
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With NETLB_NO_SKIP=1 (make test, CI) a skipped test is a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("NETLB_NO_SKIP") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.longrepr = "skipped, but NETLB_NO_SKIP=1 forbids skips: %s" % reason

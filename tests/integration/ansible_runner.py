@@ -1,0 +1,110 @@
+"""Run this checkout's playbooks against the local kernel and collect facts.
+
+Used on the host and inside user-mode-linux guests: ``run_cases`` applies the
+vrf module once per case through a real ansible-playbook run; ``snapshot``
+records what the kernel shows, so tests can compare before and after.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOKS = ROOT / "tests" / "integration" / "playbooks"
+
+
+def ansible_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"),
+        ANSIBLE_PYTHON_INTERPRETER=str(ROOT / ".venv" / "bin" / "python"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+        ANSIBLE_LOCALHOST_WARNING="False",
+    )
+    return env
+
+
+def ansible_bin(name: str) -> str:
+    return str(ROOT / ".venv" / "bin" / name)
+
+
+def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: bool = False) -> dict:
+    """ansible-playbook against localhost (connection local); returns rc, output, seconds."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(extra_vars, handle)
+        vars_file = handle.name
+    argv = [ansible_bin("ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", "@" + vars_file,
+            str(PLAYBOOKS / playbook)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, timeout=900)
+    finally:
+        os.unlink(vars_file)
+    return {"rc": proc.returncode, "output": proc.stdout + proc.stderr,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def run_cases(cases: list[dict], *, check: bool = False, diff: bool = False) -> dict:
+    """Apply netlb.multiwan.vrf once per case; results keyed by case id."""
+    fd, result_file = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        run = run_playbook("vrf_cases.yml", {"cases": cases, "result_file": result_file}, check=check, diff=diff)
+        try:
+            with open(result_file) as handle:
+                results = json.load(handle)
+        except (OSError, ValueError):
+            results = []
+    finally:
+        os.unlink(result_file)
+    run["results"] = {r["item"]["id"]: r for r in results}
+    return run
+
+
+SNAPSHOT_COMMANDS = {
+    "link": ["ip", "-d", "link", "show"],
+    "addr": ["ip", "addr", "show"],
+    "route4": ["ip", "route", "show", "table", "all"],
+    "route6": ["ip", "-6", "route", "show", "table", "all"],
+    "rule4": ["ip", "rule", "show"],
+    "rule6": ["ip", "-6", "rule", "show"],
+}
+
+
+def wait_for_settled_addresses(netns: str | None = None, timeout: float = 10.0) -> None:
+    """Releasing an interface from a VRF cycles it and its IPv6 link-local goes
+    through DAD again: compare states only once that is over."""
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-6", "addr", "show", "tentative"]
+    deadline = time.monotonic() + timeout
+    while subprocess.run(argv, capture_output=True, text=True).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def snapshot(netns: str | None = None) -> dict:
+    """What the kernel shows: links, addresses, routes of all tables, rules."""
+    wait_for_settled_addresses(netns)
+    result = {}
+    for key, argv in SNAPSHOT_COMMANDS.items():
+        if netns:
+            argv = argv[:1] + ["-n", netns] + argv[1:]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        result[key] = proc.stdout + proc.stderr
+    return result
+
+
+def failed_cleanly(result: dict) -> bool:
+    """A module failure without a Python traceback (ansible-core >= 2.19 always
+    sets ``exception``, to "(traceback unavailable)" when there is none)."""
+    return (result.get("failed") is True
+            and "Traceback (most recent call last)" not in json.dumps(result)
+            and result.get("exception", "(traceback unavailable)") == "(traceback unavailable)")

@@ -1,0 +1,132 @@
+"""The vrf module's scenarios, run inside a VRF-capable (user-mode-linux) kernel.
+
+Executed in the guest by tests/integration/test_vrf_uml.py, which boots the
+guest once and asserts on the facts printed here (one JSON document after
+RESULT_MARKER): kernel snapshots between steps, module results, traffic.
+
+The topology is the original write-up's laptop: usb0 carries the default route
+in the main table; wlp1s0 goes into wifi-vrf (table 10) with its link route and
+a default route via its gateway.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+from tests.integration.ansible_runner import run_cases, snapshot
+from tests.lab.netlab import Lab, Uplink, stream_local_hosts
+
+RESULT_MARKER = "NETLB-SCENARIO-RESULT "
+
+
+def vrf_args(wifi: Uplink, **over) -> dict:
+    args = {
+        "name": "wifi-vrf",
+        "table": 10,
+        "interfaces": ["wlp1s0"],
+        "routes": [{"dst": "default", "gateway": wifi.gateway}, {"dst": "default", "gateway": wifi.gateway6}],
+    }
+    args.update(over)
+    return args
+
+
+def invalid_cases(usb: Uplink, wifi: Uplink) -> list[dict]:
+    """(id, args, expected field) — each must fail cleanly and change nothing."""
+    cases = [
+        ("bad_name", vrf_args(wifi, name="wifi;reboot"), "name"),
+        ("long_name", vrf_args(wifi, name="a-very-long-vrf-name"), "name"),
+        ("reserved_table", vrf_args(wifi, table=254), "table"),
+        ("table_zero", vrf_args(wifi, table=0), "table"),
+        ("table_of_other_vrf", vrf_args(wifi, table=20), "table"),
+        ("other_vrf_table_change", vrf_args(wifi, name="other-vrf", table=21, interfaces=[], routes=[]), "table"),
+        ("missing_interface", vrf_args(wifi, interfaces=["wlp1s0", "wwan0"]), "interfaces[1]"),
+        ("unreachable_gateway", vrf_args(wifi, routes=[{"gateway": "203.0.113.99"}]), "routes[0].gateway"),
+        ("bad_prefix", vrf_args(wifi, routes=[{"dst": "10.0.0.0/33", "gateway": wifi.gateway}]), "routes[0].dst"),
+        ("missing_netns", vrf_args(wifi, netns="no-such-ns"), "netns"),
+        ("not_a_vrf", vrf_args(wifi, name="usb0", interfaces=[]), "name"),
+        ("lo_enslaved", vrf_args(wifi, interfaces=["lo"]), "interfaces[0]"),
+    ]
+    result = [{"id": cid, "args": args, "field": field} for cid, args, field in cases]
+    # The operator's SSH session arrives over wlp1s0: enslaving it would cut it off.
+    result.append({
+        "id": "ssh_session_interface",
+        "args": vrf_args(wifi),
+        "env": {"SSH_CONNECTION": "100.64.0.1 50022 %s 22" % wifi.address},
+        "field": "interfaces",
+    })
+    return result
+
+
+def traffic(lab: Lab, bind_dev: str | None) -> dict:
+    """iperf3 source addresses, unbound (main table) or bound to a device."""
+    extra = ["--bind-dev", bind_dev] if bind_dev else []
+    try:
+        result = lab.iperf3(parallel=2, seconds=1, extra=extra)
+        return {"local_hosts": sorted(set(stream_local_hosts(result)))}
+    except Exception as exc:  # recorded, asserted on by the host side
+        return {"error": str(exc)}
+
+
+def main() -> dict:
+    facts: dict = {}
+    with Lab([Uplink("usb0"), Uplink("wlp1s0")], name="lab", client_netns=None) as lab:
+        usb, wifi = lab.uplinks
+        facts["uplinks"] = {"usb0": usb.address, "wlp1s0": wifi.address,
+                            "wlp1s0_gateway": wifi.gateway, "wlp1s0_gateway6": wifi.gateway6}
+        create = {"id": "create", "args": vrf_args(wifi)}
+        absent = {"id": "absent", "args": {"name": "wifi-vrf", "state": "absent"}}
+
+        facts["blank"] = snapshot()
+        facts["check_create"] = run_cases([create], check=True, diff=True)
+        facts["after_check_create"] = snapshot()
+
+        facts["create"] = run_cases([create], diff=True)
+        facts["created"] = snapshot()
+        facts["traffic_main"] = traffic(lab, None)
+        facts["traffic_vrf"] = traffic(lab, "wifi-vrf")
+        facts["create_again"] = run_cases([create], diff=True)
+        facts["after_create_again"] = snapshot()
+
+        facts["check_absent"] = run_cases([absent], check=True, diff=True)
+        facts["after_check_absent"] = snapshot()
+        facts["absent"] = run_cases([absent], diff=True)
+        facts["after_absent"] = snapshot()
+        facts["absent_again"] = run_cases([absent])
+
+        # Invalid input, next to a VRF the module does not manage.
+        subprocess.run(["ip", "link", "add", "other-vrf", "type", "vrf", "table", "20"], check=True)
+        cases = invalid_cases(usb, wifi)
+        facts["invalid_expected"] = {c["id"]: c["field"] for c in cases}
+        facts["before_invalid"] = snapshot()
+        facts["invalid"] = run_cases([{k: v for k, v in c.items() if k != "field"} for c in cases])
+        facts["after_invalid"] = snapshot()
+        subprocess.run(["ip", "link", "del", "other-vrf"], check=True)
+
+    # The netns option: the same module acting inside a named namespace.
+    with Lab([Uplink("eth1")], name="ns", client_netns="auto", server=False) as lab:
+        (isp,) = lab.uplinks
+        ns = lab.client_netns
+        args = {"name": "isp-vrf", "table": 30, "interfaces": ["eth1"], "netns": ns,
+                "routes": [{"gateway": isp.gateway}]}
+        facts["ns_blank"] = snapshot(ns)
+        facts["ns_create"] = run_cases([{"id": "create", "args": args}])
+        facts["ns_created"] = snapshot(ns)
+        facts["ns_root_untouched"] = "isp-vrf" not in subprocess.run(
+            ["ip", "link", "show"], capture_output=True, text=True).stdout
+        facts["ns_again"] = run_cases([{"id": "create", "args": args}])
+        facts["ns_absent"] = run_cases([{"id": "absent", "args": {"name": "isp-vrf", "netns": ns, "state": "absent"}}])
+        facts["ns_after_absent"] = snapshot(ns)
+    return facts
+
+
+if __name__ == "__main__":
+    try:
+        facts = main()
+    except Exception:
+        facts = {"driver_error": traceback.format_exc()}
+    sys.stdout.flush()
+    print(RESULT_MARKER + json.dumps(facts), flush=True)
+    sys.exit(1 if "driver_error" in facts else 0)

@@ -1,0 +1,138 @@
+"""Small helpers shared by the lab modules."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM/SIGHUP so that ``finally`` blocks and
+    ``__exit__`` clean up (the default action would kill us without cleanup)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def cleanup_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into a `Terminated` exception for the duration.
+
+    Ctrl-C already raises KeyboardInterrupt.  Only possible from the main thread;
+    elsewhere this is a no-op (pytest-xdist workers etc. still get Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Keep a handler that is already non-default (e.g. installed by a caller).
+    for s, h in old.items():
+        if h in (signal.SIG_DFL, None):
+            signal.signal(s, raise_terminated)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            if h in (signal.SIG_DFL, None):
+                signal.signal(s, signal.SIG_DFL)
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, pgid) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces/parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[1]), int(fields[2])
+
+
+def _all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def descendants(root: int) -> set[int]:
+    """PIDs of all live descendants of *root* (not including root)."""
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        st = _proc_stat(pid)
+        if st:
+            children.setdefault(st[0], []).append(pid)
+    out: set[int] = set()
+    todo = [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def pids_in_group(pgid: int) -> set[int]:
+    out = set()
+    for pid in _all_pids():
+        st = _proc_stat(pid)
+        if st and st[1] == pgid:
+            out.add(pid)
+    return out
+
+
+def kill_tree(pid: int, pgid: int | None = None, timeout: float = 5.0) -> bool:
+    """SIGKILL a process, all its descendants and its process group; wait until
+    they are gone.  Returns True if nothing is left.  *pid* must not have been
+    reaped yet (else its number could have been reused).
+
+    Descendants are collected before the kill because killed parents orphan
+    their children (which then get reparented and become hard to find)."""
+    victims = descendants(pid) | {pid}
+    if pgid is not None:
+        victims |= pids_in_group(pgid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    for v in victims:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(v, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        # Zombies count as gone; the caller reaps its child afterwards (until
+        # then the pid cannot be reused, so re-killing it is safe).
+        alive = {v for v in victims if _alive(v)}
+        if pgid is not None:
+            alive |= {p for p in pids_in_group(pgid) if _alive(p)}
+        if not alive:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        for v in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(v, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def exited(pid: int) -> bool:
+    """True if our child *pid* has exited, without reaping it (WNOWAIT)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
