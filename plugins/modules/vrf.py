@@ -200,6 +200,9 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as n
 from ansible_collections.netlb.multiwan.plugins.module_utils.connection import current_sessions
 
 
+MAIN_TABLE = 254
+
+
 class VrfError(Exception):
     """A check against the kernel's state failed; ``field`` names the option."""
 
@@ -278,6 +281,35 @@ class VrfManager(object):
                 raise VrfError(field, "%s is already enslaved to %s; release it first or set force=true"
                                       % (ifname, master.name if master else link.master))
         self.check_connection(vrf)
+        self.check_main_table(vrf)
+
+    def check_main_table(self, vrf):
+        """Keep the primary uplink in the main table.
+
+        Enslaving moves an interface out of the main table: its routes there
+        are dropped and not restored by state=absent. If it carries the
+        preferred default route, the whole host loses its way out.
+        """
+        to_enslave = [n for n in self.params["interfaces"] if vrf is None or self.by_name[n].master != vrf.index]
+        if not to_enslave:
+            return
+        names = dict((lk.index, lk.name) for lk in self.links)
+        main = self.nl.routes(MAIN_TABLE, names)
+        for family in self.families:
+            defaults = [r for r in main if r.family == family and r.dst == "default" and r.type == "unicast"]
+            if not defaults:
+                continue
+            preferred = min(defaults, key=lambda r: r.metric)
+            if preferred.dev in to_enslave and not self.params["force"]:
+                field = "interfaces[%d]" % self.params["interfaces"].index(preferred.dev)
+                raise VrfError(field, "%s carries the host's preferred default route (%s) in the main table; "
+                                      "enslaving it takes that route away. Keep the primary uplink out of VRFs, "
+                                      "or set force=true." % (preferred.dev, preferred.render()))
+        for ifname in to_enslave:
+            lost = [r.render() for r in main if r.dev == ifname and r.gateway]
+            if lost:
+                self.warnings.append("enslaving %s drops its main-table routes (%s); state=absent does not "
+                                     "restore them" % (ifname, "; ".join(lost)))
 
     def check_connection(self, vrf):
         """Refuse to move the interface the operator's session runs over."""

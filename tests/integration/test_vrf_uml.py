@@ -112,7 +112,7 @@ def test_absent_restores_the_blank_kernel(facts):
 
 INVALID = ["bad_name", "long_name", "reserved_table", "table_zero", "table_of_other_vrf",
            "other_vrf_table_change", "missing_interface", "unreachable_gateway", "bad_prefix",
-           "missing_netns", "not_a_vrf", "lo_enslaved", "ssh_session_interface"]
+           "missing_netns", "not_a_vrf", "lo_enslaved", "primary_uplink", "ssh_session_interface"]
 
 
 @pytest.mark.parametrize("case", INVALID)
@@ -133,7 +133,7 @@ def test_netns_option_acts_only_inside_the_namespace(facts):
     created = only(facts["ns_create"])
     assert created["changed"] is True and created["vrf"]["interfaces"] == ["eth1"]
     assert "vrf table 30" in facts["ns_created"]["link"]
-    assert "default via 192.0.2.1 dev eth1 table 30" in facts["ns_created"]["route4"]
+    assert "default via 198.51.100.1 dev eth1 table 30" in facts["ns_created"]["route4"]
     assert facts["ns_root_untouched"] is True
     assert only(facts["ns_again"])["changed"] is False
     assert only(facts["ns_absent"])["changed"] is True

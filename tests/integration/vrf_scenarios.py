@@ -48,6 +48,7 @@ def invalid_cases(usb: Uplink, wifi: Uplink) -> list[dict]:
         ("missing_netns", vrf_args(wifi, netns="no-such-ns"), "netns"),
         ("not_a_vrf", vrf_args(wifi, name="usb0", interfaces=[]), "name"),
         ("lo_enslaved", vrf_args(wifi, interfaces=["lo"]), "interfaces[0]"),
+        ("primary_uplink", vrf_args(wifi, interfaces=["wlp1s0", "usb0"]), "interfaces[1]"),
     ]
     result = [{"id": cid, "args": args, "field": field} for cid, args, field in cases]
     # The operator's SSH session arrives over wlp1s0: enslaving it would cut it off.
@@ -106,8 +107,8 @@ def main() -> dict:
         subprocess.run(["ip", "link", "del", "other-vrf"], check=True)
 
     # The netns option: the same module acting inside a named namespace.
-    with Lab([Uplink("eth1")], name="ns", client_netns="auto", server=False) as lab:
-        (isp,) = lab.uplinks
+    with Lab([Uplink("eth0"), Uplink("eth1")], name="ns", client_netns="auto", server=False) as lab:
+        isp = lab.uplinks[1]
         ns = lab.client_netns
         args = {"name": "isp-vrf", "table": 30, "interfaces": ["eth1"], "netns": ns,
                 "routes": [{"gateway": isp.gateway}]}

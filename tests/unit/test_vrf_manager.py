@@ -196,3 +196,23 @@ def test_absent_releases_and_removes_rules_with_last_vrf():
     fake.calls.clear()
     manager, _, _ = run(fake, state="absent", table=None)
     assert manager.actions == [] and fake.calls == []
+
+
+def test_primary_uplink_stays_in_main_unless_forced():
+    fake = FakeNetlink()
+    fake.tables[254] = [m.Route(m.AF_INET, "default", gateway="10.0.0.1", dev="wlp1s0"),
+                        m.Route(m.AF_INET, "default", gateway="192.0.2.1", dev="usb0", metric=100)]
+    with pytest.raises(vrf_module.VrfError, match=r"interfaces\[0\]: wlp1s0 carries the host's preferred default"):
+        run(fake, routes=GW)
+    assert fake.calls == []
+    manager, _, _ = run(fake, routes=GW, force=True)
+    assert fake.links_[3].master == 9
+    assert any("drops its main-table routes (default via 10.0.0.1 dev wlp1s0)" in w for w in manager.warnings)
+
+
+def test_secondary_default_route_only_warns():
+    fake = FakeNetlink()
+    fake.tables[254] = [m.Route(m.AF_INET, "default", gateway="192.0.2.1", dev="usb0"),
+                        m.Route(m.AF_INET, "default", gateway="10.0.0.1", dev="wlp1s0", metric=600)]
+    manager, _, _ = run(fake, routes=GW)
+    assert fake.links_[3].master == 9 and len(manager.warnings) == 1
