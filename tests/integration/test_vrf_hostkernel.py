@@ -3,24 +3,12 @@
 The module must fail with a message saying so and what to do — not a
 traceback — and leave the lab namespace exactly as it was.
 """
-import os
-
 import pytest
 
 from tests.integration.ansible_runner import failed_cleanly, run_cases, snapshot
-from tests.lab.netlab import Lab, Uplink
+from tests.lab.netlab import Lab, Uplink, kernel_has_vrf
 
 pytestmark = pytest.mark.hostkernel
-
-
-def kernel_has_vrf():
-    if os.path.isdir("/sys/module/vrf"):
-        return True
-    try:
-        with open("/lib/modules/%s/modules.dep" % os.uname().release) as handle:
-            return "/vrf.ko" in handle.read()
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -20,20 +20,11 @@ import sys
 import time
 
 from tests.integration.ansible_runner import ansible_bin, ansible_env, ROOT
-from tests.lab.netlab import IPERF_PORT, SERVER4, Lab, Uplink, received_mbps, received_mbps_by_local_host
+from tests.lab.netlab import (IPERF_PORT, SERVER4, Lab, Uplink, kernel_has_vrf, received_mbps,
+                              received_mbps_by_local_host)
 from tests.lab.uml import run_in_uml, uml_kernel
 
 SECOND_PORT = IPERF_PORT + 1
-
-
-def host_has_vrf() -> bool:
-    if os.path.isdir("/sys/module/vrf"):
-        return True
-    try:
-        with open("/lib/modules/%s/modules.dep" % os.uname().release) as handle:
-            return "/vrf.ko" in handle.read()
-    except OSError:
-        return False
 
 
 def show_iperf(title: str, results: list[dict]) -> None:
@@ -95,7 +86,7 @@ def in_lab() -> int:
 
 
 def main() -> int:
-    if os.environ.get("NETLB_IN_UML") == "1" or host_has_vrf():
+    if os.environ.get("NETLB_IN_UML") == "1" or kernel_has_vrf():
         return in_lab()
     if uml_kernel() is None:
         print("This kernel has no VRF and user-mode-linux is not installed: run `make deps` first.")

@@ -71,6 +71,17 @@ class Uplink:
     peer: str = ""  # internet-side ifname
 
 
+def kernel_has_vrf() -> bool:
+    """Can this kernel make VRF devices (driver loaded, or installed as a module)?"""
+    if os.path.isdir("/sys/module/vrf"):
+        return True
+    try:
+        with open(f"/lib/modules/{os.uname().release}/modules.dep") as handle:
+            return "/vrf.ko" in handle.read()
+    except OSError:
+        return False
+
+
 def uplink_subnets(i: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
     """Address plan of uplink *i*: documentation prefixes first, then 100.65.<i>.0/24."""
     v4 = _FIRST_V4[i] if i < len(_FIRST_V4) else f"100.65.{i}.0/24"
