@@ -49,6 +49,7 @@ def iperf_json(lab: Lab, port: int, parallel: int, seconds: int, extra: list[str
 
 def in_lab() -> int:
     """The demo proper, in a kernel with VRF (a UML guest or a VRF-capable host)."""
+    sys.stdout.reconfigure(line_buffering=True)  # keep our lines in order with ansible's
     in_guest = os.environ.get("NETLB_IN_UML") == "1"
     uplinks = [Uplink("usb0", 40), Uplink("wlp1s0", 20)]
     with Lab(uplinks, name="demo", client_netns=None if in_guest else "auto") as lab:
