@@ -70,7 +70,13 @@ mkdir -p "$R/dev/shm" "$R/dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm" || die "/dev/shm"   # Ansible multiprocessing
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts" || die "devpts"
 mount -t tmpfs -o mode=755 tmpfs "$R/run" || die "tmpfs /run"
-mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || die "tmpfs /tmp"
+# A clean /tmp, unless the working tree lives there (a CI clone in /tmp):
+# then the overlay's /tmp keeps it visible, writes still go to the tmpfs upper.
+guest_cwd=$( . "$X/env" 2>/dev/null; echo "$NETLB_CWD")
+case "$guest_cwd" in
+    /tmp|/tmp/*) ;;
+    *) mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || die "tmpfs /tmp" ;;
+esac
 mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" || die "cgroup2"
 mount -t bpf bpf "$R/sys/fs/bpf" || die "bpffs"
 ln -sfn /proc/self/fd "$R/dev/fd" 2>/dev/null
