@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Validate a host's uplinks and render them into the BPF program's config header.
+
+files/bpf/multiwan.bpf.c is static; the per-host part is multiwan_config.h,
+rendered from files/bpf/multiwan_config.h.j2 with the context built here.
+Everything that ends up in C source is validated first: names and devices
+against a strict character set (no quote, backslash or comment can get in),
+marks, weights and prefixes by value.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import os
+import re
+
+POLICIES = ("random", "weighted", "round_robin", "hash_dst")
+STEERINGS = ("vrf", "fwmark")
+MAX_UPLINKS = 16
+MAX_WEIGHT = 1000
+MAX_EXCLUDES = 32
+LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+TEMPLATE_NAME = "multiwan_config.h.j2"
+
+
+class ConfigError(Exception):
+    def __init__(self, field, message):
+        super(ConfigError, self).__init__("%s: %s" % (field, message))
+        self.field = field
+
+
+def bpf_source_dir():
+    """files/bpf of this collection (works from a checkout and when installed)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.normpath(os.path.join(here, "..", "..", "files", "bpf"))
+
+
+def _int(value, field, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(field, "must be an integer %d-%d, got %r" % (low, high, value))
+    return value
+
+
+def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=None):
+    """Validated template context. Uplinks are dicts as in the role's inventory:
+    name, interface, weight, and vrf (vrf steering) or mark (fwmark steering);
+    an uplink without vrf/mark stays in the main table."""
+    if steering not in STEERINGS:
+        raise ConfigError("steering", "must be one of %s, got %r" % (", ".join(STEERINGS), steering))
+    if policy not in POLICIES:
+        raise ConfigError("policy", "must be one of %s, got %r" % (", ".join(POLICIES), policy))
+    if not isinstance(uplinks, (list, tuple)) or not 1 <= len(uplinks) <= MAX_UPLINKS:
+        raise ConfigError("uplinks", "needs 1 to %d uplinks" % MAX_UPLINKS)
+    rendered, names, devs, marks = [], set(), set(), set()
+    for i, up in enumerate(uplinks):
+        field = "uplinks[%d]" % i
+        if not isinstance(up, dict):
+            raise ConfigError(field, "must be a dictionary")
+        name = up.get("name")
+        if not isinstance(name, str) or not LABEL_RE.fullmatch(name):
+            raise ConfigError(field + ".name", "%r is not a valid label (1-32 of A-Z a-z 0-9 _ -)" % (name,))
+        if name in names:
+            raise ConfigError(field + ".name", "%s is used twice" % name)
+        names.add(name)
+        interface = up.get("interface")
+        if not isinstance(interface, str) or not IFNAME_RE.fullmatch(interface):
+            raise ConfigError(field + ".interface", "%r is not a valid interface name" % (interface,))
+        weight = _int(up.get("weight", 1), field + ".weight", 1, MAX_WEIGHT)
+        dev, mark = "", 0
+        if steering == "vrf":
+            if up.get("mark") is not None:
+                raise ConfigError(field + ".mark", "is for fwmark steering; this host uses vrf steering")
+            if up.get("vrf") is not None:
+                dev = up["vrf"]
+                if not isinstance(dev, str) or not IFNAME_RE.fullmatch(dev):
+                    raise ConfigError(field + ".vrf", "%r is not a valid device name (1-15 of A-Z a-z 0-9 _ . -)" % (dev,))
+                if dev in devs:
+                    raise ConfigError(field + ".vrf", "%s is used by two uplinks" % dev)
+                devs.add(dev)
+        else:
+            if up.get("vrf") is not None:
+                raise ConfigError(field + ".vrf", "is for vrf steering; this host uses fwmark steering")
+            if up.get("mark") is not None:
+                mark = _int(up["mark"], field + ".mark", 1, 2 ** 32 - 1)
+                if mark in marks:
+                    raise ConfigError(field + ".mark", "%#x is used by two uplinks" % mark)
+                marks.add(mark)
+        rendered.append({"name": name, "interface": interface, "weight": weight, "dev": dev, "mark": mark})
+    main = [u for u in rendered if not u["dev"] and not u["mark"]]
+    if len(main) > 1:
+        raise ConfigError("uplinks", "only one uplink can stay in the main table (%s)"
+                          % ", ".join(u["name"] for u in main))
+    exclude4, exclude6 = [], []
+    if len(exclude) > MAX_EXCLUDES:
+        raise ConfigError("exclude", "at most %d prefixes" % MAX_EXCLUDES)
+    for i, text in enumerate(exclude):
+        try:
+            net = ipaddress.ip_network(str(text), strict=False)
+        except ValueError:
+            raise ConfigError("exclude[%d]" % i, "%r is not a prefix in CIDR notation" % (text,))
+        if net.version == 4:
+            exclude4.append({"text": str(net), "c_addr": "0x%08x" % int(net.network_address),
+                             "c_mask": "0x%08x" % int(net.netmask)})
+        else:
+            exclude6.append({"text": str(net), "c_addr": _words(net.network_address), "c_mask": _words(net.netmask)})
+    return {
+        "mw_host": _safe_comment(host) if host else None,
+        "mw_policy": policy,
+        "mw_steering": steering,
+        "mw_uplinks": rendered,
+        "mw_exclude4": exclude4,
+        "mw_exclude6": exclude6,
+    }
+
+
+def _words(addr):
+    value = int(addr)
+    return ", ".join("0x%08x" % ((value >> shift) & 0xFFFFFFFF) for shift in (96, 64, 32, 0))
+
+
+def _safe_comment(text):
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", str(text))[:64]
+
+
+def render(context, template_dir=None):
+    """multiwan_config.h text (jinja2, with Ansible's template whitespace rules)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir or bpf_source_dir()),
+        trim_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE_NAME).render(**context)
