@@ -323,18 +323,25 @@ class Attacher(object):
         state = load_state()
         if self.need_bpffs_mount:
             self.run_cmd(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])
-        if not os.path.isdir(self.cgroup):
-            os.makedirs(self.cgroup)
-            state.setdefault(self.cgroup, {})["created_cgroup"] = True
-            save_state(state)
+        # Load before anything else changes: a verifier rejection must leave
+        # the host as it was (no cgroup, no pin directory).
         if plan_load:
+            made_pin_dir = not os.path.isdir(self.pin_dir)
             os.makedirs(self.pin_dir, exist_ok=True)
             try:
                 self.bpftool.loadall(self.p["object"], self.pin_path)
             except BpftoolError as exc:
                 shutil.rmtree(self.pin_path, ignore_errors=True)
+                if made_pin_dir:
+                    shutil.rmtree(self.pin_dir, ignore_errors=True)
                 raise AttachError("object", "the kernel refused to load %s (verifier or loader):\n%s"
                                   % (self.p["object"], exc.last_lines()))
+        made_cgroup = False
+        if not os.path.isdir(self.cgroup):
+            os.makedirs(self.cgroup)
+            made_cgroup = True
+            state.setdefault(self.cgroup, {})["created_cgroup"] = True
+            save_state(state)
         # Gapless: the new program is attached (multi) before the old one goes.
         done = []
         try:
@@ -343,6 +350,10 @@ class Attacher(object):
                 done.append(hook)
         except BpftoolError as exc:
             self.undo_attach(done, plan_load)
+            if made_cgroup:
+                os.rmdir(self.cgroup)
+                state.pop(self.cgroup, None)
+                save_state(state)
             raise AttachError(None, "attaching at %s failed: %s (a program attached there without the "
                                     "'multi' flag blocks others); nothing of this run is left attached"
                               % (self.cgroup, exc.detail))

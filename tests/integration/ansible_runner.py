@@ -54,12 +54,13 @@ def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: 
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def run_cases(cases: list[dict], *, check: bool = False, diff: bool = False) -> dict:
-    """Apply netlb.multiwan.vrf once per case; results keyed by case id."""
+def run_cases(cases: list[dict], *, check: bool = False, diff: bool = False, playbook: str = "vrf_cases.yml") -> dict:
+    """Apply a module once per case (vrf_cases.yml: netlb.multiwan.vrf,
+    attach_cases.yml: netlb.multiwan.cgroup_bpf_attach); results keyed by case id."""
     fd, result_file = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     try:
-        run = run_playbook("vrf_cases.yml", {"cases": cases, "result_file": result_file}, check=check, diff=diff)
+        run = run_playbook(playbook, {"cases": cases, "result_file": result_file}, check=check, diff=diff)
         try:
             with open(result_file) as handle:
                 results = json.load(handle)

@@ -1,0 +1,132 @@
+"""Build the balancer program for a test and give it a cgroup of its own.
+
+``build_object`` renders files/bpf/multiwan_config.h with the collection's
+renderer and compiles with clang, as the role will. ``TestCgroup`` makes a
+cgroup under the cgroup2 mount (never the root) and a bpffs pin directory,
+and removes both — programs detached, processes killed — also on failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.integration.ansible_runner import ROOT
+
+sys.path.insert(0, str(ROOT / ".build" / "collections"))
+from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_config  # noqa: E402
+from ansible_collections.netlb.multiwan.plugins.module_utils.cgroup import cgroup2_mount  # noqa: E402
+
+BPF_DIR = ROOT / "files" / "bpf"
+PROBE = Path(__file__).with_name("connect_probe.py")
+
+
+def build_object(out_dir: str, uplinks: list[dict], *, steering: str, policy: str,
+                 exclude: tuple = (), name: str = "multiwan", extra_cflags: tuple = ()) -> str:
+    ctx = bpf_config.build_context(uplinks, steering=steering, policy=policy, exclude=list(exclude))
+    build = Path(out_dir) / ("build-" + name)
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "multiwan_config.h").write_text(bpf_config.render(ctx))
+    obj = str(Path(out_dir) / (name + ".bpf.o"))
+    arch = os.uname().machine
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                    "-I%s" % build, "-I%s" % BPF_DIR, "-I/usr/include/%s-linux-gnu" % arch, *extra_cflags,
+                    "-c", str(BPF_DIR / "multiwan.bpf.c"), "-o", obj], check=True, capture_output=True, text=True)
+    return obj
+
+
+class TestCgroup:
+    """A fresh cgroup (relative name for the module) and pin directory."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, tag: str = "t"):
+        self.mount = cgroup2_mount()
+        if self.mount is None:
+            raise RuntimeError("no cgroup2 mount")
+        self.name = "netlb-test-%s-%d" % (tag, os.getpid())
+        self.path = os.path.join(self.mount, self.name)
+        self.pin_dir = "/sys/fs/bpf/netlb_test_%s_%d" % (tag, os.getpid())
+        self.tmp = tempfile.mkdtemp(prefix="netlb-bpf-")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def cleanup(self):
+        if os.path.isdir(self.path):
+            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            out = subprocess.run(["bpftool", "-j", "cgroup", "show", self.path], capture_output=True, text=True).stdout
+            for prog in json.loads(out.strip() or "[]"):
+                subprocess.run(["bpftool", "cgroup", "detach", self.path, prog["attach_type"], "id", str(prog["id"])],
+                               capture_output=True)
+            for _ in range(50):
+                try:
+                    os.rmdir(self.path)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        _forget_created_cgroup(self.path)
+
+    def argv(self, argv: list[str], netns: str | None = None) -> list[str]:
+        """argv run as a member of this cgroup (optionally inside a netns).
+
+        The shell joins the cgroup first, then execs: everything it starts is
+        in the cgroup. `ip netns exec` keeps the cgroup membership."""
+        inner = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.path, *inner]
+
+    def probe(self, args: list[str], netns: str | None = None, inside: bool = True) -> dict:
+        argv = [sys.executable, str(PROBE), *args]
+        if inside:
+            argv = self.argv(argv, netns)
+        elif netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError("probe failed: %s" % proc.stderr)
+        return json.loads(proc.stdout)
+
+    def counters(self) -> dict:
+        """{slot: {steered, errors}} from the pinned counters map."""
+        maps = list(Path(self.pin_dir).glob("*/maps/mw_counters"))
+        assert len(maps) == 1, maps
+        out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(maps[0])],
+                             capture_output=True, text=True, check=True).stdout
+        result = {}
+        for entry in json.loads(out):
+            value = entry.get("formatted", {}).get("value") or entry.get("value")
+            key = entry.get("formatted", {}).get("key", entry.get("key"))
+            if isinstance(key, list):
+                key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
+            if isinstance(value, dict):
+                result[int(key)] = value
+        return result
+
+
+def _forget_created_cgroup(path: str) -> None:
+    """The attach module remembers cgroups it created in /run; a test that
+    removes its cgroup by hand drops that record too."""
+    state_file = "/run/netlb-multiwan/cgroup_bpf_attach.json"
+    try:
+        with open(state_file) as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return
+    if state.pop(path, None) is not None:
+        with open(state_file, "w") as handle:
+            json.dump(state, handle)

@@ -1,0 +1,54 @@
+"""Make connects and report where the balancer put each socket.
+
+UDP connect() runs the cgroup connect hooks without sending anything, so
+thousands of decisions take well under a second. For each socket it reads
+back SO_MARK (fwmark steering) and SO_BINDTODEVICE (vrf steering).
+
+  python connect_probe.py --dst 100.64.0.1 --count 1000
+  python connect_probe.py --dst 100.64.0.1 --duration 3      (loop for N seconds)
+Prints JSON: {"decisions": ["mark:0x100" | "dev:wifi-vrf" | "none", ...]}
+"""
+import argparse
+import json
+import socket
+import time
+
+SO_BINDTODEVICE = 25
+SO_MARK = 36
+
+
+def decide(dst: str, port: int) -> str:
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect((dst, port))
+        mark = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)
+        dev = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, 16).split(b"\0", 1)[0].decode()
+    if dev:
+        return "dev:" + dev
+    if mark:
+        return "mark:%#x" % mark
+    return "none"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dst", action="append", required=True, help="destination(s), cycled")
+    parser.add_argument("--count", type=int, default=0, help="connects per destination")
+    parser.add_argument("--duration", type=float, default=0, help="loop this many seconds instead")
+    parser.add_argument("--port", type=int, default=9)
+    args = parser.parse_args()
+    decisions = []
+    if args.duration:
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            for dst in args.dst:
+                decisions.append(decide(dst, args.port))
+    else:
+        for _ in range(args.count):
+            for dst in args.dst:
+                decisions.append(decide(dst, args.port))
+    print(json.dumps({"decisions": decisions, "dst": args.dst}))
+
+
+if __name__ == "__main__":
+    main()

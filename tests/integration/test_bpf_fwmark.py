@@ -1,0 +1,191 @@
+"""The balancer program with fwmark steering on this machine's kernel.
+
+Lab: usb0 (40 Mbit/s, default route in main) and wlp1s0 (20 Mbit/s) whose
+table 100 is chosen by `ip rule fwmark 0x100`. The program is attached by
+netlb.multiwan.cgroup_bpf_attach (real ansible-playbook runs) to a test
+cgroup; traffic and connects come from processes in that cgroup.
+"""
+import collections
+import os
+import threading
+
+import pytest
+
+from tests.integration.ansible_runner import failed_cleanly, run_cases
+from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
+
+pytestmark = pytest.mark.hostkernel
+
+MARK = 0x100
+MOBILE = {"name": "mobile", "interface": "usb0", "weight": 1}
+WIFI = {"name": "wifi", "interface": "wlp1s0", "mark": MARK, "weight": 1}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="nlbfw") as lab:
+        wifi = lab.uplinks[1]
+        for argv in (["ip", "rule", "add", "fwmark", hex(MARK), "lookup", "100"],
+                     ["ip", "route", "add", "default", "via", wifi.gateway, "table", "100"],
+                     ["ip", "-6", "rule", "add", "fwmark", hex(MARK), "lookup", "100"],
+                     ["ip", "-6", "route", "add", "default", "via", wifi.gateway6, "table", "100"]):
+            lab.client_exec(argv)
+        yield lab
+
+
+@pytest.fixture
+def cgroup():
+    with TestCgroup("fw") as cg:
+        yield cg
+
+
+def attach(cg, obj, *, check=False, diff=False, **extra):
+    args = {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}
+    args.update(extra)
+    run = run_cases([{"id": "a", "args": args}], check=check, diff=diff, playbook="attach_cases.yml")
+    assert run["rc"] == 0, run["output"][-3000:]
+    return run["results"]["a"]
+
+
+def build(cg, policy, uplinks=(MOBILE, WIFI), name=None, **kw):
+    return build_object(cg.tmp, list(uplinks), steering="fwmark", policy=policy, name=name or policy, **kw)
+
+
+def test_iperf3_uses_both_uplinks_from_the_cgroup_only(lab, cgroup):
+    result = attach(cgroup, build(cgroup, "round_robin"))
+    assert result["changed"] is True and {p["attach_type"] for p in result["programs"]} == {"connect4", "connect6"}
+    usb, wifi = lab.uplinks
+
+    argv = ["iperf3", "-c", SERVER4, "-P10", "-t5", "-J"]
+    import json
+    import subprocess
+    inside = json.loads(subprocess.run(cgroup.argv(argv, lab.client_netns), capture_output=True, text=True,
+                                       timeout=60).stdout)
+    hosts = collections.Counter(stream_local_hosts(inside))
+    assert set(hosts) == {usb.address, wifi.address}, hosts
+    total = received_mbps(inside)
+    assert total >= 0.95 * 60, "received %.1f Mbit/s, want >= 57" % total
+
+    outside = lab.iperf3(parallel=4, seconds=1)
+    assert set(stream_local_hosts(outside)) == {usb.address}
+
+
+def test_policies_over_1000_connects(lab, cgroup):
+    # weighted 3:1 -> 75% +- 5 points on the main uplink
+    attach(cgroup, build(cgroup, "weighted", (dict(MOBILE, weight=3), WIFI)))
+    got = collections.Counter(cgroup.probe(["--dst", SERVER4, "--count", "1000"], lab.client_netns)["decisions"])
+    assert set(got) == {"none", "mark:0x100"} and sum(got.values()) == 1000
+    assert 700 <= got["none"] <= 800, got
+
+    # round_robin alternates exactly
+    attach(cgroup, build(cgroup, "round_robin"))
+    seq = cgroup.probe(["--dst", SERVER4, "--count", "1000"], lab.client_netns)["decisions"]
+    assert all(a != b for a, b in zip(seq, seq[1:])), seq[:20]
+    assert collections.Counter(seq) == {"none": 500, "mark:0x100": 500}
+
+    # hash_dst: a destination always gets the same uplink; destinations spread
+    attach(cgroup, build(cgroup, "hash_dst"))
+    dsts = ["100.64.%d.%d" % (i // 200, i % 200 + 1) for i in range(100)]
+    args = sum((["--dst", d] for d in dsts), []) + ["--count", "10"]
+    seq = cgroup.probe(args, lab.client_netns)["decisions"]
+    per_dst = collections.defaultdict(set)
+    for i, decision in enumerate(seq):
+        per_dst[dsts[i % len(dsts)]].add(decision)
+    assert all(len(v) == 1 for v in per_dst.values()), per_dst
+    assert {d for v in per_dst.values() for d in v} == {"none", "mark:0x100"}
+
+    # IPv6 (connect6) spreads too
+    attach(cgroup, build(cgroup, "random"))
+    got6 = collections.Counter(cgroup.probe(["--dst", SERVER6, "--count", "400"], lab.client_netns)["decisions"])
+    assert set(got6) == {"none", "mark:0x100"} and min(got6.values()) > 100, got6
+
+    # Counters: per uplink, readable with bpftool (this object saw the 400 IPv6 connects).
+    counters = cgroup.counters()
+    assert counters[0]["steered"] + counters[1]["steered"] == 400 and counters[1]["errors"] == 0
+
+
+def test_never_steered_destinations(lab, cgroup):
+    attach(cgroup, build(cgroup, "round_robin", (dict(MOBILE, mark=0x200), WIFI), exclude=("100.64.7.0/24",)))
+    dsts = ["127.0.0.53", "127.0.0.1", "169.254.1.1", "224.0.0.251", "::1", "fe80::1%lo",
+            "::ffff:127.0.0.53", "ff0e::1", "100.64.7.9"]
+    seq = cgroup.probe(sum((["--dst", d] for d in dsts if "%" not in d), []) + ["--count", "4"], lab.client_netns)
+    assert set(seq["decisions"]) == {"none"}, seq
+    # Everything else is steered (both uplinks carry a mark here, so 'none' would be a miss).
+    steered = cgroup.probe(["--dst", SERVER4, "--dst", SERVER6, "--count", "50"], lab.client_netns)["decisions"]
+    assert "none" not in steered
+
+
+def test_gapless_replace(lab, cgroup):
+    # Every uplink carries a mark, so an unsteered socket shows as "none".
+    both = (dict(MOBILE, mark=0x200), WIFI)
+    first = build(cgroup, "round_robin", both, name="first")
+    second = build(cgroup, "weighted", (dict(MOBILE, mark=0x200, weight=2), WIFI), name="second")
+    attach(cgroup, first)
+    probe = {}
+    worker = threading.Thread(target=lambda: probe.update(
+        cgroup.probe(["--dst", SERVER4, "--duration", "6"], lab.client_netns)))
+    worker.start()
+    try:
+        result = attach(cgroup, second)
+    finally:
+        worker.join()
+    acts = result["actions"]
+    assert acts.index("attach mw_connect4 at connect4") < next(i for i, a in enumerate(acts) if a.startswith("detach mw_connect4"))
+    assert len(probe["decisions"]) > 100 and "none" not in probe["decisions"]
+    hooks = collections.Counter(p["attach_type"] for p in result["programs"])
+    assert hooks == {"connect4": 1, "connect6": 1}
+    assert len(os.listdir(cgroup.pin_dir)) == 1
+
+
+def test_idempotence_check_mode_and_absent(lab, cgroup):
+    obj = build(cgroup, "random")
+    check = attach(cgroup, obj, check=True, diff=True)
+    assert check["changed"] is True and "(absent)" in check["diff"]["before"]
+    assert not os.path.exists(cgroup.path) and not os.path.exists(cgroup.pin_dir)
+
+    assert attach(cgroup, obj)["changed"] is True
+    again = attach(cgroup, obj, diff=True)
+    assert again["changed"] is False and again["diff"]["before"] == again["diff"]["after"]
+    ids = {p["id"] for p in again["programs"]}
+    assert ids == {p["id"] for p in attach(cgroup, obj)["programs"]}, "reloaded although unchanged"
+
+    assert attach(cgroup, obj, check=True, state="absent")["changed"] is True
+    assert os.path.isdir(cgroup.path) and os.path.isdir(cgroup.pin_dir)
+    gone = attach(cgroup, obj, state="absent")
+    assert gone["changed"] is True and gone["programs"] == []
+    assert not os.path.exists(cgroup.path), "the module created the cgroup, so absent removes it"
+    assert not os.path.exists(cgroup.pin_dir)
+    assert attach(cgroup, obj, state="absent")["changed"] is False
+
+
+def test_bad_inputs_fail_cleanly_and_change_nothing(lab, cgroup):
+    obj = build(cgroup, "random")
+    bad_c = os.path.join(cgroup.tmp, "bad.bpf.c")
+    with open(bad_c, "w") as handle:
+        handle.write('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                     'SEC("cgroup/connect4") int bad(struct bpf_sock_addr *ctx)\n'
+                     '{ int x[4]; return x[ctx->user_port & 7]; }\nchar LICENSE[] SEC("license") = "GPL";\n')
+    bad_o = os.path.join(cgroup.tmp, "bad.bpf.o")
+    import subprocess
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,
+                    "-c", bad_c, "-o", bad_o], check=True, capture_output=True)
+    cases = {
+        "outside_cgroup2": ({"cgroup": "/etc/netlb", "object": obj}, "cgroup"),
+        "escape": ({"cgroup": "../../etc", "object": obj}, "cgroup"),
+        "missing_object": ({"object": "/nonexistent/x.o"}, "object"),
+        "not_bpf": ({"object": "/bin/ls"}, "object"),
+        "verifier": ({"object": bad_o}, "object"),
+        "unknown_hook": ({"object": obj, "attach_types": ["connect9"]}, "attach_types[0]"),
+        "hook_not_in_object": ({"object": obj, "attach_types": ["sendmsg4"]}, "attach_types[0]"),
+        "pin_not_bpffs": ({"object": obj, "pin_dir": "/tmp/netlb-not-bpffs"}, "pin_dir"),
+    }
+    for cid, (args, field) in cases.items():
+        full = {"cgroup": cgroup.name, "pin_dir": cgroup.pin_dir}
+        full.update(args)
+        run = run_cases([{"id": cid, "args": full}], playbook="attach_cases.yml")
+        result = run["results"][cid]
+        assert failed_cleanly(result) and result["msg"].startswith(field + ":"), (cid, result["msg"])
+        if cid == "verifier":
+            assert "PROG LOAD LOG" in result["msg"] and "read_ok" in result["msg"], result["msg"]
+        assert not os.path.exists(cgroup.path) and not os.path.exists(cgroup.pin_dir), cid
