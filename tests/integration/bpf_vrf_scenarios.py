@@ -1,0 +1,95 @@
+"""VRF steering inside a VRF-capable (user-mode-linux) kernel.
+
+Run in the guest by test_bpf_vrf_uml.py. The original experiment: usb0 in
+main, wlp1s0 in wifi-vrf (table 10, made by netlb.multiwan.vrf), the balancer
+attached to a cgroup by netlb.multiwan.cgroup_bpf_attach, iperf3 -P10 from
+the cgroup. Then DNS through a stub on 127.0.0.53, with our program and with
+the original write-up's program. Facts go out as one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tests.integration.ansible_runner import run_cases
+from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
+
+RESULT_MARKER = "NETLB-BPF-VRF-RESULT "
+HERE = Path(__file__).resolve().parent
+UPLINKS = [{"name": "mobile", "interface": "usb0", "weight": 1},
+           {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 1}]
+
+
+def attach(cg: TestCgroup, obj: str) -> dict:
+    run = run_cases([{"id": "a", "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}}],
+                    playbook="attach_cases.yml")
+    return run["results"].get("a", {"failed": True, "msg": run["output"][-2000:]})
+
+
+def in_cgroup(cg: TestCgroup, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cg.argv(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def dns_lookups(cg: TestCgroup) -> dict:
+    proc = in_cgroup(cg, [sys.executable, str(HERE / "dns_lookups.py"), "100"], timeout=600)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-2000:]}
+
+
+def main() -> dict:
+    facts: dict = {}
+    with Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="bv", client_netns=None) as lab, \
+            TestCgroup("vrf") as cg:
+        usb, wifi = lab.uplinks
+        facts["addresses"] = {"usb0": usb.address, "wlp1s0": wifi.address}
+        vrf = run_cases([{"id": "vrf", "args": {
+            "name": "wifi-vrf", "table": 10, "interfaces": ["wlp1s0"],
+            "routes": [{"gateway": wifi.gateway}, {"gateway": wifi.gateway6}]}}])
+        facts["vrf"] = vrf["results"].get("vrf", {"failed": True, "msg": vrf["output"][-2000:]})
+
+        obj = build_object(cg.tmp, UPLINKS, steering="vrf", policy="random")
+        facts["attach"] = attach(cg, obj)
+        facts["cgroup_show"] = subprocess.run(["bpftool", "-j", "cgroup", "show", cg.path],
+                                              capture_output=True, text=True).stdout
+
+        iperf = in_cgroup(cg, ["iperf3", "-c", SERVER4, "-P10", "-t5", "-J"])
+        try:
+            result = json.loads(iperf.stdout)
+            facts["iperf"] = {"local_hosts": stream_local_hosts(result), "mbps": received_mbps(result)}
+        except ValueError:
+            facts["iperf"] = {"error": iperf.stderr[-2000:] + iperf.stdout[-2000:]}
+        probe4 = cg.probe(["--dst", SERVER4, "--count", "200"])
+        probe6 = cg.probe(["--dst", SERVER6, "--count", "200"])
+        facts["decisions4"] = sorted(set(probe4["decisions"]))
+        facts["decisions6"] = sorted(set(probe6["decisions"]))
+        facts["counters"] = cg.counters()
+
+        # DNS through a local stub, as systemd-resolved provides it.
+        Path("/etc/resolv.conf").unlink(missing_ok=True)  # may be a symlink into /run
+        Path("/etc/resolv.conf").write_text("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
+        stub = subprocess.Popen([sys.executable, str(HERE / "dns_stub.py"), "127.0.0.53"])
+        try:
+            time.sleep(0.5)
+            facts["dns_ours"] = dns_lookups(cg)
+            original = str(Path(cg.tmp) / "original.bpf.o")
+            subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % __import__("os").uname().machine,
+                            "-c", str(HERE / "bpf" / "original.bpf.c"), "-o", original], check=True)
+            facts["attach_original"] = attach(cg, original)
+            facts["dns_original"] = dns_lookups(cg)
+        finally:
+            stub.kill()
+            stub.wait()
+    return facts
+
+
+if __name__ == "__main__":
+    try:
+        facts = main()
+    except Exception:
+        facts = {"driver_error": traceback.format_exc()}
+    print(RESULT_MARKER + json.dumps(facts), flush=True)
+    sys.exit(1 if "driver_error" in facts else 0)

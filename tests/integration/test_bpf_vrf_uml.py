@@ -1,0 +1,58 @@
+"""VRF steering by the balancer program in the user-mode-linux kernel.
+
+One guest boot (tests/integration/bpf_vrf_scenarios.py): the original
+experiment built by netlb.multiwan.vrf + netlb.multiwan.cgroup_bpf_attach,
+iperf3 -P10 from the cgroup, connect4/connect6 decisions, counters, and DNS
+through a stub resolver on 127.0.0.53 with our program and with the original
+write-up's.
+"""
+import json
+
+import pytest
+
+from tests.integration.bpf_vrf_scenarios import RESULT_MARKER
+from tests.lab.uml import run_in_uml, uml_kernel
+
+pytestmark = pytest.mark.uml
+
+
+@pytest.fixture(scope="module")
+def facts():
+    if uml_kernel() is None:
+        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
+    result = run_in_uml(".venv/bin/python -m tests.integration.bpf_vrf_scenarios", timeout=1200)
+    lines = [ln for ln in result.output.splitlines() if ln.startswith(RESULT_MARKER)]
+    assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
+    data = json.loads(lines[-1][len(RESULT_MARKER):])
+    assert "driver_error" not in data, data.get("driver_error")
+    return data
+
+
+def test_modules_build_the_setup(facts):
+    assert facts["vrf"]["changed"] is True and not facts["vrf"].get("failed"), facts["vrf"]
+    assert facts["attach"]["changed"] is True and not facts["attach"].get("failed"), facts["attach"]
+    shown = {p["attach_type"]: p["name"] for p in json.loads(facts["cgroup_show"])}
+    assert shown == {"cgroup_inet4_connect": "mw_connect4", "cgroup_inet6_connect": "mw_connect6"}
+
+
+def test_original_experiment_both_local_addresses(facts):
+    hosts = set(facts["iperf"]["local_hosts"])
+    assert hosts == {facts["addresses"]["usb0"], facts["addresses"]["wlp1s0"]}, facts["iperf"]
+    assert len(facts["iperf"]["local_hosts"]) == 10
+
+
+def test_connect4_and_connect6_both_spread(facts):
+    assert facts["decisions4"] == ["dev:wifi-vrf", "none"]
+    assert facts["decisions6"] == ["dev:wifi-vrf", "none"]
+    counters = facts["counters"]
+    assert counters["0"]["steered"] > 0 and counters["1"]["steered"] > 0 and counters["1"]["errors"] == 0
+
+
+def test_dns_through_local_stub_keeps_working(facts):
+    assert facts["dns_ours"] == {"ok": 100, "count": 100, "errors": {}}
+
+
+def test_original_program_breaks_dns(facts):
+    # The write-up's program binds loopback sockets to the VRF too: about half fail.
+    assert not facts["attach_original"].get("failed"), facts["attach_original"]
+    assert 20 <= facts["dns_original"]["ok"] <= 80, facts["dns_original"]
