@@ -57,3 +57,55 @@ def test_non_bpf_files_are_refused(tmp_path):
                                          ("4.19.0", False), ("5.10.0", True)])
 def test_kernel_version_gate(release, ok):
     assert (attach.kernel_version(release) >= attach.MIN_KERNEL) is ok
+
+
+class FakeModule:
+    def __init__(self, **params):
+        self.params = dict(cgroup="multiwan", object="/nonexistent.o", pin_dir="/sys/fs/bpf/netlb_x",
+                           attach_types=None, state="present", create_cgroup=True)
+        self.params.update(params)
+        self.check_mode = False
+
+    def get_bin_path(self, name):
+        return "/usr/sbin/bpftool"
+
+
+def prepare(monkeypatch, mounts=UNIFIED + "bpf /sys/fs/bpf bpf rw 0 0\n", release="6.1.0", **params):
+    monkeypatch.setattr(attach.platform, "release", lambda: release)
+    monkeypatch.setattr(cg, "mounts", lambda text=None: _parse(mounts))
+    attacher = attach.Attacher(FakeModule(**params))
+    attacher.prepare()
+    return attacher
+
+
+def _parse(text):
+    return [(ln.split()[1], ln.split()[2]) for ln in text.splitlines() if ln.strip()]
+
+
+def test_old_kernel_is_refused(monkeypatch):
+    with pytest.raises(attach.AttachError, match="kernel 5.4.0 is older than 5.8"):
+        prepare(monkeypatch, release="5.4.0")
+
+
+def test_no_cgroup2_mount(monkeypatch):
+    with pytest.raises(attach.AttachError, match="cgroup: no cgroup2 file system is mounted"):
+        prepare(monkeypatch, mounts="proc /proc proc rw 0 0\n")
+
+
+def test_bpftool_missing(monkeypatch):
+    monkeypatch.setattr(FakeModule, "get_bin_path", lambda self, name: None)
+    monkeypatch.setattr(attach.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(attach.AttachError, match="bpftool not found on the managed host"):
+        prepare(monkeypatch)
+
+
+def test_pin_dir_with_dot_and_outside_bpffs(monkeypatch):
+    with pytest.raises(attach.AttachError, match="pin_dir: bpffs refuses names with a dot"):
+        prepare(monkeypatch, pin_dir="/sys/fs/bpf/netlb.new")
+    with pytest.raises(attach.AttachError, match="pin_dir: /var/tmp/x is not on a bpf file system"):
+        prepare(monkeypatch, pin_dir="/var/tmp/x")
+
+
+def test_missing_object_names_the_field(monkeypatch):
+    with pytest.raises(attach.AttachError, match="object: /nonexistent.o does not exist"):
+        prepare(monkeypatch)
