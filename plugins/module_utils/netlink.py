@@ -222,18 +222,42 @@ class Netlink(object):
                 ))
         return result
 
-    def l3mdev_rules(self):
-        """Families that have the l3mdev rule at the vrf driver's priority."""
-        found = set()
+    def _rules(self):
+        """(family, rule message) of every IPv4 and IPv6 policy rule."""
         for family in (AF_INET, AF_INET6):
             try:
                 rules = self.ipr.get_rules(family=family)
             except NetlinkError:
-                continue
+                continue  # e.g. IPv6 disabled
             for msg in rules:
-                if msg.get_attr("FRA_L3MDEV") and _attr(msg, "FRA_PRIORITY", 0) == L3MDEV_RULE_PRIORITY:
-                    found.add(family)
-        return found
+                yield family, msg
+
+    def l3mdev_rules(self):
+        """Families that have the l3mdev rule at the vrf driver's priority."""
+        return set(family for family, msg in self._rules()
+                   if msg.get_attr("FRA_L3MDEV") and _attr(msg, "FRA_PRIORITY", 0) == L3MDEV_RULE_PRIORITY)
+
+    def fwmark_rules(self):
+        """[{family, priority, fwmark, fwmask, table}] of the rules that match a fwmark."""
+        return [{
+            "family": family,
+            "priority": _attr(msg, "FRA_PRIORITY", 0),
+            "fwmark": msg.get_attr("FRA_FWMARK"),
+            "fwmask": _attr(msg, "FRA_FWMASK", 0xFFFFFFFF),
+            "table": _attr(msg, "FRA_TABLE", msg["table"]),
+        } for family, msg in self._rules() if msg.get_attr("FRA_FWMARK") is not None]
+
+    def add_fwmark_rule(self, family, priority, fwmark, fwmask, table):
+        self.ipr.rule("add", family=family, priority=priority, fwmark=fwmark, fwmask=fwmask,
+                      table=table, action="FR_ACT_TO_TBL")
+
+    def delete_fwmark_rule(self, family, priority, fwmark, fwmask, table):
+        try:
+            self.ipr.rule("del", family=family, priority=priority, fwmark=fwmark, fwmask=fwmask,
+                          table=table, action="FR_ACT_TO_TBL")
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ESRCH):
+                raise
 
     def route_oif(self, address):
         """Output interface index the kernel picks for ``address``, or None."""

@@ -38,6 +38,21 @@ ROUTE_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 SHOWN_ROUTE_TYPES = set(ROUTE_TYPES.values())
 
 
+# argument_spec of the ``routes`` option, shared by the vrf and fwmark_table
+# modules (documented once in the netlb.multiwan.routes doc fragment).
+ROUTES_ARGUMENT_SPEC = dict(
+    type="list", elements="dict", default=[],
+    options=dict(
+        dst=dict(type="str", default="default"),
+        gateway=dict(type="str"),
+        interface=dict(type="str"),
+        scope=dict(type="str", choices=["global", "link", "host", "site"]),
+        metric=dict(type="int"),
+        type=dict(type="str", default="unicast", choices=["unicast", "unreachable", "blackhole", "prohibit"]),
+    ),
+)
+
+
 class ValidationError(Exception):
     """Bad input. ``field`` names the option so the user knows what to fix."""
 

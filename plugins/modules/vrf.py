@@ -49,38 +49,6 @@ options:
     type: list
     elements: str
     default: []
-  routes:
-    description:
-      - Routes to keep in the VRF's table, in addition to the link routes of the enslaved
-        interfaces (which the module re-adds when the kernel did not move them).
-      - A gateway must be reachable through a link route of the table (an enslaved interface's
-        prefix or a route of this list without gateway).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      dst:
-        description: Destination prefix in CIDR notation, or C(default).
-        type: str
-        default: default
-      gateway:
-        description: Next-hop address. Its family decides the family of a C(default) route.
-        type: str
-      interface:
-        description: Output interface; must be one of O(interfaces).
-        type: str
-      scope:
-        description: Route scope. Defaults to C(link) for a route with only an interface, else C(global).
-        type: str
-        choices: [global, link, host, site]
-      metric:
-        description: Route metric (priority), 0 to 4294967295.
-        type: int
-      type:
-        description: Route type.
-        type: str
-        choices: [unicast, unreachable, blackhole, prohibit]
-        default: unicast
   unreachable_default:
     description:
       - Keep C(unreachable default metric 4278198272) in the table, for IPv4 and IPv6, as the
@@ -108,6 +76,8 @@ options:
         another master device.
     type: bool
     default: false
+extends_documentation_fragment:
+  - netlb.multiwan.routes
 attributes:
   check_mode:
     support: full
@@ -517,17 +487,7 @@ def main():
             name=dict(type="str", required=True),
             table=dict(type="int"),
             interfaces=dict(type="list", elements="str", default=[]),
-            routes=dict(
-                type="list", elements="dict", default=[],
-                options=dict(
-                    dst=dict(type="str", default="default"),
-                    gateway=dict(type="str"),
-                    interface=dict(type="str"),
-                    scope=dict(type="str", choices=["global", "link", "host", "site"]),
-                    metric=dict(type="int"),
-                    type=dict(type="str", default="unicast", choices=["unicast", "unreachable", "blackhole", "prohibit"]),
-                ),
-            ),
+            routes=model.ROUTES_ARGUMENT_SPEC,
             unreachable_default=dict(type="bool", default=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             netns=dict(type="str"),
