@@ -139,3 +139,63 @@ def render(context, template_dir=None):
         autoescape=False,
     )
     return env.get_template(TEMPLATE_NAME).render(**context)
+
+
+def _gateway(value, field, version):
+    try:
+        addr = ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ConfigError(field, "%r is not an IP address" % (value,))
+    if addr.version != version:
+        raise ConfigError(field, "%s is not an IPv%d address" % (value, version))
+    return str(addr)
+
+
+def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
+    """A host's whole inventory checked at once: {"bpf": template context,
+    "routing": one entry per extra uplink for the vrf / fwmark_table modules}.
+
+    Adds to build_context what routing needs: a table per extra uplink (not
+    reserved, not shared), gateways of the right family, and the fwmark
+    default (mark = table)."""
+    if not isinstance(uplinks, (list, tuple)):
+        raise ConfigError("uplinks", "must be a list")
+    filled, routing, tables = [], [], {}
+    for i, up in enumerate(uplinks):
+        field = "uplinks[%d]" % i
+        if not isinstance(up, dict):
+            raise ConfigError(field, "must be a dictionary")
+        up = dict(up)
+        extra = up.get("vrf") is not None if steering == "vrf" else (
+            up.get("table") is not None or up.get("mark") is not None)
+        if extra:
+            table = up.get("table")
+            if isinstance(table, bool) or not isinstance(table, int) or table in (0, 253, 254, 255) \
+                    or not 0 < table < 2 ** 32:
+                raise ConfigError(field + ".table", "needs a routing table other than 0, 253, 254, 255, got %r" % (table,))
+            if table in tables:
+                raise ConfigError(field + ".table", "table %d is also used by %s" % (table, tables[table]))
+            tables[table] = up.get("name")
+            if steering == "fwmark" and up.get("mark") is None:
+                up["mark"] = table
+            if up.get("gateway") is None and up.get("gateway6") is None:
+                raise ConfigError(field + ".gateway", "an uplink outside the main table needs a gateway (or gateway6)")
+            routes = []
+            if up.get("gateway") is not None:
+                routes.append({"dst": "default", "gateway": _gateway(up["gateway"], field + ".gateway", 4)})
+            if up.get("gateway6") is not None:
+                routes.append({"dst": "default", "gateway": _gateway(up["gateway6"], field + ".gateway6", 6)})
+            entry = {"name": up.get("name"), "interface": up.get("interface"), "table": table, "routes": routes}
+            if steering == "vrf":
+                entry["vrf"] = up["vrf"]
+            else:
+                entry["mark"] = up["mark"]
+            routing.append(entry)
+        elif up.get("table") is not None and steering == "vrf":
+            raise ConfigError(field + ".vrf", "a table without a vrf: give the VRF device name, or drop the table "
+                                              "for the main-table uplink")
+        filled.append(up)
+    ctx = build_context(filled, steering=steering, policy=policy, exclude=exclude, host=host)
+    if not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
+        raise ConfigError("uplinks", "no uplink to balance")
+    return {"bpf": ctx, "routing": routing}

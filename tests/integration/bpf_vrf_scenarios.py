@@ -12,9 +12,9 @@ import json
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
+from tests.integration.guest import report
 from tests.integration.ansible_runner import run_cases
 from tests.integration.bpf_lab import TestCgroup, build_object
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
@@ -87,9 +87,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        facts = main()
-    except Exception:
-        facts = {"driver_error": traceback.format_exc()}
-    print(RESULT_MARKER + json.dumps(facts), flush=True)
-    sys.exit(1 if "driver_error" in facts else 0)
+    report(main, RESULT_MARKER)

@@ -11,21 +11,14 @@ import json
 import pytest
 
 from tests.integration.bpf_vrf_scenarios import RESULT_MARKER
-from tests.lab.uml import run_in_uml, uml_kernel
+from tests.integration.guest import guest_facts
 
 pytestmark = pytest.mark.uml
 
 
 @pytest.fixture(scope="module")
 def facts():
-    if uml_kernel() is None:
-        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
-    result = run_in_uml(".venv/bin/python -m tests.integration.bpf_vrf_scenarios", timeout=1200)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith(RESULT_MARKER)]
-    assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
-    data = json.loads(lines[-1][len(RESULT_MARKER):])
-    assert "driver_error" not in data, data.get("driver_error")
-    return data
+    return guest_facts("tests.integration.bpf_vrf_scenarios", RESULT_MARKER, timeout=1200)
 
 
 def test_modules_build_the_setup(facts):

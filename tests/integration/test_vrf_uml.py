@@ -5,28 +5,19 @@ real ansible-playbook runs; the tests below assert on what the kernel showed
 (`ip -d link`, `ip addr`, `ip route show table all`, `ip rule`) and on iperf3
 traffic. Nothing here mocks the kernel.
 """
-import json
 
 import pytest
 
 from tests.integration.ansible_runner import failed_cleanly
 from tests.integration.vrf_scenarios import RESULT_MARKER
-from tests.lab.uml import run_in_uml, uml_kernel
+from tests.integration.guest import assert_same, guest_facts
 
 pytestmark = pytest.mark.uml
 
 
 @pytest.fixture(scope="module")
 def facts():
-    if uml_kernel() is None:
-        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
-    result = run_in_uml(".venv/bin/python -m tests.integration.vrf_scenarios", timeout=1500)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith(RESULT_MARKER)]
-    assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
-    data = json.loads(lines[-1][len(RESULT_MARKER):])
-    assert "driver_error" not in data, data.get("driver_error")
-    assert result.returncode == 0, result.output[-5000:]
-    return data
+    return guest_facts("tests.integration.vrf_scenarios", RESULT_MARKER, timeout=1500)
 
 
 def only(run):
@@ -35,11 +26,6 @@ def only(run):
     (result,) = run["results"].values()
     return result
 
-
-def assert_same(before, after):
-    for key in before:
-        assert before[key] == after[key], "`%s` changed:\n--- before\n%s\n--- after\n%s" % (
-            key, before[key], after[key])
 
 
 def test_check_mode_on_blank_kernel_reports_change_and_changes_nothing(facts):

@@ -10,12 +10,9 @@ a default route via its gateway.
 """
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-import traceback
 
+from tests.integration.guest import report
 from tests.integration.ansible_runner import run_cases, snapshot
 from tests.lab.netlab import Lab, Uplink, stream_local_hosts
 
@@ -124,10 +121,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        facts = main()
-    except Exception:
-        facts = {"driver_error": traceback.format_exc()}
-    sys.stdout.flush()
-    print(RESULT_MARKER + json.dumps(facts), flush=True)
-    sys.exit(1 if "driver_error" in facts else 0)
+    report(main, RESULT_MARKER)

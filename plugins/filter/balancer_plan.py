@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters of the netlb.multiwan.balancer role.
+
+balancer_plan turns a host's inventory (balancer_uplinks and friends)
+into the validated context of files/bpf/multiwan_config.h.j2. Validation lives
+in module_utils/bpf_config.py, shared with the tests, so the same rules guard
+every name and number that ends up in C source.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: balancer_plan
+short_description: Validated plan (BPF config context and routing) of a balancer host
+version_added: "0.1.0"
+description:
+  - Checks a host's uplinks (names, interfaces, VRF devices, marks, weights), steering, policy and
+    excluded prefixes, tables and gateways. Returns C(bpf), the variables that
+    C(files/bpf/multiwan_config.h.j2) renders, and C(routing), one entry per uplink outside the
+    main table.
+  - Fails with a message naming the field, e.g. C(balancer_uplinks[1].weight).
+options:
+  _input:
+    description: The host's C(balancer_uplinks).
+    type: list
+    elements: dict
+    required: true
+  steering:
+    description: C(vrf) or C(fwmark).
+    type: str
+    required: true
+  policy:
+    description: C(random), C(weighted), C(round_robin) or C(hash_dst).
+    type: str
+    required: true
+  exclude:
+    description: Prefixes never steered.
+    type: list
+    elements: str
+    default: []
+  host:
+    description: Host name, for the header's comment.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Context for the BPF config header
+  ansible.builtin.set_fact:
+    balancer_plan: "{{ balancer_uplinks | netlb.multiwan.balancer_plan(steering='vrf', policy='random') }}"
+"""
+
+RETURN = r"""
+_value:
+  description: C(bpf) (mw_* variables of multiwan_config.h.j2) and C(routing) (list of uplinks outside main).
+  type: dict
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_config
+
+
+def balancer_plan(uplinks, steering, policy, exclude=None, host=None):
+    try:
+        ctx = bpf_config.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host)
+    except bpf_config.ConfigError as exc:
+        # Name the inventory variable: uplinks[1].weight -> balancer_uplinks[1].weight
+        raise AnsibleFilterError("balancer_%s: %s" % (exc.field, str(exc).split(": ", 1)[1]))
+    return ctx
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"balancer_plan": balancer_plan}

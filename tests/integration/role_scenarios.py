@@ -1,0 +1,94 @@
+"""playbooks/site.yml with the balancer role, in a VRF-capable (UML) kernel.
+
+Run in the guest by test_role_uml.py: a blank host (the original laptop:
+usb0 with the default route, wlp1s0), then --check --diff, a real run,
+iperf3 -P10 from the balancer's cgroup, a second run, and
+balancer_state=absent. Facts go out as one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.integration.guest import report
+from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env, snapshot
+from tests.lab.netlab import SERVER4, Lab, Uplink, stream_local_hosts
+
+RESULT_MARKER = "NETLB-ROLE-RESULT "
+CGROUP = "multiwan"
+PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
+
+
+def kernel_state() -> dict:
+    state = snapshot()
+    state["cgroup_tree"] = subprocess.run(["bpftool", "cgroup", "tree"], capture_output=True, text=True).stdout
+    state["pins"] = sorted(str(p) for p in Path("/sys/fs/bpf").rglob("*"))
+    return state
+
+
+def site(inventory: str, *extra: str) -> dict:
+    argv = [ansible_bin("ansible-playbook"), "-i", inventory, str(ROOT / "playbooks" / "site.yml"), *extra]
+    proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, timeout=1500)
+    recap = re.search(r"^\S+\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", proc.stdout, re.M)
+    return {"rc": proc.returncode, "output": (proc.stdout + proc.stderr)[-6000:],
+            "ok": int(recap.group(1)) if recap else None,
+            "changed": int(recap.group(2)) if recap else None,
+            "failed": int(recap.group(4)) if recap else None}
+
+
+def main() -> dict:
+    facts: dict = {}
+    with Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="rl", client_netns=None) as lab:
+        usb, wifi = lab.uplinks
+        facts["addresses"] = {"usb0": usb.address, "wlp1s0": wifi.address}
+        host_vars = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),
+            "balancer_manage_packages": False,   # the guest runs on this machine's packages
+            "balancer_build_cache": tempfile.mkdtemp(prefix="netlb-build-"),
+            "balancer_cgroup": CGROUP,
+            "balancer_pin_dir": PIN_DIR,
+            "balancer_policy": "round_robin",
+            "balancer_uplinks": [
+                {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
+                {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
+                 "vrf": "wifi-vrf", "table": 10},
+            ],
+        }
+        inventory = Path(tempfile.mkdtemp(prefix="netlb-inv-")) / "hosts.json"
+        inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host_vars}}}))
+
+        facts["blank"] = kernel_state()
+        facts["check"] = site(str(inventory), "--check", "--diff")
+        facts["after_check"] = kernel_state()
+        facts["run1"] = site(str(inventory))
+        facts["applied"] = kernel_state()
+
+        cgroup_path = os.path.join("/sys/fs/cgroup", CGROUP)
+        shell = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+        iperf = subprocess.run(["sh", "-c", shell, cgroup_path, "iperf3", "-c", SERVER4, "-P10", "-t3", "-J"],
+                               capture_output=True, text=True, timeout=120)
+        try:
+            facts["iperf"] = {"local_hosts": stream_local_hosts(json.loads(iperf.stdout))}
+        except ValueError:
+            facts["iperf"] = {"error": iperf.stdout[-1500:] + iperf.stderr[-1500:]}
+
+        facts["run2"] = site(str(inventory))
+        bad = json.loads(inventory.read_text())
+        bad["multiwan"]["hosts"]["laptop"]["balancer_uplinks"][1]["weight"] = 0
+        bad_inventory = inventory.with_name("bad.json")
+        bad_inventory.write_text(json.dumps(bad))
+        facts["before_invalid"] = kernel_state()
+        facts["invalid"] = site(str(bad_inventory))
+        facts["after_invalid"] = kernel_state()
+        facts["absent"] = site(str(inventory), "-e", "balancer_state=absent")
+        facts["after_absent"] = kernel_state()
+    return facts
+
+
+if __name__ == "__main__":
+    report(main, RESULT_MARKER)
