@@ -34,7 +34,7 @@ def site(inventory: str, *extra: str) -> dict:
     argv = [ansible_bin("ansible-playbook"), "-i", inventory, str(ROOT / "playbooks" / "site.yml"), *extra]
     proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, timeout=1500)
     recap = re.search(r"^\S+\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", proc.stdout, re.M)
-    return {"rc": proc.returncode, "output": (proc.stdout + proc.stderr)[-6000:],
+    return {"rc": proc.returncode, "output": proc.stdout + proc.stderr,
             "ok": int(recap.group(1)) if recap else None,
             "changed": int(recap.group(2)) if recap else None,
             "failed": int(recap.group(4)) if recap else None}
