@@ -1,0 +1,590 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Status of a netlb.multiwan balancer host, like ``mwan3 status``.
+
+Reads the state file the balancer role writes (/etc/netlb-multiwan/balancer.json)
+and compares it with the live kernel: uplink links, addresses, VRF masters,
+routing tables and fwmark rules (sysfs and ``ip -j``), and the cgroup
+attachments and per-uplink counters of the program (``bpftool -j``). Read only.
+
+The same file is the module_utils of netlb.multiwan.balancer_info and, with a
+shebang the role prepends, the command /usr/local/sbin/netlb-multiwan-status on
+managed hosts. So: Python standard library only, nothing from ansible.
+
+    netlb-multiwan-status [--json] [--state FILE]
+
+Exit status: 0 when no problem was found, 1 when at least one was (they are
+listed under "problems"), 2 on a usage error.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
+STATE_VERSION = 1
+DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
+DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{%d}$" % DIGEST_LEN)
+COUNTERS_MAP = "mw_counters"
+# bpftool and ip live in sbin, which a module's or a user's PATH may lack.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+# bpftool >= 7 prints the kernel's attach type names (cgroup_inet4_connect).
+LONG_ATTACH_TYPE_RE = re.compile(r"^cgroup_(?:inet|udp)([46])_(\w+)$")
+COMMAND_TIMEOUT = 30
+
+
+def short_attach_type(name):
+    """'cgroup_inet4_connect' -> 'connect4'; short or unknown names unchanged."""
+    match = LONG_ATTACH_TYPE_RE.match(name or "")
+    return match.group(2) + match.group(1) if match else name
+
+
+class Host(object):
+    """What the collector reads from the machine. Tests replace ``run`` and the paths."""
+
+    def __init__(self, sys_class_net="/sys/class/net", proc_mounts="/proc/mounts", run=None, which=None):
+        self.sys_class_net = sys_class_net
+        self.proc_mounts = proc_mounts
+        if run is not None:
+            self.run = run
+        if which is not None:
+            self.which = which
+
+    def which(self, name):
+        path = os.pathsep.join([os.environ.get("PATH", "")] + list(SBIN_DIRS))
+        return shutil.which(name, path=path)
+
+    def run(self, argv):
+        """(rc, stdout, stderr); rc 127 when the command cannot be started."""
+        env = dict(os.environ, LC_ALL="C")
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                                  env=env, timeout=COMMAND_TIMEOUT)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return 127, "", str(exc)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def read(self, path):
+        """Stripped text of a file, or None when it cannot be read (a down link's carrier: EINVAL)."""
+        try:
+            with open(path) as handle:
+                return handle.read().strip()
+        except (IOError, OSError):
+            return None
+
+    def cgroup2_mount(self):
+        for line in (self.read(self.proc_mounts) or "").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == "cgroup2":
+                return fields[1].replace("\\040", " ")
+        return None
+
+
+class Collector(object):
+    def __init__(self, state_file, host):
+        self.state_file = state_file
+        self.host = host
+        self.problems = []
+        self.tools = {"ip": host.which("ip"), "bpftool": host.which("bpftool")}
+
+    def problem(self, text):
+        self.problems.append(text)
+
+    def command_json(self, tool, args):
+        """Parsed JSON output of ``tool -j args``, or (None, reason)."""
+        if not self.tools[tool]:
+            return None, "%s not found" % tool
+        rc, out, err = self.host.run([self.tools[tool], "-j"] + list(args))
+        if rc != 0:
+            return None, "; ".join(line.strip() for line in (err or out).strip().splitlines()) or "rc %d" % rc
+        try:
+            return json.loads(out) if out.strip() else [], None
+        except ValueError as exc:
+            return None, "unreadable JSON from %s: %s" % (tool, exc)
+
+    # -- state file --------------------------------------------------------
+
+    def read_state(self):
+        try:
+            with open(self.state_file) as handle:
+                text = handle.read()
+        except (IOError, OSError) as exc:
+            if not os.path.exists(self.state_file):
+                self.problem("state file %s missing: the balancer role has not been applied to this host"
+                             % self.state_file)
+            else:
+                self.problem("state file %s unreadable: %s" % (self.state_file, exc.strerror or exc))
+            return None
+        try:
+            state = json.loads(text)
+        except ValueError as exc:
+            self.problem("state file %s is not valid JSON: %s" % (self.state_file, exc))
+            return None
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            version = state.get("version") if isinstance(state, dict) else None
+            self.problem("state file %s has version %r; this status reads version %d"
+                         % (self.state_file, version, STATE_VERSION))
+            return None
+        for field in ("uplinks", "attachments"):
+            entries = state.get(field)
+            if entries is not None and not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+                self.problem("state file %s: %s must be a list of objects" % (self.state_file, field))
+                return None
+        return state
+
+    # -- uplinks -----------------------------------------------------------
+
+    def link(self, interface):
+        base = os.path.join(self.host.sys_class_net, interface or "")
+        if not interface or not os.path.isdir(base):
+            return {"exists": False, "operstate": None, "carrier": None, "master": None}
+        carrier = self.host.read(os.path.join(base, "carrier"))
+        master = os.path.join(base, "master")
+        return {
+            "exists": True,
+            "operstate": self.host.read(os.path.join(base, "operstate")),
+            "carrier": None if carrier is None else carrier == "1",
+            "master": os.path.basename(os.path.realpath(master)) if os.path.exists(master) else None,
+        }
+
+    def addresses(self):
+        """{interface: ["addr/prefixlen", ...]} of global addresses."""
+        data, _err = self.command_json("ip", ["addr", "show"])
+        result = {}
+        for link in data or []:
+            result[link.get("ifname")] = ["%s/%s" % (a.get("local"), a.get("prefixlen"))
+                                          for a in link.get("addr_info", []) if a.get("scope") == "global"]
+        return result
+
+    def routes(self, family, table):
+        data, err = self.command_json("ip", [family, "route", "show", "table", str(table)])
+        if data is None and "FIB table does not exist" in (err or ""):
+            return [], None  # a table without routes does not exist for the kernel
+        return data, err
+
+    @staticmethod
+    def route_devices(route):
+        return [route.get("dev")] + [hop.get("dev") for hop in route.get("nexthops", [])]
+
+    @staticmethod
+    def route_text(route):
+        parts = [route.get("dst", "?")]
+        if route.get("gateway"):
+            parts += ["via", route["gateway"]]
+        if route.get("dev"):
+            parts += ["dev", route["dev"]]
+        for hop in route.get("nexthops", []):
+            parts += ["nexthop", "via", hop.get("gateway", "?"), "dev", hop.get("dev", "?")]
+        return " ".join(parts)
+
+    def uplink(self, state, entry, addresses):
+        steering = state.get("steering")
+        mark = entry.get("mark")
+        table = entry.get("table")
+        if steering == "fwmark" and not mark and table:
+            mark = table  # the role's default: the mark is the table number
+        name = entry.get("name") or entry.get("interface") or "slot %s" % entry.get("slot")
+        interface = entry.get("interface")
+        in_main = not (entry.get("vrf") if steering == "vrf" else mark)
+        up = {
+            "slot": entry.get("slot"),
+            "name": name,
+            "interface": interface,
+            "gateway": entry.get("gateway"),
+            "gateway6": entry.get("gateway6"),
+            "vrf": entry.get("vrf") if steering == "vrf" else None,
+            "table": "main" if in_main else table,
+            "mark": None if in_main or steering != "fwmark" else mark,
+            "weight": entry.get("weight", 1),
+        }
+        up.update(self.link(interface))
+        up["addresses"] = addresses.get(interface, [])
+        if not up["exists"]:
+            self.problem("%s: interface %s does not exist" % (name, interface))
+        elif up["operstate"] == "down":
+            self.problem("%s: link %s is down" % (name, interface))
+        elif up["carrier"] is False:
+            self.problem("%s: link %s has no carrier" % (name, interface))
+
+        if up["vrf"]:
+            vrf = self.vrf_table(up["vrf"])
+            if vrf is False:
+                self.problem("%s: VRF %s does not exist" % (name, up["vrf"]))
+            elif vrf is not None and table is not None and vrf != table:
+                self.problem("%s: VRF %s uses table %s, the state file says %s" % (name, up["vrf"], vrf, table))
+            if up["exists"] and up["master"] != up["vrf"]:
+                self.problem("%s: %s is not enslaved to %s (master: %s)"
+                             % (name, interface, up["vrf"], up["master"] or "none"))
+
+        up["routes"] = []
+        families = [("-4", "default_route", entry.get("gateway") or not entry.get("gateway6"))]
+        families.append(("-6", "default_route6", state.get("ipv6") and entry.get("gateway6")))
+        for family, key, wanted in families:
+            up[key] = None
+            if not wanted:
+                continue
+            routes, err = self.routes(family, up["table"])
+            if routes is None:
+                if self.tools["ip"]:  # a missing ip is reported once, by collect()
+                    self.problem("%s: ip %s route show table %s failed: %s" % (name, family, up["table"], err))
+                continue
+            mine = [r for r in routes if interface in self.route_devices(r)] if in_main else routes
+            up["routes"] += [self.route_text(r) for r in mine]
+            up[key] = any(r.get("dst") == "default" and interface in self.route_devices(r) for r in routes)
+            if not up[key]:
+                self.problem("%s: %stable %s has no default route via %s"
+                             % (name, "IPv6 " if family == "-6" else "", up["table"], interface))
+        return up
+
+    def vrf_table(self, vrf):
+        """The VRF's table, False when the device is missing, None when unknown."""
+        if not os.path.isdir(os.path.join(self.host.sys_class_net, vrf)):
+            return False
+        data, _err = self.command_json("ip", ["-d", "link", "show", "dev", vrf])
+        try:
+            return data[0]["linkinfo"]["info_data"]["table"]
+        except (TypeError, LookupError):
+            return None
+
+    # -- rules -------------------------------------------------------------
+
+    def rules(self, state, uplinks):
+        families = [("-4", "IPv4")] + ([("-6", "IPv6")] if state.get("ipv6") else [])
+        result = []
+        for flag, label in families:
+            present, err = self.command_json("ip", [flag, "rule", "show"])
+            if present is None:
+                continue
+            if state.get("steering") == "vrf":
+                if any(u["vrf"] for u in uplinks):
+                    found = [r for r in present if "l3mdev" in r]
+                    result.append({"family": label, "rule": "l3mdev", "present": bool(found),
+                                   "priority": found[0].get("priority") if found else None})
+                    if not found:
+                        self.problem("no %s l3mdev rule (ip rule add l3mdev): VRF tables are never consulted" % label)
+                continue
+            for up in uplinks:
+                if up["mark"] is None:
+                    continue
+                found = [r for r in present
+                         if _int(r.get("fwmark")) == up["mark"] and _int(r.get("fwmask", "0xffffffff")) == 0xFFFFFFFF
+                         and str(r.get("table")) == str(up["table"])]
+                result.append({"family": label, "rule": "fwmark %#x lookup %s" % (up["mark"], up["table"]),
+                               "uplink": up["name"], "present": bool(found),
+                               "priority": found[0].get("priority") if found else None})
+                if not found:
+                    self.problem("%s: no %s rule fwmark %#x lookup %s" % (up["name"], label, up["mark"], up["table"]))
+        return result
+
+    # -- attachments -------------------------------------------------------
+
+    def pinned_programs(self, pin_path):
+        """{prog id: name} of the programs pinned in one object's pin directory."""
+        progs = {}
+        try:
+            names = sorted(os.listdir(pin_path))
+        except OSError:
+            return progs
+        for name in names:
+            if name == "maps":
+                continue
+            info, _err = self.command_json("bpftool", ["prog", "show", "pinned", os.path.join(pin_path, name)])
+            if isinstance(info, dict) and "id" in info:
+                progs[info["id"]] = name
+        return progs
+
+    def counters(self, pin_path):
+        """([{steered, errors}] per slot of the object's counters map, None) or (None, reason)."""
+        counters_map = os.path.join(pin_path, "maps", COUNTERS_MAP)
+        dump, err = self.command_json("bpftool", ["map", "dump", "pinned", counters_map])
+        if dump is None:
+            return None, err
+        return counter_slots(dump), None
+
+    def attachment(self, state, entry, mount, object_digest):
+        cgroup = entry.get("cgroup") or "/"
+        path = None
+        if mount:
+            path = mount if cgroup in ("/", ".") else os.path.join(mount, cgroup.lstrip("/"))
+        label = "attachment %s" % cgroup
+        att = {"cgroup": cgroup, "path": path, "exists": bool(path) and os.path.isdir(path), "processes": None,
+               "pin_dir": entry.get("pin_dir"), "pinned": [], "object": None, "current": False,
+               "hooks": [], "counters": None}
+        if path is None:
+            self.problem("%s: no cgroup2 file system is mounted" % label)
+        elif not att["exists"]:
+            self.problem("%s: cgroup %s does not exist" % (label, path))
+        else:
+            procs = self.host.read(os.path.join(path, "cgroup.procs"))
+            att["processes"] = len(procs.split()) if procs is not None else None
+
+        pin_dir = att["pin_dir"] or ""
+        try:
+            att["pinned"] = sorted(e for e in os.listdir(pin_dir) if DIGEST_DIR_RE.match(e))
+        except OSError:
+            pass
+        if not att["pinned"]:
+            self.problem("%s: no program pinned in %s (not loaded; bpffs does not survive a reboot)"
+                         % (label, pin_dir or "(no pin_dir)"))
+        elif object_digest and object_digest not in att["pinned"]:
+            self.problem("%s: pinned object %s is not the installed object %s"
+                         % (label, ", ".join(att["pinned"]), object_digest))
+        # The object whose programs and counters count: the installed one, else the only one pinned.
+        if object_digest in att["pinned"]:
+            att["object"] = object_digest
+        elif len(att["pinned"]) == 1:
+            att["object"] = att["pinned"][0]
+        att["current"] = bool(object_digest) and att["object"] == object_digest
+
+        if not self.tools["bpftool"]:
+            return att  # reported once by collect()
+        pin_path = os.path.join(pin_dir, att["object"]) if att["object"] else None
+        ours = self.pinned_programs(pin_path) if pin_path else {}
+        attached = []
+        if att["exists"]:
+            data, err = self.command_json("bpftool", ["cgroup", "show", path])
+            if data is None:
+                self.problem("%s: bpftool cgroup show %s failed: %s" % (label, path, err))
+            attached = data or []
+        for hook in state.get("attach_types") or ["connect4", "connect6"]:
+            progs = [{"id": p.get("id"), "name": p.get("name"), "attach_flags": p.get("attach_flags", ""),
+                      "pinned": p.get("id") in ours}
+                     for p in attached if short_attach_type(p.get("attach_type")) == hook]
+            ok = any(p["pinned"] for p in progs)
+            att["hooks"].append({"attach_type": hook, "programs": progs, "ok": ok})
+            if ok or not att["exists"]:
+                continue
+            foreign = [p for p in progs if (p["name"] or "").startswith("mw_")]
+            if foreign:
+                self.problem("%s: %s at %s is not the pinned program (%s)"
+                             % (label, ", ".join("%s id %s" % (p["name"], p["id"]) for p in foreign), hook,
+                                ", ".join("%s id %s" % (n, i) for i, n in sorted(ours.items())) or "none pinned"))
+            else:
+                self.problem("%s: program not attached at %s" % (label, hook))
+        if pin_path:
+            att["counters"], err = self.counters(pin_path)
+            if att["counters"] is None:
+                self.problem("%s: counters unreadable: %s" % (label, err))
+        return att
+
+    # -- all ---------------------------------------------------------------
+
+    def collect(self):
+        result = {"state_file": self.state_file, "state_found": False, "steering": None, "policy": None,
+                  "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "skipped": None,
+                  "connections": None, "attachments": [], "rules": [], "tools": self.tools, "problems": self.problems}
+        state = self.read_state()
+        if state is None:
+            return result
+        result.update(state_found=True, steering=state.get("steering"), policy=state.get("policy"),
+                      ipv6=bool(state.get("ipv6")), object=state.get("object"))
+        if not self.tools["ip"]:
+            self.problem("ip (iproute2) not found: addresses, routes and rules not checked")
+        if not self.tools["bpftool"]:
+            self.problem("bpftool not found: attachments and counters not checked")
+
+        if result["object"]:
+            try:
+                result["object_digest"] = file_digest(result["object"])[:DIGEST_LEN]
+            except (IOError, OSError):
+                self.problem("installed object %s missing" % result["object"])
+
+        entries = sorted(state.get("uplinks") or [], key=lambda u: u.get("slot", 0))
+        addresses = self.addresses() if self.tools["ip"] else {}
+        uplinks = [self.uplink(state, entry, addresses) for entry in entries]
+        result["uplinks"] = uplinks
+        result["rules"] = self.rules(state, uplinks) if self.tools["ip"] else []
+
+        mount = self.host.cgroup2_mount()
+        result["attachments"] = [self.attachment(state, entry, mount, result["object_digest"])
+                                 for entry in state.get("attachments") or []]
+        if not result["attachments"]:
+            self.problem("the state file lists no attachment: the program balances nothing")
+        self.add_counters(result)
+        return result
+
+    def add_counters(self, result):
+        """Per-uplink counters summed over every attachment (each has its own maps)."""
+        uplinks = result["uplinks"]
+        readable = [a["counters"] for a in result["attachments"] if a["counters"] is not None]
+        for att in result["attachments"]:
+            if att["counters"] is not None and len(att["counters"]) != len(uplinks) + 1:
+                self.problem("attachment %s: counters map has %d slots, the state file has %d uplinks "
+                             "(+1 skipped): the object was built for other uplinks"
+                             % (att["cgroup"], len(att["counters"]), len(uplinks)))
+        if not readable:
+            for up in uplinks:
+                up.update(connections=None, errors=None, share=None)
+            return
+
+        def total(slot, field):
+            return sum(c[slot][field] for c in readable if slot < len(c))
+
+        for i, up in enumerate(uplinks):
+            up["connections"] = total(i, "steered")
+            up["errors"] = total(i, "errors")
+        result["skipped"] = total(len(uplinks), "steered")
+        result["connections"] = sum(up["connections"] for up in uplinks)
+        for up in uplinks:
+            up["share"] = round(100.0 * up["connections"] / result["connections"], 1) if result["connections"] else None
+
+
+def _int(text):
+    try:
+        return int(str(text), 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def file_digest(path):
+    """sha256 of the object, as cgroup_bpf_attach names its pin directory (a BPF object is small)."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def _counter_value(value):
+    """{steered, errors} from bpftool's BTF-formatted value or its raw hex bytes."""
+    if isinstance(value, dict):
+        return {"steered": int(value.get("steered", 0)), "errors": int(value.get("errors", 0))}
+    raw = bytes(int(b, 16) for b in value or [])
+    if len(raw) < 16:
+        return {"steered": 0, "errors": 0}
+    return {"steered": int.from_bytes(raw[0:8], sys.byteorder), "errors": int.from_bytes(raw[8:16], sys.byteorder)}
+
+
+def counter_slots(dump):
+    """[{steered, errors}] by slot from ``bpftool -j map dump``.
+
+    mw_counters is a plain BPF_MAP_TYPE_ARRAY updated atomically; a per-CPU
+    variant ("values": [{"cpu", "value"}]) is summed over CPUs all the same.
+    """
+    slots = {}
+    for entry in dump or []:
+        formatted = entry.get("formatted") or {}
+        key = formatted.get("key", entry.get("key"))
+        if isinstance(key, list):
+            key = int.from_bytes(bytes(int(b, 16) for b in key), sys.byteorder)
+        per_cpu = formatted.get("values", entry.get("values"))
+        if per_cpu is not None:
+            values = [_counter_value(v.get("value")) for v in per_cpu]
+        else:
+            values = [_counter_value(formatted.get("value", entry.get("value")))]
+        slots[int(key)] = {"steered": sum(v["steered"] for v in values), "errors": sum(v["errors"] for v in values)}
+    return [slots.get(i, {"steered": 0, "errors": 0}) for i in range(max(slots) + 1)] if slots else []
+
+
+def collect(state_file=DEFAULT_STATE_FILE, host=None):
+    """The status as a dict (see netlb.multiwan.balancer_info's RETURN); never raises for a broken host."""
+    return Collector(state_file, host or Host()).collect()
+
+
+# -- the command ---------------------------------------------------------------
+
+
+def _table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [str(c).ljust(w) if i < 4 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def link_state(up):
+    if not up["exists"]:
+        return "missing"
+    if up["operstate"] == "down":
+        return "down"
+    if up["carrier"] is False:
+        return "no-carrier"
+    return up["operstate"] or "?"
+
+
+def route_label(up):
+    if up["vrf"]:
+        return "vrf %s (table %s)" % (up["vrf"], up["table"])
+    if up["mark"] is not None:
+        return "mark %#x -> table %s" % (up["mark"], up["table"])
+    return "main"
+
+
+def render(status):
+    """The status as text, one line per uplink, like ``mwan3 status``."""
+    lines = []
+    if status["state_found"]:
+        lines.append("netlb-multiwan: %s steering, %s policy (%s)"
+                     % (status["steering"], status["policy"], status["state_file"]))
+    else:
+        lines.append("netlb-multiwan: no balancer state (%s)" % status["state_file"])
+    if status["uplinks"]:
+        rows = [("uplink", "interface", "state", "route", "weight", "connections", "share", "errors")]
+        for up in status["uplinks"]:
+            rows.append((up["name"], up["interface"], link_state(up), route_label(up), up["weight"],
+                         "?" if up["connections"] is None else up["connections"],
+                         "-" if up["share"] is None else "%.1f%%" % up["share"],
+                         "?" if up["errors"] is None else up["errors"]))
+        lines.append("")
+        lines += _table(rows)
+        lines.append("  never steered (loopback, excluded, already bound): %s"
+                     % ("?" if status["skipped"] is None else status["skipped"]))
+        for up in status["uplinks"]:
+            defaults = ["%s %s" % (family, "yes" if present else "NO")
+                        for family, present in (("IPv4", up["default_route"]), ("IPv6", up["default_route6"]))
+                        if present is not None]
+            routes = "; default route %s" % ", ".join(defaults) if defaults else ""
+            lines.append("  %s: %s%s" % (up["name"], ", ".join(up["addresses"]) or "no address", routes))
+    if status["attachments"]:
+        lines += ["", "attachments:"]
+        for att in status["attachments"]:
+            where = att["path"] or att["cgroup"]
+            if not att["exists"]:
+                where += " (missing)"
+            elif att["processes"] is not None:
+                where += " (%d processes)" % att["processes"]
+            obj = att["object"] or "none"
+            if att["object"]:
+                obj += " (installed)" if att["current"] else " (not the installed object)"
+            lines.append("  %s  object %s" % (where, obj))
+            for hook in att["hooks"]:
+                progs = ", ".join("%s id %s%s" % (p["name"], p["id"], "" if p["pinned"] else " (not ours)")
+                                  for p in hook["programs"]) or "nothing attached"
+                lines.append("    %-9s %s" % (hook["attach_type"] + ":", progs))
+    if status["rules"]:
+        lines += ["", "rules:"]
+        for rule in status["rules"]:
+            lines.append("  %s %s: %s" % (rule["family"], rule["rule"],
+                                          "priority %s" % rule["priority"] if rule["present"] else "MISSING"))
+    lines += ["", "problems:" if status["problems"] else "problems: none"]
+    lines += ["  - %s" % p for p in status["problems"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="netlb-multiwan-status",
+        description="Status of the netlb.multiwan balancer: uplinks, connections per uplink, attachments, problems.",
+        epilog="Exit status: 0 when no problem was found, 1 when there is at least one, 2 on a usage error.")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument("--state", default=DEFAULT_STATE_FILE, metavar="FILE",
+                        help="state file written by the role (default: %(default)s)")
+    args = parser.parse_args(argv)
+    status = collect(args.state)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render(status))
+    return 1 if status["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

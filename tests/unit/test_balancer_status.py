@@ -1,0 +1,346 @@
+"""The status collector (balancer_info, netlb-multiwan-status) on a fake host.
+
+sysfs, /proc/mounts, cgroups and pin directories are files under tmp_path;
+`ip` and `bpftool` are a table of canned JSON answers keyed by their arguments.
+"""
+import json
+import os
+
+import pytest
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status as bs
+
+DIGEST = "0123456789abcdef"
+OLD_DIGEST = "fedcba9876543210"
+
+
+def counters_dump(values, per_cpu=False, formatted=True):
+    """bpftool -j map dump of mw_counters: [(steered, errors)] per slot (per CPU: a list of them)."""
+    dump = []
+    for key, value in enumerate(values):
+        raw_key = ["0x%02x" % b for b in key.to_bytes(4, "little")]
+        if per_cpu:
+            entry = {"key": raw_key, "values": [{"cpu": i, "value": raw(v)} for i, v in enumerate(value)]}
+            fmt = {"key": key, "values": [{"cpu": i, "value": {"steered": v[0], "errors": v[1]}}
+                                          for i, v in enumerate(value)]}
+        else:
+            entry = {"key": raw_key, "value": raw(value)}
+            fmt = {"key": key, "value": {"steered": value[0], "errors": value[1]}}
+        if formatted:
+            entry["formatted"] = fmt
+        dump.append(entry)
+    return dump
+
+
+def raw(value):
+    return ["0x%02x" % b for b in value[0].to_bytes(8, "little") + value[1].to_bytes(8, "little")]
+
+
+class FakeHost(bs.Host):
+    """A host with two uplinks, fwmark steering, the program attached at one cgroup: no problem."""
+
+    def __init__(self, root):
+        self.root = root
+        super(FakeHost, self).__init__(sys_class_net=str(root / "net"), proc_mounts=str(root / "mounts"))
+        self.tools = {"ip": "/usr/sbin/ip", "bpftool": "/usr/sbin/bpftool"}
+        self.answers = {}
+        self.calls = []
+        self.mount = root / "cgroup2"
+        (root / "mounts").write_text("proc /proc proc rw 0 0\ncgroup2 %s cgroup2 rw 0 0\n" % self.mount)
+        self.object = root / "multiwan.bpf.o"
+        self.object.write_bytes(b"object")
+        self.digest = bs.file_digest(str(self.object))[:16]
+        self.link("usb0", "up", "1")
+        self.link("wlp1s0", "up", "1")
+        self.state = {
+            "version": 1, "steering": "fwmark", "policy": "random", "ipv6": False, "object": str(self.object),
+            "attach_types": ["connect4", "connect6"], "rule_priority": 10000, "attachments": [],
+            "uplinks": [
+                {"slot": 0, "name": "mobile", "interface": "usb0", "gateway": "192.0.2.1", "gateway6": None,
+                 "vrf": None, "table": None, "mark": None, "weight": 1},
+                {"slot": 1, "name": "wifi", "interface": "wlp1s0", "gateway": "198.51.100.1", "gateway6": None,
+                 "vrf": None, "table": 100, "mark": 256, "weight": 3},
+            ],
+        }
+        self.ip(["addr", "show"], [
+            {"ifname": "usb0", "addr_info": [{"local": "192.0.2.2", "prefixlen": 24, "scope": "global"},
+                                             {"local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
+            {"ifname": "wlp1s0", "addr_info": [{"local": "198.51.100.2", "prefixlen": 24, "scope": "global"}]}])
+        self.ip(["-4", "route", "show", "table", "main"], [
+            {"dst": "default", "gateway": "192.0.2.1", "dev": "usb0"},
+            {"dst": "192.0.2.0/24", "dev": "usb0"}, {"dst": "10.9.0.0/16", "dev": "eth9"}])
+        self.ip(["-4", "route", "show", "table", "100"], [{"dst": "default", "gateway": "198.51.100.1", "dev": "wlp1s0"}])
+        self.ip(["-4", "rule", "show"], [{"priority": 0, "table": "local"},
+                                         {"priority": 10000, "src": "all", "fwmark": "0x100", "table": "100"},
+                                         {"priority": 32766, "table": "main"}])
+        self.attachment("multiwan", [(10, 0), (20, 1), (5, 0)])
+
+    def link(self, name, operstate, carrier, master=None):
+        base = self.root / "net" / name
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "operstate").write_text(operstate + "\n")
+        if carrier is None:
+            (base / "carrier").unlink(missing_ok=True)
+        else:
+            (base / "carrier").write_text(carrier + "\n")
+        if master:
+            (self.root / "net" / master).mkdir(exist_ok=True)
+            os.symlink("../" + master, str(base / "master"))
+
+    def attachment(self, cgroup, counters, digest=None, hooks=("connect4", "connect6"), prog_base=100):
+        """A cgroup with the pinned object's programs attached at ``hooks`` and its counters map."""
+        digest = digest or self.digest
+        pin_dir = self.root / ("pins_" + cgroup)
+        path = self.mount / cgroup
+        path.mkdir(parents=True)
+        (path / "cgroup.procs").write_text("11\n12\n")
+        (pin_dir / digest / "maps").mkdir(parents=True)
+        attached = []
+        for i, hook in enumerate(("connect4", "connect6")):
+            prog = pin_dir / digest / ("mw_" + hook)
+            prog.write_text("")
+            self.answers[("bpftool", "prog", "show", "pinned", str(prog))] = (0, json.dumps(
+                {"id": prog_base + i, "name": "mw_" + hook}), "")
+            if hook in hooks:
+                attached.append({"id": prog_base + i, "attach_type": "cgroup_inet%s_connect" % hook[-1],
+                                 "attach_flags": "multi", "name": "mw_" + hook})
+        self.answers[("bpftool", "cgroup", "show", str(path))] = (0, json.dumps(attached), "")
+        self.answers[("bpftool", "map", "dump", "pinned", str(pin_dir / digest / "maps" / "mw_counters"))] = (
+            0, json.dumps(counters_dump(counters)), "")
+        self.state["attachments"].append({"cgroup": cgroup, "pin_dir": str(pin_dir)})
+        return path, pin_dir
+
+    def ip(self, args, data):
+        self.answers[("ip",) + tuple(args)] = (0, json.dumps(data), "")
+
+    def which(self, name):
+        return self.tools.get(name)
+
+    def run(self, argv):
+        assert argv[1] == "-j", argv
+        key = (os.path.basename(argv[0]),) + tuple(argv[2:])
+        self.calls.append(key)
+        return self.answers.get(key, (1, "", "no canned answer for %s" % " ".join(key)))
+
+    def collect(self):
+        state_file = self.root / "balancer.json"
+        state_file.write_text(json.dumps(self.state))
+        return bs.collect(str(state_file), host=self)
+
+
+@pytest.fixture
+def host(tmp_path):
+    return FakeHost(tmp_path)
+
+
+def test_healthy_host(host):
+    status = host.collect()
+    assert status["problems"] == []
+    mobile, wifi = status["uplinks"]
+    assert mobile == dict(mobile, name="mobile", interface="usb0", exists=True, operstate="up", carrier=True,
+                          master=None, addresses=["192.0.2.2/24"], table="main", mark=None, weight=1,
+                          routes=["default via 192.0.2.1 dev usb0", "192.0.2.0/24 dev usb0"],
+                          default_route=True, default_route6=None, connections=10, errors=0, share=33.3)
+    assert wifi == dict(wifi, table=100, mark=256, weight=3, routes=["default via 198.51.100.1 dev wlp1s0"],
+                        connections=20, errors=1, share=66.7)
+    assert status["skipped"] == 5 and status["connections"] == 30
+    assert status["rules"] == [{"family": "IPv4", "rule": "fwmark 0x100 lookup 100", "uplink": "wifi",
+                                "present": True, "priority": 10000}]
+    (att,) = status["attachments"]
+    assert att["exists"] and att["processes"] == 2 and att["current"] and att["object"] == host.digest
+    assert [(h["attach_type"], h["ok"], h["programs"]) for h in att["hooks"]] == [
+        ("connect4", True, [{"id": 100, "name": "mw_connect4", "attach_flags": "multi", "pinned": True}]),
+        ("connect6", True, [{"id": 101, "name": "mw_connect6", "attach_flags": "multi", "pinned": True}])]
+
+
+def test_missing_state_file_is_a_problem_and_runs_nothing(host, tmp_path):
+    status = bs.collect(str(tmp_path / "nope.json"), host=host)
+    assert status["problems"] == ["state file %s missing: the balancer role has not been applied to this host"
+                                  % (tmp_path / "nope.json")]
+    assert status["state_found"] is False and status["uplinks"] == [] and host.calls == []
+    assert "no balancer state" in bs.render(status)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"version": 2}', "has version 2; this status reads version 1"),
+    ("[]", "has version None"),
+    ('{"version": 1, "uplinks": ["usb0"]}', "uplinks must be a list of objects"),
+])
+def test_unusable_state_file(host, tmp_path, text, message):
+    (tmp_path / "s.json").write_text(text)
+    (problem,) = bs.collect(str(tmp_path / "s.json"), host=host)["problems"]
+    assert message in problem
+
+
+def test_missing_bpftool_leaves_counters_unknown(host):
+    host.tools["bpftool"] = None
+    status = host.collect()
+    assert status["problems"] == ["bpftool not found: attachments and counters not checked"]
+    assert [u["connections"] for u in status["uplinks"]] == [None, None] and status["skipped"] is None
+    assert status["uplinks"][1]["default_route"] is True  # ip still works
+    assert status["attachments"][0]["hooks"] == [] and not any(c[0] == "bpftool" for c in host.calls)
+    text = bs.render(status)
+    assert "  mobile  usb0       up     main" in text and "never steered (loopback, excluded, already bound): ?" in text
+
+
+def test_missing_ip_is_one_problem(host):
+    host.tools["ip"] = None
+    status = host.collect()
+    assert status["problems"] == ["ip (iproute2) not found: addresses, routes and rules not checked"]
+    assert status["uplinks"][1]["connections"] == 20 and status["uplinks"][1]["default_route"] is None
+
+
+def test_counters_are_summed_over_attachments_and_cpus(host):
+    _path, pin_dir = host.attachment("multiwan.slice", [(1, 0), (2, 0), (3, 0)], prog_base=200)
+    per_cpu = [[(1, 0), (100, 0)], [(2, 1), (200, 0)], [(3, 0), (300, 0)]]
+    dump = str(pin_dir / host.digest / "maps" / "mw_counters")
+    host.answers[("bpftool", "map", "dump", "pinned", dump)] = (0, json.dumps(counters_dump(per_cpu, per_cpu=True)), "")
+    status = host.collect()
+    assert status["problems"] == []
+    assert status["attachments"][1]["counters"] == [{"steered": 101, "errors": 0}, {"steered": 202, "errors": 1},
+                                                    {"steered": 303, "errors": 0}]
+    assert [u["connections"] for u in status["uplinks"]] == [111, 222]
+    assert [u["errors"] for u in status["uplinks"]] == [0, 2]
+    assert status["skipped"] == 308 and status["connections"] == 333
+
+
+def test_counter_values_without_btf_are_decoded_from_bytes():
+    dump = counters_dump([(7, 1), (2 ** 40, 0)], formatted=False)
+    assert bs.counter_slots(dump) == [{"steered": 7, "errors": 1}, {"steered": 2 ** 40, "errors": 0}]
+    per_cpu = counters_dump([[(1, 0), (2, 0)]], per_cpu=True, formatted=False)
+    assert bs.counter_slots(per_cpu) == [{"steered": 3, "errors": 0}]
+    assert bs.counter_slots([]) == []
+
+
+def test_problems_are_listed(host, tmp_path):
+    host.link("wlp1s0", "down", None)
+    host.ip(["-4", "route", "show", "table", "100"], [])
+    host.ip(["-4", "rule", "show"], [{"priority": 10000, "fwmark": "0x100", "fwmask": "0xff00", "table": "100"}])
+    host.state["uplinks"].append({"slot": 2, "name": "lte", "interface": "wwan0", "table": 101, "mark": None})
+    host.ip(["-4", "route", "show", "table", "101"], [])
+    host.attachment("half", [(1, 0), (1, 0), (0, 0), (0, 0)], hooks=("connect4",), prog_base=300)
+    path, pins = host.attachment("stale", [], digest=OLD_DIGEST, prog_base=400)
+    del host.answers[("bpftool", "map", "dump", "pinned", str(pins / OLD_DIGEST / "maps" / "mw_counters"))]
+    host.answers[("bpftool", "cgroup", "show", str(path))] = (0, json.dumps(
+        [{"id": 9, "attach_type": "cgroup_inet4_connect", "name": "mw_connect4"}]), "")
+    host.state["attachments"].append({"cgroup": "gone", "pin_dir": str(tmp_path / "nopins")})
+    status = host.collect()
+    assert status["problems"] == [
+        "wifi: link wlp1s0 is down",
+        "wifi: table 100 has no default route via wlp1s0",
+        "lte: interface wwan0 does not exist",
+        "lte: table 101 has no default route via wwan0",
+        "wifi: no IPv4 rule fwmark 0x100 lookup 100",
+        "lte: no IPv4 rule fwmark 0x65 lookup 101",
+        "attachment half: program not attached at connect6",
+        "attachment stale: pinned object %s is not the installed object %s" % (OLD_DIGEST, host.digest),
+        "attachment stale: mw_connect4 id 9 at connect4 is not the pinned program (mw_connect4 id 400, "
+        "mw_connect6 id 401)",
+        "attachment stale: program not attached at connect6",
+        "attachment stale: counters unreadable: no canned answer for bpftool map dump pinned %s"
+        % (tmp_path / "pins_stale" / OLD_DIGEST / "maps" / "mw_counters"),
+        "attachment gone: cgroup %s does not exist" % (host.mount / "gone"),
+        "attachment gone: no program pinned in %s (not loaded; bpffs does not survive a reboot)" % (tmp_path / "nopins"),
+        "attachment multiwan: counters map has 3 slots, the state file has 3 uplinks (+1 skipped): "
+        "the object was built for other uplinks",
+    ]
+    assert status["uplinks"][1]["operstate"] == "down" and status["uplinks"][1]["carrier"] is None
+    assert status["attachments"][2]["current"] is False
+
+
+def test_no_carrier_missing_object_and_no_attachment(host):
+    host.link("usb0", "lowerlayerdown", "0")
+    host.object.unlink()
+    host.state["attachments"] = []
+    status = host.collect()
+    assert status["problems"] == ["installed object %s missing" % host.object, "mobile: link usb0 has no carrier",
+                                  "the state file lists no attachment: the program balances nothing"]
+    assert status["uplinks"][0]["carrier"] is False
+
+
+def test_ipv6_routes_and_rules_are_checked_when_balanced(host):
+    host.state["ipv6"] = True
+    host.state["uplinks"][1]["gateway6"] = "2001:db8:2::1"
+    host.ip(["-6", "route", "show", "table", "100"], [{"dst": "default", "dev": "wlp1s0", "gateway": "2001:db8:2::1"}])
+    host.answers[("ip", "-6", "rule", "show")] = (0, "[]", "")
+    status = host.collect()
+    assert status["problems"] == ["wifi: no IPv6 rule fwmark 0x100 lookup 100"]
+    assert status["uplinks"][1]["default_route6"] is True and status["uplinks"][0]["default_route6"] is None
+    # A table the kernel never made answers "FIB table does not exist": no route, not an error.
+    host.answers[("ip", "-6", "route", "show", "table", "100")] = (
+        2, "[", "Error: ipv6: FIB table does not exist.\nDump terminated\n")
+    status = host.collect()
+    assert "wifi: IPv6 table 100 has no default route via wlp1s0" in status["problems"]
+
+
+def test_vrf_steering(host):
+    host.state["steering"] = "vrf"
+    host.state["uplinks"][1].update(vrf="wifi-vrf", table=10, mark=None)
+    host.link("wlp1s0", "up", "1", master="other-vrf")
+    (host.root / "net" / "wifi-vrf").mkdir()
+    host.ip(["-d", "link", "show", "dev", "wifi-vrf"], [{"ifname": "wifi-vrf", "linkinfo": {
+        "info_kind": "vrf", "info_data": {"table": 11}}}])
+    host.ip(["-4", "route", "show", "table", "10"], [
+        {"dst": "default", "dev": "wlp1s0", "nexthops": []}])
+    status = host.collect()
+    assert status["problems"] == [
+        "wifi: VRF wifi-vrf uses table 11, the state file says 10",
+        "wifi: wlp1s0 is not enslaved to wifi-vrf (master: other-vrf)",
+        "no IPv4 l3mdev rule (ip rule add l3mdev): VRF tables are never consulted",
+    ]
+    wifi = status["uplinks"][1]
+    assert (wifi["vrf"], wifi["table"], wifi["mark"], wifi["master"]) == ("wifi-vrf", 10, None, "other-vrf")
+    assert "vrf wifi-vrf (table 10)" in bs.render(status)
+
+    host.ip(["-4", "rule", "show"], [{"priority": 1000, "src": "all", "l3mdev": None}])
+    host.link("wlp1s0", "up", "1")
+    os.unlink(str(host.root / "net" / "wlp1s0" / "master"))
+    (host.root / "net" / "wifi-vrf").rmdir()
+    status = host.collect()
+    assert status["problems"] == ["wifi: VRF wifi-vrf does not exist",
+                                  "wifi: wlp1s0 is not enslaved to wifi-vrf (master: none)"]
+    assert status["rules"] == [{"family": "IPv4", "rule": "l3mdev", "present": True, "priority": 1000}]
+
+
+def test_table_rendering(host):
+    text = bs.render(host.collect())
+    lines = text.splitlines()
+    assert lines[0].startswith("netlb-multiwan: fwmark steering, random policy (")
+    assert lines[2:5] == [
+        "  uplink  interface  state  route                    weight  connections  share  errors",
+        "  mobile  usb0       up     main                          1           10  33.3%       0",
+        "  wifi    wlp1s0     up     mark 0x100 -> table 100       3           20  66.7%       1",
+    ]
+    assert "  never steered (loopback, excluded, already bound): 5" in lines
+    assert "  mobile: 192.0.2.2/24; default route IPv4 yes" in lines
+    assert "  %s (2 processes)  object %s (installed)" % (host.mount / "multiwan", host.digest) in lines
+    assert "    connect4: mw_connect4 id 100" in lines
+    assert "  IPv4 fwmark 0x100 lookup 100: priority 10000" in lines
+    assert lines[-1] == "problems: none"
+
+
+def test_main_exit_status_and_json(host, monkeypatch, capsys):
+    state_file = host.root / "balancer.json"
+    state_file.write_text(json.dumps(host.state))
+    monkeypatch.setattr(bs, "Host", lambda: host)
+    assert bs.main(["--state", str(state_file)]) == 0
+    assert "problems: none" in capsys.readouterr().out
+    assert bs.main(["--json", "--state", str(state_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["uplinks"][1]["connections"] == 20
+    host.link("usb0", "down", None)
+    assert bs.main(["--state", str(state_file)]) == 1
+    assert "problems:\n  - mobile: link usb0 is down\n" in capsys.readouterr().out
+    assert bs.main(["--state", str(host.root / "missing.json")]) == 1
+
+
+@pytest.mark.parametrize("name, short", [("cgroup_inet4_connect", "connect4"), ("cgroup_inet6_post_bind", "post_bind6"),
+                                         ("cgroup_udp4_sendmsg", "sendmsg4"), ("connect6", "connect6"),
+                                         ("cgroup_inet_ingress", "cgroup_inet_ingress")])
+def test_short_attach_type(name, short):
+    assert bs.short_attach_type(name) == short
+
+
+def test_the_real_host_runner_reports_a_missing_command():
+    rc, _out, err = bs.Host().run(["/nonexistent/bpftool", "-j", "version"])
+    assert rc == 127 and "nonexistent" in err
