@@ -1,6 +1,7 @@
 # netlb.multiwan — developer entry points. Run as root on Debian/Ubuntu.
 #   make test   install what is missing, then run unit and integration tests
 #   make demo   install what is missing, then show the technique on a built-in lab
+#   make lint   ansible-lint, ansible-test sanity, build/install, galaxy-importer, changelog
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
@@ -15,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all deps test unit integration demo clean lint-docs
+.PHONY: all deps test unit integration demo clean lint-docs lint
 
 all: test
 
@@ -25,9 +26,9 @@ $(BUILD)/apt.stamp: scripts/install-deps.sh
 	@touch $@
 
 # The venv is rebuilt when the requirement files change.
-$(VENV)/.stamp: requirements.txt requirements-dev.txt $(BUILD)/apt.stamp
+$(VENV)/.stamp: requirements.txt requirements-dev.txt requirements-lint.txt $(BUILD)/apt.stamp
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-lint.txt
 	@touch $@
 
 $(COLLECTION_LINK):
@@ -38,7 +39,7 @@ deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK)
 
 # NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
 # skipped the kernel tests must not pass as green.
-test: deps lint-docs
+test: deps lint-docs lint
 	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit tests/integration
 
 unit: deps
@@ -47,15 +48,28 @@ unit: deps
 integration: deps
 	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/integration
 
-# Every module's documentation must render.
+# Every module's and the role's documentation must render.
 lint-docs: deps
 	@for m in plugins/modules/*.py; do \
 	  name=$$(basename $$m .py); \
 	  $(VENV)/bin/ansible-doc netlb.multiwan.$$name >/dev/null || { echo "ansible-doc fails for $$name"; exit 1; }; \
 	done; echo "ansible-doc renders every module"
+	@for r in roles/*/; do \
+	  name=$$(basename $$r); \
+	  $(VENV)/bin/ansible-doc -t role netlb.multiwan.$$name >/dev/null || { echo "ansible-doc -t role fails for $$name"; exit 1; }; \
+	  $(VENV)/bin/ansible-doc -t role --json netlb.multiwan.$$name | $(PY) -c 'import json, sys; \
+	    role = json.load(sys.stdin)["netlb.multiwan." + sys.argv[1]]; \
+	    sys.exit(0 if role["entry_points"]["main"].get("options") else "no options in the main entry point")' $$name \
+	    || { echo "ansible-doc -t role shows no argument specs for $$name"; exit 1; }; \
+	done; echo "ansible-doc renders every role's argument specs"
+
+# What Galaxy and collection users run: see scripts/lint-collection.sh.
+lint: deps
+	@bash scripts/lint-collection.sh
 
 demo: deps
 	$(PY) -m tests.lab.demo
 
 clean:
 	rm -rf $(BUILD) .pytest_cache
+

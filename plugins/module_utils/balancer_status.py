@@ -69,7 +69,7 @@ class Host(object):
         env = dict(os.environ, LC_ALL="C")
         try:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                                  env=env, timeout=COMMAND_TIMEOUT)
+                                  env=env, timeout=COMMAND_TIMEOUT, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             return 127, "", str(exc)
         return proc.returncode, proc.stdout, proc.stderr
@@ -580,11 +580,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     status = collect(args.state)
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(render(status))
     return 1 if status["problems"] else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ description:
   - Never changes anything. The same collector is installed on managed hosts by the role as the
     command C(netlb-multiwan-status).
 author:
-  - netlb.multiwan contributors
+  - netlb.multiwan contributors (@netlb)
 requirements:
   - iproute2 (C(ip)) and bpftool on the managed host; without them the status says what it could
     not check
@@ -39,6 +39,8 @@ options:
     description: Fail when RV(balancer.problems) is not empty (the status is returned all the same).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,7 @@ description:
     afterwards exactly one program of this module is attached per hook.
   - Programs attached to the cgroup by anything else are left alone.
 author:
-  - netlb.multiwan contributors
+  - netlb.multiwan contributors (@netlb)
 requirements:
   - bpftool (JSON output; v5.x to v7.x)
   - Linux >= 5.8 with cgroup v2 and cgroup BPF
@@ -65,6 +65,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -22,7 +22,7 @@ description:
     validated before anything changes.
   - A rule is kept for each address family that has a route in the table.
 author:
-  - netlb.multiwan contributors
+  - netlb.multiwan contributors (@netlb)
 requirements:
   - pyroute2 >= 0.7.3 on the managed host
 options:
@@ -57,6 +57,7 @@ options:
     description: Act inside this named network namespace (C(/run/netns/NAME)); it is never created.
     type: str
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - netlb.multiwan.routes
 attributes:
   check_mode:

@@ -25,7 +25,7 @@ description:
   - Enslaving an interface makes the kernel flush its IPv6 addresses; the module puts back the
     permanent ones it saw before (and does the same when it releases interfaces).
 author:
-  - netlb.multiwan contributors
+  - netlb.multiwan contributors (@netlb)
 requirements:
   - pyroute2 >= 0.7.3 on the managed host
   - Linux with VRF support (C(CONFIG_NET_VRF), module C(vrf))
@@ -77,6 +77,7 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - netlb.multiwan.routes
 attributes:
   check_mode:

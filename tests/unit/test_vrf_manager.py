@@ -94,7 +94,7 @@ class FakeNetlink:
 
 @pytest.fixture(autouse=True)
 def no_sessions(monkeypatch):
-    monkeypatch.setattr(vrf_module, "current_sessions", lambda: set())
+    monkeypatch.setattr(vrf_module, "current_sessions", set)
     monkeypatch.setattr(nl, "vrf_support", lambda: (True, "fake"))
 
 
@@ -119,7 +119,7 @@ def test_create_then_idempotent():
     assert "2001:db8:2::2/64" in fake.addrs[3]
     assert {r.render() for r in fake.tables[10]} >= {"default via 10.0.0.1", "unreachable default metric 4278198272"}
     fake.calls.clear()
-    manager, _, _ = run(fake, routes=GW)
+    manager = run(fake, routes=GW)[0]
     assert manager.actions == [] and fake.calls == []
 
 
@@ -148,7 +148,7 @@ def test_refuses_interface_of_the_ssh_session(monkeypatch):
     with pytest.raises(vrf_module.VrfError, match="wlp1s0 carries the current connection from 10.0.0.77"):
         run(fake, routes=GW)
     assert fake.calls == []
-    manager, _, _ = run(fake, routes=GW, force=True)
+    manager = run(fake, routes=GW, force=True)[0]
     assert fake.links_[3].master == 9
 
 
@@ -194,7 +194,7 @@ def test_absent_releases_and_removes_rules_with_last_vrf():
     assert names.count("delete_l3mdev_rule") == 2
     assert fake.links_[3].master == 0 and "2001:db8:2::2/64" in fake.addrs[3]
     fake.calls.clear()
-    manager, _, _ = run(fake, state="absent", table=None)
+    manager = run(fake, state="absent", table=None)[0]
     assert manager.actions == [] and fake.calls == []
 
 
@@ -205,7 +205,7 @@ def test_primary_uplink_stays_in_main_unless_forced():
     with pytest.raises(vrf_module.VrfError, match=r"interfaces\[0\]: wlp1s0 carries the host's preferred default"):
         run(fake, routes=GW)
     assert fake.calls == []
-    manager, _, _ = run(fake, routes=GW, force=True)
+    manager = run(fake, routes=GW, force=True)[0]
     assert fake.links_[3].master == 9
     assert any("drops its main-table routes (default via 10.0.0.1 dev wlp1s0)" in w for w in manager.warnings)
 
@@ -214,5 +214,5 @@ def test_secondary_default_route_only_warns():
     fake = FakeNetlink()
     fake.tables[254] = [m.Route(m.AF_INET, "default", gateway="192.0.2.1", dev="usb0"),
                         m.Route(m.AF_INET, "default", gateway="10.0.0.1", dev="wlp1s0", metric=600)]
-    manager, _, _ = run(fake, routes=GW)
+    manager = run(fake, routes=GW)[0]
     assert fake.links_[3].master == 9 and len(manager.warnings) == 1

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Check the collection the way Galaxy and the users of a collection check it. Called by
+# `make lint` with the tools of requirements-lint.txt installed in .venv:
+#   ansible-lint (production profile) and antsibull-changelog lint on the working tree;
+#   ansible-galaxy collection build of the files git knows (tracked, or new and not ignored);
+#   ansible-test sanity on that tarball's content, unpacked as ansible_collections/netlb/
+#   multiwan (a real directory, as ansible-test needs): what Galaxy and users test;
+#   ansible-galaxy collection install + verify of the tarball; galaxy-importer.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=$ROOT/.venv
+LINT=$ROOT/.build/lint
+COLLECTION=$LINT/tree/ansible_collections/netlb/multiwan
+# ansible-test keeps its per-test virtualenvs under ~/.ansible/test: a HOME of our own
+# keeps them (and the bootstrap script below) in .build, reused by the next run.
+TEST_HOME=$ROOT/.build/ansible-test-home
+
+export PATH=$VENV/bin:$PATH
+export ANSIBLE_NOCOLOR=1
+
+step() { printf '\n=== %s\n' "$*"; }
+version_of() { python -c 'import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))' "$1"; }
+
+cd "$ROOT"
+
+step "ansible-lint $(version_of ansible-lint) (profile production, .ansible-lint)"
+# ansible-lint installs this collection into ./.ansible and lints with that copy, unless
+# ANSIBLE_COLLECTIONS_PATH is set (then into ~/.ansible); it also loads collections from
+# ~/.ansible/collections, where a stale copy of this one may lie. So: no
+# ANSIBLE_COLLECTIONS_PATH, and a HOME of its own.
+mkdir -p "$ROOT/.build/ansible-lint-home"
+env -u ANSIBLE_COLLECTIONS_PATH HOME="$ROOT/.build/ansible-lint-home" ansible-lint --nocolor
+
+step "antsibull-changelog $(version_of antsibull-changelog) lint (changelogs/fragments)"
+antsibull-changelog lint
+echo "changelog fragments are valid"
+
+step "ansible-galaxy collection build (galaxy.yml build_ignore)"
+rm -rf "$LINT"
+mkdir -p "$LINT/source" "$LINT/dist" "$COLLECTION"
+git ls-files -z --cached --others --exclude-standard \
+  | while IFS= read -r -d '' path; do [ -e "$path" ] && printf '%s\0' "$path"; done \
+  | tar --null --no-recursion -T - -cf - | tar -C "$LINT/source" -xf -
+ansible-galaxy collection build --output-path "$LINT/dist" "$LINT/source"
+tarball=$(ls "$LINT"/dist/netlb-multiwan-*.tar.gz)
+tar -C "$COLLECTION" -xzf "$tarball"
+# Inside this repository's .build/, ansible-test would ask the outer git which files exist
+# (none: .build is ignored); a repository of its own makes it list every unpacked file,
+# but not ansible-test's own output.
+git -C "$COLLECTION" init -q
+echo "/tests/output/" >>"$COLLECTION/.git/info/exclude"
+
+# Every Python version ansible-test supports that this machine has runs the compile and
+# import tests (limited to tests/config.yml's python_requires for modules). pyenv shims
+# of versions that are not selected do not run, so link the interpreters themselves.
+PYTHONS=$LINT/pythons
+mkdir -p "$PYTHONS"
+found=()
+for version in $(python - <<'EOF'
+import ansible_test, os, runpy
+constants = runpy.run_path(os.path.join(os.path.dirname(ansible_test.__file__),
+                                        "_util", "target", "common", "constants.py"))
+print(" ".join(constants["REMOTE_ONLY_PYTHON_VERSIONS"] + constants["CONTROLLER_PYTHON_VERSIONS"]))
+EOF
+); do
+  interpreter=""
+  if command -v "python$version" >/dev/null && "python$version" -c '' 2>/dev/null; then
+    interpreter=$(command -v "python$version")
+  elif command -v pyenv >/dev/null; then
+    for candidate in "$(pyenv root)/versions/$version".*/bin/"python$version"; do
+      [ -x "$candidate" ] && interpreter=$candidate
+    done
+  fi
+  if [ -n "$interpreter" ]; then
+    ln -s "$interpreter" "$PYTHONS/python$version"
+    found+=("$version")
+  fi
+done
+echo "Python versions for compile/import: ${found[*]}"
+
+# `ansible-test sanity --venv` bootstraps pip in each test's virtualenv with get-pip.py,
+# downloaded from a host that only the package registries' network reaches; give it a
+# stand-in that uses the pip bundled with Python instead.
+pip_version=$(python - <<'EOF'
+import ansible_test, os, re
+source = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
+print(re.search(r"pip='([0-9.]+)'", source).group(1))
+EOF
+)
+mkdir -p "$TEST_HOME/.ansible/test/cache"
+cp scripts/ansible_test_get_pip.py "$TEST_HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+
+step "ansible-test sanity (ansible-core $(version_of ansible-core))"
+(cd "$COLLECTION" && HOME=$TEST_HOME PATH=$PYTHONS:$PATH ansible-test sanity --venv --color no)
+
+step "ansible-galaxy collection install + verify"
+(
+  export ANSIBLE_COLLECTIONS_PATH=$LINT/installed
+  ansible-galaxy collection install --offline --force -p "$LINT/installed" "$tarball"
+  ansible-galaxy collection verify --offline -p "$LINT/installed" netlb.multiwan
+  ansible-doc -t role netlb.multiwan.balancer >/dev/null
+  echo "the installed collection documents the role netlb.multiwan.balancer"
+)
+
+step "galaxy-importer $(version_of galaxy-importer) (no docker, no ansible-test)"
+rm -rf "$LINT/importer"
+mkdir -p "$LINT/importer/home"
+importer_log=$LINT/importer/import.log
+# The importer's settings come from these variables, whatever an
+# /etc/galaxy-importer/galaxy-importer.cfg on the machine says. Its ansible-lint installs
+# the collection under ~/.ansible: a HOME of its own keeps that out of the real one. It
+# writes importer_result.json into the current directory.
+cd "$LINT/importer"
+GALAXY_IMPORTER_RUN_ANSIBLE_TEST=false \
+GALAXY_IMPORTER_LOCAL_IMAGE_DOCKER=false \
+GALAXY_IMPORTER_RUN_ANSIBLE_DOC=true \
+GALAXY_IMPORTER_RUN_ANSIBLE_LINT=true \
+GALAXY_IMPORTER_CHECK_CHANGELOG=true \
+GALAXY_IMPORTER_CHECK_REQUIRED_TAGS=true \
+GALAXY_IMPORTER_TMP_ROOT_DIR=$LINT/importer \
+GALAXY_IMPORTER_ANSIBLE_LOCAL_TMP=$LINT/importer/ansible-tmp \
+HOME=$LINT/importer/home \
+  python -m galaxy_importer.main "$tarball" >"$importer_log" 2>&1 || {
+    grep -v '^    ' "$importer_log"; echo "galaxy-importer failed (log: $importer_log)"; exit 1; }
+# Galaxy shows warnings to the users of the collection: treat them as failures.
+if grep -E '^(WARNING|ERROR)' "$importer_log"; then
+  echo "galaxy-importer reported the problems above (log: $importer_log)"
+  exit 1
+fi
+grep -E '^(Importing with|Importer processing)' "$importer_log"
+
+step "lint: all checks passed"
