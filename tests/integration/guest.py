@@ -25,10 +25,10 @@ def report(main, marker: str) -> None:
     sys.exit(1 if "driver_error" in facts else 0)
 
 
-def guest_facts(module: str, marker: str, timeout: float) -> dict:
+def guest_facts(module: str, marker: str, timeout: float, env: dict | None = None) -> dict:
     if uml_kernel() is None:
         pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
-    result = run_in_uml(".venv/bin/python -m " + module, timeout=timeout)
+    result = run_in_uml(".venv/bin/python -m " + module, timeout=timeout, env=env)
     lines = [ln for ln in result.output.splitlines() if ln.startswith(marker)]
     assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
     data = json.loads(lines[-1][len(marker):])

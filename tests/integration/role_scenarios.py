@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.integration import reboot
 from tests.integration.guest import report
 from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env, snapshot
 from tests.lab.netlab import SERVER4, Lab, Uplink, stream_local_hosts
@@ -40,9 +41,38 @@ def site(inventory: str, *extra: str) -> dict:
             "failed": int(recap.group(4)) if recap else None}
 
 
+def make_lab() -> Lab:
+    return Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="rl", client_netns=None)
+
+
+def iperf_from_cgroup() -> dict:
+    cgroup_path = os.path.join("/sys/fs/cgroup", CGROUP)
+    shell = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+    iperf = subprocess.run(["sh", "-c", shell, cgroup_path, "iperf3", "-c", SERVER4, "-P10", "-t3", "-J"],
+                           capture_output=True, text=True, timeout=120)
+    try:
+        return {"local_hosts": stream_local_hosts(json.loads(iperf.stdout))}
+    except ValueError:
+        return {"error": iperf.stdout[-1500:] + iperf.stderr[-1500:]}
+
+
+def status(root: str = "/") -> dict:
+    """netlb-multiwan-status as the role installed it (in *root*)."""
+    argv = ["chroot", root, "/usr/local/sbin/netlb-multiwan-status"]
+    text = subprocess.run(argv, capture_output=True, text=True)
+    data = subprocess.run(argv + ["--json"], capture_output=True, text=True)
+    try:
+        parsed = json.loads(data.stdout)
+    except ValueError:
+        parsed = None
+    return {"rc": text.returncode, "text": text.stdout + text.stderr, "json": parsed}
+
+
 def main() -> dict:
+    if os.environ.get("NETLB_REBOOT_FROM"):
+        return boot_again(os.environ["NETLB_REBOOT_FROM"])
     facts: dict = {}
-    with Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="rl", client_netns=None) as lab:
+    with make_lab() as lab:
         usb, wifi = lab.uplinks
         facts["addresses"] = {"usb0": usb.address, "wlp1s0": wifi.address}
         host_vars = {
@@ -68,16 +98,15 @@ def main() -> dict:
         facts["run1"] = site(str(inventory))
         facts["applied"] = kernel_state()
 
-        cgroup_path = os.path.join("/sys/fs/cgroup", CGROUP)
-        shell = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
-        iperf = subprocess.run(["sh", "-c", shell, cgroup_path, "iperf3", "-c", SERVER4, "-P10", "-t3", "-J"],
-                               capture_output=True, text=True, timeout=120)
-        try:
-            facts["iperf"] = {"local_hosts": stream_local_hosts(json.loads(iperf.stdout))}
-        except ValueError:
-            facts["iperf"] = {"error": iperf.stdout[-1500:] + iperf.stderr[-1500:]}
+        facts["iperf"] = iperf_from_cgroup()
 
         facts["run2"] = site(str(inventory))
+        facts["boot_view"] = reboot.boot_view(os.path.join("/sys/fs/cgroup", CGROUP))
+        facts["state_file"] = Path("/etc/netlb-multiwan/balancer.json").read_text()
+        facts["status"] = status()
+        facts["units"] = sorted(p.name for p in Path("/etc/systemd/system").glob("*netlb*"))
+        if os.environ.get("NETLB_SAVE_ROOT"):
+            reboot.save_root(os.environ["NETLB_SAVE_ROOT"])
         bad = json.loads(inventory.read_text())
         bad["multiwan"]["hosts"]["laptop"]["balancer_uplinks"][1]["weight"] = 0
         bad_inventory = inventory.with_name("bad.json")
@@ -87,6 +116,22 @@ def main() -> dict:
         facts["after_invalid"] = kernel_state()
         facts["absent"] = site(str(inventory), "-e", "balancer_state=absent")
         facts["after_absent"] = kernel_state()
+    return facts
+
+
+def boot_again(saved: str) -> dict:
+    """A fresh kernel on the provisioned root: the uplinks come up (the host's
+    own network configuration would do that), then only the boot units run."""
+    facts: dict = {}
+    with make_lab() as lab_, reboot.booted_root(saved) as root:
+        facts["addresses"] = {u.interface: u.address for u in lab_.uplinks}
+        facts["boot"] = reboot.run_boot_units(root)
+        facts["boot_view"] = reboot.boot_view(os.path.join("/sys/fs/cgroup", CGROUP))
+        facts["iperf"] = iperf_from_cgroup()
+        facts["status"] = status(root)
+        # Booting twice (a unit restarted) changes nothing.
+        facts["boot_again"] = reboot.run_boot_units(root)
+        facts["boot_view_again"] = reboot.boot_view(os.path.join("/sys/fs/cgroup", CGROUP))
     return facts
 
 

@@ -1,0 +1,69 @@
+"""The role's systemd unit templates render to units that systemd-analyze
+accepts: the uplink unit for both steerings (with a dash in the interface
+name, which systemd escapes in device unit names), the program's unit with and
+without the slice, and the slice. The UML reboot test runs the installed ones."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "balancer" / "templates"
+APPLY = "/usr/local/sbin/netlb-multiwan-apply"
+
+
+def render(name, **context):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), keep_trailing_newline=True)
+    return env.get_template(name).render(ansible_managed="Ansible managed", **context)
+
+
+def verify(tmp_path, units):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    env = dict(os.environ, SYSTEMD_UNIT_PATH="%s:" % tmp_path)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *[str(tmp_path / n) for n in units]],
+                          capture_output=True, text=True, env=env)
+    # The command exists only on hosts the role provisioned.
+    complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                  if ln.strip() and "Command %s is not executable" % APPLY not in ln]
+    assert complaints == [], "\n".join(complaints)
+    return proc
+
+
+def uplink(**item):
+    return dict({"name": "wifi", "interface": "wlp1s0", "table": 10, "vrf": "wifi-vrf"}, **item)
+
+
+def test_vrf_uplink_unit_is_bound_to_its_device(tmp_path):
+    text = render("netlb-multiwan-uplink.service.j2", item=uplink(), balancer_steering="vrf")
+    assert "BindsTo=sys-subsystem-net-devices-wlp1s0.device" in text
+    assert "ExecStart=%s uplink wifi" % APPLY in text
+    assert "WantedBy=multi-user.target sys-subsystem-net-devices-wlp1s0.device" in text
+    verify(tmp_path, {"netlb-multiwan-uplink-wifi.service": text})
+
+
+def test_fwmark_uplink_unit_escapes_dashes_in_device_names(tmp_path):
+    text = render("netlb-multiwan-uplink.service.j2", item=uplink(name="isp-b", interface="enp3s0-v2",
+                                                                   vrf=None, mark=11, table=11),
+                  balancer_steering="fwmark")
+    assert "BindsTo=sys-subsystem-net-devices-enp3s0\\x2dv2.device" in text
+    assert "fwmark 11, table 11" in text
+    verify(tmp_path, {"netlb-multiwan-uplink-isp-b.service": text})
+
+
+def test_program_unit_with_and_without_the_slice(tmp_path):
+    slice_text = render("multiwan.slice.j2", balancer_slice="multiwan", _balancer_slice_unit="multiwan.slice")
+    assert "systemd-run --slice=multiwan APP" in slice_text
+    with_slice = render("netlb-multiwan-bpf.service.j2", _balancer_slice_unit="multiwan.slice",
+                        _balancer_attachments=[{"cgroup": "multiwan"}, {"cgroup": "multiwan.slice"}])
+    assert "Requires=multiwan.slice" in with_slice and "After=multiwan.slice" in with_slice
+    verify(tmp_path, {"netlb-multiwan-bpf.service": with_slice, "multiwan.slice": slice_text})
+    without = render("netlb-multiwan-bpf.service.j2", _balancer_slice_unit="",
+                     _balancer_attachments=[{"cgroup": "multiwan"}])
+    assert "Requires=" not in without and ".slice" not in without
+    (tmp_path / "multiwan.slice").unlink()
+    verify(tmp_path, {"netlb-multiwan-bpf.service": without})
