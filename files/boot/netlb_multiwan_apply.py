@@ -20,6 +20,7 @@ a host Ansible just provisioned changes nothing. It uses only the standard
 library, ip(8) and bpftool(8): at boot there is no controller to ask.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ def log(message):
 
 
 def run(argv, check=True):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     if check and proc.returncode != 0:
         raise ApplyError("%s: %s" % (" ".join(argv), proc.stderr.strip() or "exit %d" % proc.returncode))
     return proc
@@ -198,8 +199,8 @@ def attached_ids(cgroup, hook_name):
     progs = json.loads(out) if out.strip() else []
     if not isinstance(progs, list):
         raise ApplyError("bpftool cgroup show %s: %s" % (cgroup, out.strip()))
-    return set(p["id"] for p in progs if p.get("attach_type") in ("cgroup_inet%s_connect" % hook_name[-1],
-                                                                   hook_name))
+    attach_types = ("cgroup_inet%s_connect" % hook_name[-1], hook_name)
+    return set(p["id"] for p in progs if p.get("attach_type") in attach_types)
 
 
 def prog_id(pin):
@@ -235,7 +236,7 @@ def apply_bpf(state):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["uplink"] and len(argv) == 2:
-        step = lambda state: apply_uplink(state, argv[1])  # noqa: E731
+        step = functools.partial(apply_uplink, name=argv[1])
     elif argv == ["bpf"]:
         step = apply_bpf
     else:

@@ -114,8 +114,8 @@ def test_missing_interface_fails_so_systemd_retries(host):
 
 
 def test_fwmark_uplink_copies_link_routes_and_adds_rules_once(host):
-    state = dict(STATE, steering="fwmark", uplinks=[STATE["uplinks"][0], dict(STATE["uplinks"][1], vrf=None,
-                                                                                 mark=10, gateway6=None)])
+    wifi = dict(STATE["uplinks"][1], vrf=None, mark=10, gateway6=None)
+    state = dict(STATE, steering="fwmark", uplinks=[STATE["uplinks"][0], wifi])
     fake = host(links={"wlp1s0": {"ifname": "wlp1s0"}})
     apply.apply_uplink(state, "wifi")
     assert fake.changes == [
