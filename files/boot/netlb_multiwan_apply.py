@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: netlb.multiwan contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Re-apply the netlb.multiwan balancer at boot, without Ansible.
