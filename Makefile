@@ -73,3 +73,12 @@ demo: deps
 clean:
 	rm -rf $(BUILD) .pytest_cache
 
+# Benchmarks, not part of `make test`: every balancing method in turn on the same labs
+# (<15 min), written to benchmarks/results/latest.{md,png}. BENCH_ARGS=--quick: a short trial.
+.PHONY: bench
+$(VENV)/.bench-stamp: requirements-bench.txt $(VENV)/.stamp
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+	@touch $@
+
+bench: deps $(VENV)/.bench-stamp
+	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -7,6 +7,8 @@ set -euo pipefail
 # kernel that runs as a process (user-mode-linux) for hosts whose kernel lacks VRF.
 APT_PACKAGES=(iproute2 kmod procps iputils-ping iperf3 clang llvm libbpf-dev bpftool
               user-mode-linux python3 python3-venv python3-pip make git)
+# nftables: the mwan3-style method that `make bench` compares with.
+APT_PACKAGES+=(nftables)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

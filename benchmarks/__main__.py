@@ -1,0 +1,191 @@
+"""make bench: every balancing method in turn on the same labs, in one run.
+
+  python -m benchmarks            full run (<15 min): benchmarks/results/latest.{md,json,png}
+  python -m benchmarks --quick    one repetition, short runs: benchmarks/results/quick/
+  python -m benchmarks --no-uml   leave out the user-mode-linux part
+
+Order: the UML guest (provisioning, VRF steering) boots first and runs on its
+own while the host measures (two labs: three uplinks, then two). The guest is
+the longer part; the host's connect() rates, which are CPU-bound, are compared
+on the CPU clock, block by block, so that load next to them cancels out.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.host import host_testbed, measure_connect_cost
+from benchmarks.report import render_chart, render_markdown
+from benchmarks.testbed import (build_connect_rate, measure_ceilings, measure_efficiency, measure_hook_ns,
+                                measure_makespan)
+from benchmarks.uml_guest import RESULT_MARKER
+from tests.lab.uml import uml_kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TWO_LINKS = [40.0, 20.0]
+THREE_LINKS = [40.0, 20.0, 10.0]
+TRANSFERS = 12
+
+PARAMS = {
+    "full": {"reps": 3, "seconds": 2, "parallels": [1, 2, 4, 10], "makespan_reps": 5, "ideal_seconds": 4,
+             "connect_blocks": 150, "udp_count": 2000, "tcp_count": 200, "nft_rounds": 30, "nft_count": 1000,
+             "hook_count": 20000, "hook_count_tcp": 2000,
+             "provision_reps": 1, "uml_makespan_reps": 3},
+    "quick": {"reps": 1, "seconds": 1, "parallels": [1, 2, 4, 10], "makespan_reps": 1, "ideal_seconds": 1.5,
+              "connect_blocks": 20, "udp_count": 1000, "tcp_count": 100, "nft_rounds": 4, "nft_count": 300,
+              "hook_count": 5000, "hook_count_tcp": 500,
+              "provision_reps": 1, "uml_makespan_reps": 1},
+}
+
+
+def log(line: str) -> None:
+    print("%s %s" % (time.strftime("%H:%M:%S"), line), flush=True)
+
+
+def transfer_bytes(rates: list[float], ideal_seconds: float) -> int:
+    """Bytes per transfer so that all of them take ideal_seconds at the nominal rates."""
+    return int(sum(rates) * 1e6 / 8 * ideal_seconds / TRANSFERS)
+
+
+def _uml_guests() -> int:
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path("/proc", pid, "comm").read_text().strip() == "linux.uml":
+                count += 1
+    return count
+
+
+def machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    os_name = next((ln.split("=", 1)[1].strip('"') for ln in Path("/etc/os-release").read_text().splitlines()
+                    if ln.startswith("PRETTY_NAME=")), "")
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "os": os_name,
+            "kernel": platform.release(), "commit": git.stdout.strip()}
+
+
+def load_sample() -> dict:
+    return {"loadavg": [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]],
+            "uml_processes": _uml_guests()}
+
+
+@contextlib.contextmanager
+def uml_guest(params: dict, workdir: str) -> Iterator[callable]:
+    """Boot the guest in the background; yield a function that waits for its facts."""
+    if uml_kernel() is None:
+        raise RuntimeError("linux.uml is missing: run `make deps`")
+    script = ".venv/bin/python -m benchmarks.uml_guest --params " + shlex.quote(json.dumps(params))
+    out_path = Path(workdir, "uml-guest.log")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.lab.uml", "--no-stream", "--timeout", "1200",
+                                 "--", script], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def wait() -> dict:
+        proc.wait()
+        text = out_path.read_text(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.startswith(RESULT_MARKER)]
+        guest_log = "\n".join(ln for ln in text.splitlines() if not ln.startswith(RESULT_MARKER)) + "\n"
+        if not lines:
+            return {"error": "the guest gave no result (rc %s):\n%s" % (proc.returncode, text[-4000:]),
+                    "log": guest_log}
+        facts = json.loads(lines[-1][len(RESULT_MARKER):])
+        if "driver_error" in facts:
+            facts["error"] = facts.pop("driver_error")
+        facts["log"] = guest_log
+        return facts
+
+    try:
+        yield wait
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # tests.lab.uml kills and reaps the guest on SIGTERM
+            proc.wait()
+
+
+def run(params: dict, with_uml: bool) -> dict:
+    results: dict = {"params": params, "machine": machine(), "load": {"start": load_sample()},
+                     "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    t0 = time.monotonic()
+    reps, seconds, parallels = params["reps"], params["seconds"], params["parallels"]
+    with tempfile.TemporaryDirectory(prefix="netlb-bench-") as tmp, contextlib.ExitStack() as stack:
+        connect_rate = build_connect_rate(tmp)
+        uml_params = dict(params, transfers=TRANSFERS,
+                          transfer_bytes=transfer_bytes(TWO_LINKS, params["ideal_seconds"]))
+        wait_uml = stack.enter_context(uml_guest(uml_params, tmp)) if with_uml else None
+        if wait_uml:
+            log("UML guest booting in the background (provisioning, VRF steering)")
+
+        log("three uplinks %s Mbit/s" % THREE_LINKS)
+        with host_testbed("nlbbench3", THREE_LINKS, connect_rate, log) as (bed, methods):
+            three = {"rates": THREE_LINKS,
+                     "ceilings": measure_ceilings(bed, methods.single(), reps, seconds, log)}
+            # The single uplink is the same 40 Mbit/s link as with two: measured there.
+            three["runs"] = measure_efficiency(bed, methods.all(single=False), parallels, reps, seconds, log)
+        results["three"] = three
+
+        log("two uplinks %s Mbit/s" % TWO_LINKS)
+        with host_testbed("nlbbench2", TWO_LINKS, connect_rate, log) as (bed, methods):
+            two = {"rates": TWO_LINKS, "ceilings": measure_ceilings(bed, methods.single(), reps, seconds, log)}
+            two["runs"] = measure_efficiency(bed, methods.all(), parallels, reps, seconds, log)
+            results["two"] = two
+            nbytes = transfer_bytes(TWO_LINKS, params["ideal_seconds"])
+            log("makespan: %d transfers of %d bytes" % (TRANSFERS, nbytes))
+            results["makespan"] = {"rates": TWO_LINKS, "transfers": TRANSFERS, "bytes_each": nbytes,
+                                   "runs": measure_makespan(bed, methods.all() + [methods.slots()],
+                                                            params["makespan_reps"], TRANSFERS, nbytes, log)}
+            results["load"]["connect"] = load_sample()
+            log("connect() rates")
+            results["connect"] = measure_connect_cost(bed, methods, params, log)
+            log("hook run time (kernel BPF stats)")
+            results["hook_ns"] = measure_hook_ns(bed, [methods.bpf(p) for p in ("random", "weighted", "round_robin")],
+                                                 {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
+        if wait_uml:
+            log("waiting for the UML guest")
+            results["uml"] = wait_uml()
+            log("UML guest done%s" % (": " + results["uml"]["error"].splitlines()[-1]
+                                       if "error" in results["uml"] else ""))
+    results["load"]["end"] = load_sample()
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, short runs (development)")
+    parser.add_argument("--no-uml", action="store_true", help="leave out the user-mode-linux part")
+    parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results[/quick])")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, cgroups, BPF)")
+    params = dict(PARAMS["quick" if args.quick else "full"], quick=args.quick)
+    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    results = run(params, with_uml=not args.no_uml)
+    out.mkdir(parents=True, exist_ok=True)
+    guest_log = results.get("uml", {}).pop("log", None)
+    if guest_log is not None:
+        (out / "latest-uml.log").write_text(guest_log)
+    (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "latest.md").write_text(render_markdown(results, chart="latest.png"))
+    render_chart(results, out / "latest.png")
+    log("wrote %s/latest.md, latest.json, latest.png (%.0f s)" % (out, results["seconds"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""Turn the results of ``python -m benchmarks`` into a markdown report and a chart.
+
+render_markdown(results) needs nothing beyond the standard library (a unit
+test covers it); render_chart imports matplotlib (requirements-bench.txt).
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from benchmarks.stats import Summary, median_ci, paired_ratios, summarize
+
+LABELS = {
+    "single": "(a) single uplink",
+    "ecmp": "(b) kernel ECMP multipath",
+    "nft": "(c) nftables, mwan3-style",
+    "bpf_random": "(d) netlb fwmark, random",
+    "bpf_weighted": "(d) netlb fwmark, weighted",
+    "bpf_round_robin": "(d) netlb fwmark, round_robin",
+    "bpf_rr_slots": "(d) what-if: round_robin over 2:1 slots",
+    "vrf_weighted": "(e) netlb vrf, weighted (site.yml)",
+    "vrf_random": "(e) netlb vrf, random",
+    "vrf_round_robin": "(e) netlb vrf, round_robin",
+}
+TARGET_EFFICIENCY = 0.97
+TARGET_MAKESPAN = 0.90
+TARGET_HOOK_NS = 300
+TARGET_CONNECT_RATIO = 0.95
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key)
+
+
+def _rates(rates: list[float]) -> str:
+    return " + ".join("%g" % r for r in rates) + " Mbit/s"
+
+
+def ceiling_sum(ceilings: dict[str, list[float]]) -> float:
+    return sum(statistics.median(v) for v in ceilings.values())
+
+
+def efficiency(samples: list[dict], capacity: float) -> Summary:
+    return summarize([s["mbps"] / capacity for s in samples])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines + [""]
+
+
+def efficiency_section(title: str, section: dict, single_from: dict | None = None) -> list[str]:
+    """Two tables: received/nominal with spread, and received/measured ceiling."""
+    rates, runs = section["rates"], dict(section["runs"])
+    if single_from is not None and "single" not in runs:
+        runs = {"single": single_from["runs"]["single"], **runs}
+    nominal, ceiling = sum(rates), ceiling_sum(section["ceilings"])
+    parallels = list(next(iter(runs.values())).keys())
+    lines = ["### %s: %s" % (title, _rates(rates)), ""]
+    lines.append("Measured ceiling (each link alone, iperf3 -P4): " + ", ".join(
+        "%s %.1f" % (k, statistics.median(v)) for k, v in section["ceilings"].items())
+        + " Mbit/s; together %.1f Mbit/s = %.1f%% of nominal." % (ceiling, 100 * ceiling / nominal))
+    lines.append("")
+    header = ["method"] + ["-P%s" % p for p in parallels]
+    lines.append("Received / sum of nominal rates, median (min–max):")
+    lines.append("")
+    lines += _table(header, [[label(k)] + [efficiency(v[p], nominal).pct() for p in parallels]
+                             for k, v in runs.items()])
+    lines.append("Received / sum of measured ceilings, median:")
+    lines.append("")
+    lines += _table(header, [[label(k)] + ["%.1f%%" % (100 * efficiency(v[p], ceiling).median) for p in parallels]
+                             for k, v in runs.items()])
+    return lines
+
+
+def makespan_ratios(runs: list[dict], ideal: float) -> Summary:
+    return summarize([ideal / r["seconds"] for r in runs])
+
+
+def _median_share(runs: list[dict]) -> str:
+    links = list(runs[0]["share"])
+    return " / ".join("%.0f%%" % (100 * statistics.median(r["share"][k] for r in runs)) for k in links)
+
+
+def makespan_section(mk: dict, ceilings: dict) -> list[str]:
+    total_bits = mk["bytes_each"] * mk["transfers"] * 8
+    ideal_nominal = total_bits / (sum(mk["rates"]) * 1e6)
+    ideal_ceiling = total_bits / (ceiling_sum(ceilings) * 1e6)
+    links = " / ".join(next(iter(mk["runs"].values()))[0]["share"])
+    lines = ["### Makespan: %d transfers of %.2f MB started together over %s" % (
+        mk["transfers"], mk["bytes_each"] / 1e6, _rates(mk["rates"])), "",
+        "Ideal: %.2f s at the nominal rates, %.2f s at the measured ceilings. Ratio = ideal / measured time "
+        "(1.0 = every link busy until the end)." % (ideal_nominal, ideal_ceiling), ""]
+    rows = [[label(k), makespan_ratios(v, ideal_nominal).num(), "%.2f" % makespan_ratios(v, ideal_ceiling).median,
+             summarize([r["seconds"] for r in v]).num(2, " s"), _median_share(v)] for k, v in mk["runs"].items()]
+    lines += _table(["method", "ratio (nominal)", "ratio (ceiling)", "makespan", "bytes sent on " + links], rows)
+    return lines
+
+
+CONNECT_GROUPS = {
+    "udp": "udp, alternating cgroups",
+    "tcp": "tcp, alternating cgroups",
+    "tcp_nft": "tcp, nftables rounds",
+}
+
+
+def connect_ratios(connect: dict, group: str, key: str, clock: str = "cpu") -> list[float]:
+    """Per-block (or per-round) ratios to the run without hook or rules next to it."""
+    return paired_ratios(connect[clock][group][key], connect[clock][group]["single"])
+
+
+def ratio_cell(ratios: list[float]) -> str:
+    """'98.1% [97.5–98.7]': median ratio and the 95% confidence interval of that median."""
+    low, high = median_ci(ratios)
+    return "%.1f%% [%.1f–%.1f]" % (100 * statistics.median(ratios), 100 * low, 100 * high)
+
+
+def connect_section(connect: dict, hook_ns: dict, params: dict) -> list[str]:
+    lines = ["### Per-connect cost", "",
+             "Kernel BPF stats of the connect4 program (run_time_ns / run_cnt; stats enabled only for this):", ""]
+    protos = list(next(iter(hook_ns.values())).keys())
+    lines += _table(["program"] + ["ns per %s connect" % p for p in protos],
+                    [[label(k)] + ["%.0f" % v[p] for p in protos] for k, v in hook_ns.items()])
+    lines += [
+        "connect() per second of one process (benchmarks/connect_rate.c). **udp**: socket + connect + close, "
+        "no packet sent (the hook's largest share of the work); **tcp**: a handshake through the lab, closed with "
+        "RST. The program acts only in its cgroup, so one process moves between cgroups every %d udp / %d tcp "
+        "connects, %d blocks each. nftables acts on the whole namespace, so its ruleset is loaded and removed for "
+        "%d rounds of %d connects." % (params["udp_count"], params["tcp_count"], params["connect_blocks"],
+                                      params["nft_rounds"], params["nft_count"]), "",
+        "Two clocks: connects per second of the process's **CPU time** (user + system; what a connect costs, "
+        "and robust on a shared machine) and per second of **elapsed time** (what an application sees on a "
+        "quiet machine; here stretched by other processes' time slices). \"vs none\" is the median ratio to "
+        "the neighbouring block or round without hook or rules, [95% confidence interval of that median]; "
+        "\"extra\" is 1/rate − 1/rate(none) from the medians.", ""]
+    rows = []
+    for group, title in CONNECT_GROUPS.items():
+        cpu, wall = connect["cpu"].get(group), connect["wall"].get(group)
+        if not cpu:
+            continue
+        for key in cpu:
+            rate_cpu, rate_wall = statistics.median(cpu[key]), statistics.median(wall[key])
+            if key == "single":
+                rows.append([title, "none", "%.0f" % rate_cpu, "—", "—", "%.0f" % rate_wall, "—"])
+                continue
+            extra_ns = (1 / rate_cpu - 1 / statistics.median(cpu["single"])) * 1e9
+            rows.append([title, label(key), "%.0f" % rate_cpu, ratio_cell(connect_ratios(connect, group, key)),
+                         "%+.0f ns" % extra_ns, "%.0f" % rate_wall,
+                         ratio_cell(connect_ratios(connect, group, key, "wall"))])
+    lines += _table(["measurement", "condition", "per CPU-second", "vs none (CPU)", "extra (CPU)",
+                     "per elapsed second", "vs none (elapsed)"], rows)
+    return lines
+
+
+def provisioning_section(prov: dict) -> list[str]:
+    reps = len(prov["first"])
+    lines = ["### Provisioning: playbooks/site.yml on one lab host (UML guest, ansible_connection local)", "",
+             "A first run on a blank host (empty build cache: the program is compiled), then a second run%s. "
+             "%s tasks per run. The UML kernel traces every system call of Ansible's Python processes: these "
+             "times are many times what a real host takes; what they show is the ratio of first to second run." % (
+                 "; repeated after `balancer_state=absent`" if reps > 1 else
+                 " — once: a run takes minutes in this kernel, three repetitions do not fit in `make bench`",
+                 prov.get("tasks")), ""]
+    lines += _table(["run", "wall time", "changed"], [
+        ["first", summarize(prov["first"]).num(1, " s"), ", ".join(map(str, prov["first_changed"]))],
+        ["second", summarize(prov["second"]).num(1, " s"), ", ".join(map(str, prov["second_changed"]))]])
+    return lines
+
+
+def uml_section(uml: dict, host_ceiling_share: float | None = None) -> list[str]:
+    lines = ["## (e) VRF steering in the user-mode-linux kernel %s" % uml.get("kernel", ""), "",
+             "Another kernel (Debian's linux.uml, one emulated CPU, BPF interpreted): compare these rows "
+             "with each other, not with the host's.", ""]
+    if "ceilings" in uml and host_ceiling_share:
+        share = ceiling_sum(uml["ceilings"]) / sum(uml["rates"])
+        if share < host_ceiling_share - 0.03:
+            lines += ["The guest was short of CPU in this run: its links alone carried %.1f%% of their nominal "
+                      "rate, against %.1f%% on the host, so its throughput is bound by the emulation, not by the "
+                      "links." % (100 * share, 100 * host_ceiling_share), ""]
+    if "provisioning" in uml:
+        lines += provisioning_section(uml["provisioning"])
+    if "efficiency" in uml:
+        lines += efficiency_section("Aggregate efficiency (UML)", {"rates": uml["rates"], "ceilings": uml["ceilings"],
+                                                                   "runs": uml["efficiency"]})
+    if "makespan" in uml:
+        mk = {"rates": uml["rates"], "transfers": uml["transfers"], "bytes_each": uml["bytes_each"],
+              "runs": uml["makespan"]}
+        lines += makespan_section(mk, uml["ceilings"])
+    lines += ["No per-connect cost in this kernel: it leaves the BPF stats of cgroup programs at zero, counts "
+              "thread CPU time in ticks, and its elapsed time follows the host's load.", ""]
+    if "error" in uml:
+        lines += ["**The guest stopped with an error** (rows above are what it measured before):", "", "```",
+                  uml["error"].strip()[-3000:], "```", ""]
+    return lines
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target: what, measured, met, and why when missed."""
+    out = []
+    for lab in ("two", "three"):
+        section = results.get(lab)
+        if not section:
+            continue
+        nominal, ceiling = sum(section["rates"]), ceiling_sum(section["ceilings"])
+        runs = section["runs"]["bpf_weighted"]["10"]
+        eff, of_ceiling = efficiency(runs, nominal), efficiency(runs, ceiling)
+        measured = "%s of nominal, %.1f%% of the measured ceiling" % (eff.pct(), 100 * of_ceiling.median)
+        if "bpf_round_robin" in section["runs"]:
+            rr = section["runs"]["bpf_round_robin"]["10"]
+            measured += "; round_robin %.1f%% / %.1f%%" % (100 * efficiency(rr, nominal).median,
+                                                        100 * efficiency(rr, ceiling).median)
+        why = ["the links alone carry only %.1f%% of their nominal rate as TCP goodput (tbf counts whole "
+               "Ethernet frames; 1448 payload bytes per 1514-byte frame): 97%% of nominal is out of reach for "
+               "any method" % (100 * ceiling / nominal)]
+        empty = sum(1 for r in runs if min(r["share"].values()) < 0.01)
+        if empty:
+            why.append("in %d of %d runs the random draws (10 streams and iperf3's control connection) left an "
+                       "uplink without a stream, and that run got only the other links' rate" % (empty, len(runs)))
+        met = eff.median >= TARGET_EFFICIENCY
+        out.append({"target": "-P10 efficiency >= 97%% (%s, netlb weighted)" % _rates(section["rates"]),
+                    "measured": measured, "met": met, "why": "" if met else "; ".join(why)})
+    mk = results.get("makespan")
+    if mk:
+        total_bits = mk["bytes_each"] * mk["transfers"] * 8
+        ratio = makespan_ratios(mk["runs"]["bpf_weighted"], total_bits / (sum(mk["rates"]) * 1e6))
+        of_ceiling = makespan_ratios(mk["runs"]["bpf_weighted"], total_bits / (ceiling_sum(results["two"]["ceilings"])
+                                                                               * 1e6))
+        met = ratio.median >= TARGET_MAKESPAN
+        why = ("`weighted` draws each connection's uplink at random (2:1): 12 connections split exactly 8:4 only "
+               "about one time in four, and the link that got too many finishes last")
+        if "bpf_rr_slots" in mk["runs"]:
+            why += "; a deterministic 2:1 rotation (what-if row) reached %.2f" % makespan_ratios(
+                mk["runs"]["bpf_rr_slots"], total_bits / (sum(mk["rates"]) * 1e6)).median
+        out.append({"target": "weighted makespan ratio >= 0.90", "measured": "%s (%.2f against the ceiling)" % (
+            ratio.num(), of_ceiling.median), "met": met, "why": "" if met else why})
+    hook = results.get("hook_ns")
+    if hook:
+        worst_key = max(hook, key=lambda k: max(hook[k].values()))
+        worst = max(hook[worst_key].values())
+        out.append({"target": "hook <= 300 ns per connect", "measured": "%.0f ns at most (%s); weighted %s" % (
+            worst, label(worst_key), ", ".join("%s %.0f ns" % kv for kv in hook["bpf_weighted"].items())),
+            "met": worst <= TARGET_HOOK_NS, "why": "" if worst <= TARGET_HOOK_NS else "see the per-connect table"})
+    connect = results.get("connect")
+    if connect:
+        udp_key = min((k for k in connect["cpu"]["udp"] if k != "single"),
+                      key=lambda k: statistics.median(connect_ratios(connect, "udp", k)))
+        udp = connect_ratios(connect, "udp", udp_key)
+        tcp = connect_ratios(connect, "tcp", "bpf_weighted")
+        met = min(statistics.median(udp), statistics.median(tcp)) >= TARGET_CONNECT_RATIO
+        out.append({"target": "connect()/s with the hook >= 95% of without",
+                    "measured": "per CPU-second: udp %s (%s, the lowest), tcp %s (weighted); elapsed-time "
+                                "ratios in the per-connect table" % (ratio_cell(udp), label(udp_key),
+                                                                     ratio_cell(tcp)),
+                    "met": met, "why": "" if met else "see the per-connect table"})
+    return out
+
+
+def notes(results: dict) -> list[str]:
+    out = []
+    cores = results["machine"]["cores"]
+    samples = results.get("load", {})
+    busiest = max((s["loadavg"][0] for s in samples.values()), default=0)
+    others = max((s["uml_processes"] for s in samples.values()), default=0)
+    if busiest > cores / 2 or others:
+        out.append("Shared machine: %d cores, 1-minute load average up to %.1f, up to %d linux.uml processes of "
+                   "other sessions running next to this one. Throughput is shaped by tbf and barely affected; "
+                   "connect() rates are CPU-bound, which is why they are compared block by block on the CPU clock; "
+                   "the user-mode-linux guest is slowed down as a whole (provisioning times above all)." % (
+                       cores, busiest, others))
+    if results["params"].get("quick"):
+        out.append("Quick run (--quick): one repetition, short runs. Not for conclusions.")
+    return out
+
+
+def render_markdown(results: dict, chart: str | None = None) -> str:
+    m, p = results["machine"], results["params"]
+    lines = ["# netlb.multiwan benchmarks", "",
+             "%s, commit %s, `make bench`%s in %.0f s." % (results["started"], m["commit"],
+                                                           " --quick" if p.get("quick") else "", results["seconds"]),
+             "Machine: %s, %d cores, %.1f GiB, %s, kernel %s." % (m["cpu"], m["cores"], m["memory_gib"], m["os"],
+                                                                  m["kernel"]), ""]
+    lines += ["Medians over %d repetitions (makespan %d), spread = min–max; iperf3 -t %g; methods run in turn "
+              "within each repetition. How to read this: see the Benchmarks section of the README." % (
+                  p["reps"], p["makespan_reps"], p["seconds"]), ""]
+    for note in notes(results):
+        lines += ["> " + note, ""]
+    if chart:
+        lines += ["![benchmark chart](%s)" % chart, ""]
+    lines += ["## Targets", ""]
+    lines += _table(["target", "measured", "met"], [
+        [t["target"], t["measured"] + ("" if t["met"] else " — " + t["why"]), "yes" if t["met"] else "**no**"]
+        for t in targets(results)])
+    lines += ["## Aggregate efficiency (host kernel %s, fwmark steering)" % m["kernel"], ""]
+    if "two" in results:
+        lines += efficiency_section("Two uplinks", results["two"])
+    if "three" in results:
+        lines += efficiency_section("Three uplinks", results["three"], single_from=results.get("two"))
+        lines += ["(a) with three uplinks is the same 40 Mbit/s link, measured once in the two-uplink lab.", ""]
+    if "makespan" in results:
+        lines += makespan_section(results["makespan"], results["two"]["ceilings"])
+    if "connect" in results:
+        lines += connect_section(results["connect"], results["hook_ns"], p)
+    if "uml" in results:
+        two = results.get("two")
+        lines += uml_section(results["uml"], ceiling_sum(two["ceilings"]) / sum(two["rates"]) if two else None)
+    lines += ["## Methods", "",
+              "- (a) everything through uplink 0 (the main table's default route).",
+              "- (b) the main default route as a multipath route, nexthop weights in the ratio of the link rates, "
+              "`net.ipv4.fib_multipath_hash_policy=1` (the hash includes ports).",
+              "- (c) as mwan3 balances, in nftables: a connection's first packet gets a mark by weighted "
+              "`numgen random`, kept in its conntrack mark and restored on later packets; `ip rule fwmark` picks "
+              "the uplink's table; a route-type output chain re-routes on the mark and masquerade rewrites the "
+              "source address chosen before it.",
+              "- (d) this collection's program at cgroup connect4/connect6, fwmark steering (SO_MARK) into the "
+              "same tables, attached by `netlb.multiwan.cgroup_bpf_attach`; weighted uses the rate ratio. iperf3 "
+              "opens a control connection before its streams, and it is balanced too: with round_robin a -P1 "
+              "stream lands on the uplink after the control connection's.",
+              "- what-if (makespan only): `weighted` picks at random per connection; round_robin over the slots "
+              "(uplink 0, uplink 0, uplink 1) shows what a deterministic weighted policy would reach.",
+              "- (e) the same program with VRF steering (SO_BINDTODEVICE), provisioned by `playbooks/site.yml`, "
+              "in the user-mode-linux kernel (the host kernel has no VRF).", ""]
+    return "\n".join(lines)
+
+
+def render_chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("two", "efficiency, two uplinks"), ("three", "efficiency, three uplinks")]
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    for ax, (key, title) in zip(axes[0][:2], panels):
+        section = results.get(key)
+        if not section:
+            ax.set_visible(False)
+            continue
+        runs = dict(section["runs"])
+        if "single" not in runs and "two" in results:
+            runs = {"single": results["two"]["runs"]["single"], **runs}
+        _efficiency_plot(ax, runs, sum(section["rates"]), ceiling_sum(section["ceilings"]),
+                         "%s (%s)" % (title, _rates(section["rates"])))
+    uml = results.get("uml", {})
+    if "efficiency" in uml:
+        _efficiency_plot(axes[0][2], uml["efficiency"], sum(uml["rates"]), ceiling_sum(uml["ceilings"]),
+                         "(e) UML kernel, VRF steering (%s)" % _rates(uml["rates"]))
+    else:
+        axes[0][2].set_visible(False)
+
+    ax = axes[1][0]
+    mk = results.get("makespan")
+    if mk:
+        total_bits = mk["bytes_each"] * mk["transfers"] * 8
+        ideal = total_bits / (sum(mk["rates"]) * 1e6)
+        keys = list(mk["runs"])
+        stats = [makespan_ratios(mk["runs"][k], ideal) for k in keys]
+        ax.bar(range(len(keys)), [s.median for s in stats],
+               yerr=[[s.median - s.low for s in stats], [s.high - s.median for s in stats]], capsize=4,
+               color="tab:blue")
+        ax.axhline(TARGET_MAKESPAN, color="tab:red", linestyle="--", label="target 0.90")
+        ax.axhline(ceiling_sum(results["two"]["ceilings"]) / sum(mk["rates"]), color="grey", linestyle=":",
+                   label="measured ceiling")
+        ax.set_xticks(range(len(keys)), [label(k) for k in keys], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title("makespan ratio, %d equal transfers (ideal / measured)" % mk["transfers"])
+        ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    connect = results.get("connect")
+    if connect:
+        medians, cis, names = [], [], []
+        for group in CONNECT_GROUPS:
+            for key in connect["cpu"].get(group, {}):
+                if key != "single":
+                    ratios = connect_ratios(connect, group, key)
+                    medians.append(statistics.median(ratios))
+                    cis.append(median_ci(ratios))
+                    names.append("%s: %s" % (group.replace("_nft", ""), label(key)))
+        ax.barh(range(len(medians)), medians, xerr=[[m - c[0] for m, c in zip(medians, cis)],
+                                                    [c[1] - m for m, c in zip(medians, cis)]],
+                capsize=4, color="tab:green")
+        ax.axvline(TARGET_CONNECT_RATIO, color="tab:red", linestyle="--", label="target 95%")
+        ax.set_yticks(range(len(medians)), names, fontsize=8)
+        ax.set_xlim(0.5, 1.1)
+        ax.set_title("connects per CPU-second relative to none (median, 95% CI)")
+        ax.legend(fontsize=8)
+        hook = results.get("hook_ns", {})
+        if hook:
+            ax.text(0.02, -0.32, "BPF stats, ns per connect: " + "; ".join(
+                "%s %s" % (k.replace("bpf_", ""), "/".join("%.0f" % x for x in v.values())) for k, v in hook.items())
+                + " (udp/tcp)", transform=ax.transAxes, fontsize=8)
+
+    ax = axes[1][2]
+    prov = uml.get("provisioning")
+    if prov:
+        first, second = summarize(prov["first"]), summarize(prov["second"])
+        ax.bar([0, 1], [first.median, second.median],
+               yerr=[[first.median - first.low, second.median - second.low],
+                     [first.high - first.median, second.high - second.median]], capsize=4, color="tab:purple")
+        ax.set_xticks([0, 1], ["first run", "second run"])
+        ax.set_ylabel("seconds")
+        ax.set_title("site.yml wall time (UML guest)")
+    else:
+        ax.set_visible(False)
+
+    m = results["machine"]
+    fig.suptitle("netlb.multiwan benchmarks — %s — %s, %d cores, kernel %s" % (
+        results["started"][:10], m["cpu"], m["cores"], m["kernel"]), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _efficiency_plot(ax, runs: dict, nominal: float, ceiling: float, title: str) -> None:
+    for key, by_p in runs.items():
+        ps = [int(p) for p in by_p]
+        stats = [efficiency(by_p[p], nominal) for p in by_p]
+        ax.errorbar(ps, [100 * s.median for s in stats],
+                    yerr=[[100 * (s.median - s.low) for s in stats], [100 * (s.high - s.median) for s in stats]],
+                    marker="o", capsize=3, label=label(key))
+    ax.axhline(100 * TARGET_EFFICIENCY, color="tab:red", linestyle="--", linewidth=1, label="target 97%")
+    ax.axhline(100 * ceiling / nominal, color="grey", linestyle=":", label="measured ceiling")
+    ax.set_xscale("log")
+    ax.set_xticks([1, 2, 4, 10], ["1", "2", "4", "10"])
+    ax.set_xlabel("iperf3 -P")
+    ax.set_ylabel("% of the sum of nominal rates")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
