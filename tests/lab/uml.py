@@ -12,6 +12,9 @@ hostfs: ``output`` (the script's combined stdout/stderr, never kernel messages)
 and ``rc``.  A guest that dies or times out yields a non-zero return code
 (124 timeout, 125 no exit status) and an explanation appended to ``output``.
 
+``UmlGuest`` is the same guest started in the background, optionally with
+network devices (tests/lab/fleet.py boots several that way).
+
 CLI: ``python -m tests.lab.uml [--timeout N] [-e K=V] -- 'shell script'``.
 """
 
@@ -46,6 +49,8 @@ RC_NO_STATUS = 125
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEM = re.compile(r"^[0-9]+[KMG]?$")
+_KERNEL_ARG = re.compile(r"^[A-Za-z0-9_.:=,/+-]+$")
+_NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Boot chatter that Debian's UML kernel prints even with "quiet".
 _CONSOLE_NOISE = re.compile(
     r"^(SELinux: |mmapper_init|Failed to initialize ubd|sysrq: Power Off|reboot: Power down)"
@@ -93,6 +98,151 @@ def _read(path: Path) -> str:
         return ""
 
 
+class UmlGuest:
+    """A guest running *script* in the background (what run_in_uml waits for).
+
+    ``start()`` boots it and returns at once; ``output()``, ``has_started()`` and
+    ``has_exited()`` watch it; ``close()`` kills it and removes its temp dir (also
+    on exceptions when used as a context manager).  *netns* runs linux.uml in that
+    network namespace, where the tap devices of its NICs live; *kernel_args* are
+    extra UML options such as ``vec0:transport=tap,ifname=TAP``."""
+
+    def __init__(
+        self,
+        script: str,
+        *,
+        mem: str = "1G",
+        env: dict[str, str] | None = None,
+        cwd: str = REPO_ROOT,
+        netns: str | None = None,
+        kernel_args: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        if os.environ.get("NETLB_IN_UML") == "1":
+            raise RuntimeError("already inside a UML guest: nested UML is not supported")
+        kernel = uml_kernel()
+        if kernel is None:
+            raise RuntimeError("linux.uml not found (apt-get install user-mode-linux)")
+        if not _MEM.match(mem):
+            raise ValueError(f"bad mem size {mem!r} (e.g. 512M, 1G)")
+        for name in env or {}:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"bad environment variable name {name!r}")
+        for arg in kernel_args:
+            if not _KERNEL_ARG.match(arg):
+                raise ValueError(f"bad kernel argument {arg!r} (no spaces or quotes)")
+        if netns is not None and not _NETNS.match(netns):
+            raise ValueError(f"bad network namespace name {netns!r}")
+        if not _SAFE_PATH.match(GUEST_INIT):
+            raise RuntimeError(f"guest init path not usable on a kernel command line: {GUEST_INIT}")
+        self.kernel, self.script, self.mem, self.env, self.cwd = kernel, script, mem, dict(env or {}), cwd
+        self.netns, self.kernel_args = netns, list(kernel_args)
+        self.tmp: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.t0 = 0.0
+
+    def __enter__(self) -> UmlGuest:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def xfer(self) -> Path:
+        assert self.tmp is not None, "guest not started"
+        return Path(self.tmp, "xfer")
+
+    def start(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="netlb-uml-", dir=_temp_base(_mem_bytes(self.mem)))
+        if not _SAFE_PATH.match(self.tmp):
+            raise RuntimeError(f"temp dir path not usable on a kernel command line: {self.tmp}")
+        xfer = self.xfer
+        xfer.mkdir()
+        script = self.script
+        (xfer / "script.sh").write_text(script if script.endswith("\n") else script + "\n")
+        lines = [f"export NETLB_CWD={shlex.quote(self.cwd)}"]
+        lines += [f"export {k}={shlex.quote(str(v))}" for k, v in self.env.items()]
+        (xfer / "env").write_text("\n".join(lines) + "\n")
+        umldir = Path(self.tmp, "uml")  # pid file / mconsole socket, default ~/.uml
+        umldir.mkdir()
+
+        cmd = [
+            self.kernel,
+            f"mem={self.mem}",
+            "root=/dev/root",
+            "rootfstype=hostfs",
+            "rootflags=/",
+            "ro",
+            "init=/bin/bash",  # runs the init script below; no exec bit needed
+            "con=null",
+            "con0=fd:0,fd:1",
+            "ssl=null",
+            f"uml_dir={umldir}",
+            "quiet",
+            *self.kernel_args,
+            f"NETLB_XFER={xfer}",  # unknown key=value -> init's environment
+            "--",
+            GUEST_INIT,
+        ]
+        # `ip netns exec` execs the reaper: proc.pid stays the reaper's pid.
+        in_netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        host_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "TMPDIR": self.tmp}
+        with open(Path(self.tmp, "console"), "wb") as console:
+            self.t0 = time.monotonic()
+            # linux.uml forks helpers; the reaper kills and reaps all of them.
+            self.proc = subprocess.Popen(
+                [*in_netns, sys.executable, "-I", REAPER, "--rmtree-if-orphaned", self.tmp, *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=host_env,
+                cwd=self.tmp,
+                start_new_session=True,  # away from our terminal's Ctrl-C
+            )
+
+    def output(self) -> str:
+        """The script's output so far."""
+        return _read(self.xfer / "output")
+
+    def has_started(self) -> bool:
+        """Has the init started the script (the guest is booted)?"""
+        return (self.xfer / "started").exists()
+
+    def has_exited(self) -> bool:
+        return self.proc is None or exited(self.proc.pid)  # not reaped: kill() needs the pid
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:  # not reaped yet
+            _stop(self.proc)
+            self.proc.wait()
+
+    def close(self) -> None:
+        """Kill the guest (if still running) and remove its temp dir.  Idempotent."""
+        try:
+            self.kill()
+        finally:
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def console(self) -> str:
+        """The guest console (init messages, kernel warnings) so far."""
+        return _read(Path(self.tmp, "console")) if self.tmp else ""
+
+    def failure_notes(self, msg: str) -> str:
+        """*msg* plus what the init and the console said, to explain a dead guest."""
+        notes = _read(self.xfer / "init-error").strip()
+        tail = "\n".join(ln for ln in self.console().splitlines()[-40:] if not _CONSOLE_NOISE.match(ln))
+        return (
+            f"[netlb-uml] {msg}\n"
+            + (f"[netlb-uml] {notes}\n" if notes else "")
+            + (f"[netlb-uml] console tail:\n{tail}\n" if tail.strip() else "")
+        )
+
+
 def run_in_uml(
     script: str,
     *,
@@ -108,89 +258,32 @@ def run_in_uml(
     are set already).  If *stream* is given, the output is also echoed there
     live.  The UML process tree and the temp dir are removed in every case
     (timeout, exception, Ctrl-C, SIGTERM)."""
-    if os.environ.get("NETLB_IN_UML") == "1":
-        raise RuntimeError("already inside a UML guest: nested UML is not supported")
-    kernel = uml_kernel()
-    if kernel is None:
-        raise RuntimeError("linux.uml not found (apt-get install user-mode-linux)")
-    if not _MEM.match(mem):
-        raise ValueError(f"bad mem size {mem!r} (e.g. 512M, 1G)")
-    for name in env or {}:
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"bad environment variable name {name!r}")
-    if not _SAFE_PATH.match(GUEST_INIT):
-        raise RuntimeError(f"guest init path not usable on a kernel command line: {GUEST_INIT}")
-
-    tmp = tempfile.mkdtemp(prefix="netlb-uml-", dir=_temp_base(_mem_bytes(mem)))
-    proc: subprocess.Popen[bytes] | None = None
+    guest = UmlGuest(script, mem=mem, env=env, cwd=cwd)
     try:
-        if not _SAFE_PATH.match(tmp):
-            raise RuntimeError(f"temp dir path not usable on a kernel command line: {tmp}")
-        xfer = Path(tmp, "xfer")
-        xfer.mkdir()
-        (xfer / "script.sh").write_text(script if script.endswith("\n") else script + "\n")
-        lines = [f"export NETLB_CWD={shlex.quote(cwd)}"]
-        lines += [f"export {k}={shlex.quote(str(v))}" for k, v in (env or {}).items()]
-        (xfer / "env").write_text("\n".join(lines) + "\n")
-        umldir = Path(tmp, "uml")  # pid file / mconsole socket, default ~/.uml
-        umldir.mkdir()
-
-        cmd = [
-            kernel,
-            f"mem={mem}",
-            "root=/dev/root",
-            "rootfstype=hostfs",
-            "rootflags=/",
-            "ro",
-            "init=/bin/bash",  # runs the init script below; no exec bit needed
-            "con=null",
-            "con0=fd:0,fd:1",
-            "ssl=null",
-            f"uml_dir={umldir}",
-            "quiet",
-            f"NETLB_XFER={xfer}",  # unknown key=value -> init's environment
-            "--",
-            GUEST_INIT,
-        ]
-        host_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "TMPDIR": tmp}
-        console_path = Path(tmp, "console")
-        out_path, rc_path, started_path = xfer / "output", xfer / "rc", xfer / "started"
-
-        with cleanup_on_signals(), open(console_path, "wb") as console:
-            t0 = time.monotonic()
-            # linux.uml forks helpers; the reaper kills and reaps all of them.
-            proc = subprocess.Popen(
-                [sys.executable, "-I", REAPER, "--rmtree-if-orphaned", tmp, *cmd],
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                env=host_env,
-                cwd=tmp,
-                start_new_session=True,  # away from our terminal's Ctrl-C
-            )
+        with cleanup_on_signals():
+            guest.start()
+            assert guest.proc is not None
+            out_path = guest.xfer / "output"
             boot: float | None = None
             streamed = 0
             timed_out = False
             while True:
-                done = exited(proc.pid)  # not reaped: kill_tree below needs the pid
-                if boot is None and started_path.exists():
-                    boot = time.monotonic() - t0
+                done = guest.has_exited()
+                if boot is None and guest.has_started():
+                    boot = time.monotonic() - guest.t0
                 if stream is not None:
                     streamed = _echo_new(out_path, streamed, stream)
                 if done:
                     break
-                if time.monotonic() - t0 > timeout:
+                if time.monotonic() - guest.t0 > timeout:
                     timed_out = True
                     break
                 time.sleep(0.05)
-            elapsed = time.monotonic() - t0
-            if timed_out:
-                _stop(proc)
-            proc.wait()
+            elapsed = time.monotonic() - guest.t0
+            guest.kill()
 
-        output = _read(out_path)
-        console_text = _read(console_path)
-        rc_text = _read(rc_path).strip()
+        output = guest.output()
+        rc_text = _read(guest.xfer / "rc").strip()
         if timed_out:
             rc = RC_TIMEOUT
             msg = f"guest timed out after {timeout:g} s and was killed"
@@ -198,28 +291,16 @@ def run_in_uml(
             rc, msg = int(rc_text), ""
         else:
             rc = RC_NO_STATUS
-            msg = f"guest exited (linux.uml status {proc.returncode}) without reporting an exit status"
+            msg = f"guest exited (linux.uml status {guest.proc.returncode}) without reporting an exit status"
         if msg:
-            notes = _read(xfer / "init-error").strip()
-            tail = "\n".join(
-                ln for ln in console_text.splitlines()[-40:] if not _CONSOLE_NOISE.match(ln)
-            )
-            why = (
-                ("" if not output or output.endswith("\n") else "\n")
-                + f"[netlb-uml] {msg}\n"
-                + (f"[netlb-uml] {notes}\n" if notes else "")
-                + (f"[netlb-uml] console tail:\n{tail}\n" if tail.strip() else "")
-            )
+            why = ("" if not output or output.endswith("\n") else "\n") + guest.failure_notes(msg)
             output += why
             if stream is not None:
                 stream.write(why)
                 stream.flush()
-        return UmlResult(rc, output, boot, elapsed, console_text)
+        return UmlResult(rc, output, boot, elapsed, guest.console())
     finally:
-        if proc is not None and proc.returncode is None:  # not reaped yet
-            _stop(proc)
-            proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        guest.close()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,198 @@
+"""playbooks/site.yml over SSH on a fleet of three UML guests, in one run.
+
+tests/lab/fleet.py boots the guests at the same time; each has its own uplink
+lab (veths to an "internet" netns with iperf3) and sshd on a management NIC
+that the role must leave alone. The controller (ansible-playbook, ssh) runs in
+the fleet's management netns:
+
+- host-a: usb0 (main, 40 Mbit/s) + wlp1s0 in wifi-vrf, table 10 (20 Mbit/s)
+- host-b: usb0 (main) + wlp1s0 in wifi-vrf (table 10) + enp2s0 in lte-vrf (table 11)
+- host-c: fwmark steering, usb0 (main) + wlp1s0 in table 100 chosen by mark 0x100
+
+One fleet boot, two site.yml runs, one ssh per host for the kernel state and
+one for iperf3; the tests below only assert on the collected facts.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
+from tests.lab.fleet import MGMT_DEV, Fleet, GuestSpec
+from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
+from tests.lab.uml import uml_kernel
+
+pytestmark = pytest.mark.uml
+
+CGROUP = "multiwan"
+WIFI_MARK = 0x100
+SPECS = [
+    GuestSpec("host-a", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]),
+    GuestSpec("host-b", [Uplink("usb0", 40), Uplink("wlp1s0", 20), Uplink("enp2s0", 10)]),
+    GuestSpec("host-c", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]),
+]
+RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+# One ssh per host: everything the kernel shows about links, rules and the cgroup.
+STATE_COMMAND = (
+    "printf '{\"link\": '; ip -d -j link show; "
+    "printf ', \"rule\": '; ip -j rule show; "
+    "printf ', \"route\": '; ip -j route show table main; "
+    "printf ', \"cgroup\": '; bpftool -j cgroup show /sys/fs/cgroup/%s; printf '}'" % CGROUP
+)
+IPERF_COMMAND = ("sh -c 'echo $$ > /sys/fs/cgroup/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
+                 % (CGROUP, SERVER4))
+
+
+def balancer_vars(name: str, uplinks: list[Uplink]) -> dict:
+    """The role's inventory of one host, from the addresses its guest lab assigned."""
+    by_if = {u.interface: u for u in uplinks}
+
+    def uplink(label, interface, **extra):
+        return {"name": label, "interface": interface, "gateway": by_if[interface].gateway, **extra}
+
+    if name == "host-a":
+        routed = [uplink("wifi", "wlp1s0", vrf="wifi-vrf", table=10)]
+    elif name == "host-b":
+        routed = [uplink("wifi", "wlp1s0", vrf="wifi-vrf", table=10),
+                  uplink("lte", "enp2s0", vrf="lte-vrf", table=11)]
+    else:
+        routed = [uplink("wifi", "wlp1s0", table=100, mark=WIFI_MARK)]
+    return {
+        "balancer_steering": "fwmark" if name == "host-c" else "vrf",
+        "balancer_policy": "round_robin",  # ten streams are spread over every uplink
+        "balancer_cgroup": CGROUP,
+        "balancer_uplinks": [uplink("mobile", "usb0")] + routed,
+    }
+
+
+def recap(output: str) -> dict:
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                         "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+            for m in RECAP.finditer(output)}
+
+
+@pytest.fixture(scope="module")
+def facts():
+    if uml_kernel() is None:
+        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
+    with tempfile.TemporaryDirectory(prefix="netlb-fleet-test-") as tmp, Fleet(SPECS) as fleet:
+        common = {
+            "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),  # seen through the overlay
+            "balancer_manage_packages": False,  # the guests run on this machine's packages
+            "balancer_build_on": "controller",
+            "balancer_build_cache": str(Path(tmp, "build")),
+        }
+        hosts = {g.name: {**fleet.host_vars(g), **common, **balancer_vars(g.name, g.uplinks)}
+                 for g in fleet.guests}
+        inventory = Path(tmp, "hosts.json")
+        inventory.write_text(json.dumps({"multiwan": {"hosts": hosts}}))
+        env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True"}
+        argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "site.yml")]
+
+        def site() -> dict:
+            started = time.monotonic()
+            proc = fleet.controller_run(argv, env=env, timeout=1800)
+            output = proc.stdout + proc.stderr
+            return {"rc": proc.returncode, "output": output, "recap": recap(output),
+                    "seconds": round(time.monotonic() - started)}
+
+        def probe(guest) -> dict:
+            state = fleet.ssh(guest, STATE_COMMAND)
+            iperf = fleet.ssh(guest, IPERF_COMMAND)
+            try:
+                local_hosts = stream_local_hosts(json.loads(iperf.stdout))
+            except (ValueError, KeyError):
+                local_hosts = "iperf3 failed (rc %d): %s %s" % (iperf.returncode, iperf.stdout[-1500:], iperf.stderr)
+            return {"state": json.loads(state.stdout) if state.returncode == 0 else state.stderr,
+                    "local_hosts": local_hosts,
+                    "uplinks": {u.interface: u.address for u in guest.uplinks},
+                    "gateways": {u.interface: u.gateway for u in guest.uplinks},
+                    "mgmt_address": guest.address}
+
+        run1 = site()
+        with ThreadPoolExecutor(len(fleet.guests)) as pool:
+            probes = dict(zip([g.name for g in fleet.guests], pool.map(probe, fleet.guests)))
+        run2 = site()
+        # A guest that died (kernel oops, OOM) says why only on its console.
+        consoles = {g.name: g.uml.console()[-3000:] for g in fleet.guests if run1["rc"] or run2["rc"]}
+    return {"run1": run1, "run2": run2, "hosts": probes, "consoles": consoles}
+
+
+def links(state: dict) -> dict:
+    return {link["ifname"]: link for link in state["link"]}
+
+
+def test_first_run_provisions_every_host(facts):
+    run = facts["run1"]
+    assert run["rc"] == 0, run["output"] + "\n".join(facts["consoles"].values())
+    assert set(run["recap"]) == {s.name for s in SPECS}, run["output"]
+    for host, counts in run["recap"].items():
+        assert counts["changed"] > 0 and counts["failed"] == 0 and counts["unreachable"] == 0, (host, counts)
+
+
+def test_second_run_changes_nothing_on_any_host(facts):
+    run = facts["run2"]
+    assert run["rc"] == 0, run["output"] + "\n".join(facts["consoles"].values())
+    assert {h: c["changed"] for h, c in run["recap"].items()} == {s.name: 0 for s in SPECS}, run["output"]
+
+
+@pytest.mark.parametrize("host, vrfs", [
+    ("host-a", {"wifi-vrf": (10, ["wlp1s0"])}),
+    ("host-b", {"wifi-vrf": (10, ["wlp1s0"]), "lte-vrf": (11, ["enp2s0"])}),
+])
+def test_vrf_hosts_have_their_vrfs(facts, host, vrfs):
+    state = facts["hosts"][host]["state"]
+    assert isinstance(state, dict), state
+    by_name = links(state)
+    for vrf, (table, members) in vrfs.items():
+        info = by_name[vrf]["linkinfo"]
+        assert info["info_kind"] == "vrf" and info["info_data"]["table"] == table, by_name[vrf]
+        for member in members:
+            assert by_name[member].get("master") == vrf, by_name[member]
+    enslaved = {name for name, link in by_name.items() if link.get("master")}
+    assert enslaved == {m for _, members in vrfs.values() for m in members}
+    # The kernel's l3mdev rule sends VRF-bound sockets to their tables; no fwmark rules here.
+    assert [r for r in state["rule"] if "l3mdev" in r], state["rule"]
+    assert not [r for r in state["rule"] if "fwmark" in r], state["rule"]
+
+
+def test_fwmark_host_has_its_rule_and_no_vrf(facts):
+    state = facts["hosts"]["host-c"]["state"]
+    assert isinstance(state, dict), state
+    assert not [link for link in state["link"] if link.get("linkinfo", {}).get("info_kind") == "vrf"]
+    assert not [r for r in state["rule"] if "l3mdev" in r], state["rule"]
+    marked = [r for r in state["rule"] if "fwmark" in r]
+    assert [(int(r["fwmark"], 16), r["table"]) for r in marked] == [(WIFI_MARK, "100")], state["rule"]
+
+
+@pytest.mark.parametrize("host", [s.name for s in SPECS])
+def test_management_interface_is_left_alone(facts, host):
+    probe = facts["hosts"][host]
+    state = probe["state"]
+    assert isinstance(state, dict), state
+    mgmt = links(state)[MGMT_DEV]
+    assert "master" not in mgmt, mgmt
+    # The main table's only default route is still the lab's primary uplink.
+    defaults = [r for r in state["route"] if r["dst"] == "default"]
+    assert [(r["dev"], r["gateway"]) for r in defaults] == [("usb0", probe["gateways"]["usb0"])], state["route"]
+
+
+@pytest.mark.parametrize("host", [s.name for s in SPECS])
+def test_program_attached_to_the_balancer_cgroup(facts, host):
+    state = facts["hosts"][host]["state"]
+    assert isinstance(state, dict), state
+    attached = {p["attach_type"] for p in state["cgroup"]}
+    assert {"cgroup_inet4_connect", "cgroup_inet6_connect"} <= attached, state["cgroup"]
+
+
+@pytest.mark.parametrize("host", [s.name for s in SPECS])
+def test_iperf_from_the_cgroup_uses_every_uplink(facts, host):
+    probe = facts["hosts"][host]
+    assert isinstance(probe["local_hosts"], list), probe["local_hosts"]
+    assert set(probe["local_hosts"]) == set(probe["uplinks"].values()), probe

@@ -1,0 +1,410 @@
+"""A fleet of user-mode-linux guests reachable over SSH, for real Ansible runs.
+
+Topology (``name`` defaults to "nlbfleet")::
+
+    <name>-mgmt netns (the controller side: ansible-playbook, ssh)
+      br0  100.127.0.1/24
+        <name>-t0 (tap) ==== vec0 100.127.0.10/24 of guest 0: sshd, uplink lab
+        <name>-t1 (tap) ==== vec0 100.127.0.11/24 of guest 1
+        ...
+
+Each guest (tests/lab/uml.py, VRF-capable kernel) first builds its own uplink
+lab in its root netns (netlab.Lab with client_netns=None: veth uplinks usb0,
+wlp1s0, ... to a "fl-inet" netns running iperf3 at 100.64.0.1, default route via
+uplink 0), then brings up the management NIC vec0 with its address and link
+route only (no default route: the lab's stays the only one), then starts sshd
+on that address.  sshd has a host key made for this run and accepts root by the
+run's client key; the controller checks host keys against a known_hosts file of
+those keys.  Guests run until the fleet exits.
+
+``with Fleet([...]) as fleet`` removes everything in every case (exception,
+Ctrl-C, SIGTERM): the guests' process trees, the processes left in the mgmt
+netns (ssh control masters), the taps, the netns, the temp dirs.
+
+    with Fleet([GuestSpec("a", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])]) as fleet:
+        g = fleet.guests[0]            # g.address, g.uplinks (addresses filled in)
+        fleet.ssh(g, "ip rule")        # CompletedProcess, text
+        fleet.host_vars(g)             # ansible_host/user/key/ssh args for an inventory
+        fleet.controller_run(["ansible-playbook", ...], env={**os.environ, **fleet.ansible_env()})
+
+CLI: ``python -m tests.lab.fleet up [--guests N]`` boots N guests with two
+uplinks each, prints how to reach them and waits for Ctrl-C.  The guest side
+runs as ``python -m tests.lab.fleet guest`` (started by the fleet, not by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._common import Terminated, cleanup_on_signals
+from .netlab import Lab, LabError, Uplink, _check_name, _kill_netns_processes, _run
+from .uml import REPO_ROOT, UmlGuest
+
+MGMT_SUBNET = ipaddress.IPv4Network("100.127.0.0/24")  # lab space, apart from the guests' uplink plan
+MGMT_DEV = "vec0"  # the guest's name of its first vector NIC
+READY = "NETLB-FLEET-READY "
+FAILED = "NETLB-FLEET-FAILED "
+_GUEST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+@dataclass
+class GuestSpec:
+    name: str  # inventory hostname and the guest's hostname
+    uplinks: list[Uplink]  # the guest's uplink lab (rate_mbit as in netlab)
+
+
+@dataclass
+class FleetGuest:
+    spec: GuestSpec
+    address: str  # management address (vec0), what ansible_host points at
+    tap: str  # its tap in the mgmt netns
+    mac: str
+    host_key: Path  # private host key, handed to the guest
+    host_key_pub: str
+    uplinks: list[Uplink] = field(default_factory=list)  # as the guest's lab set them up
+    uml: UmlGuest | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Fleet:
+    """Context manager booting one UML guest per GuestSpec, concurrently."""
+
+    def __init__(
+        self,
+        specs: Sequence[GuestSpec],
+        *,
+        name: str = "nlbfleet",
+        mem: str = "768M",
+        boot_timeout: float = 300,
+    ) -> None:
+        _check_name("fleet name", name)
+        if not specs:
+            raise FleetError("a fleet needs at least one guest")
+        if len(specs) > MGMT_SUBNET.num_addresses - 12:
+            raise FleetError(f"at most {MGMT_SUBNET.num_addresses - 12} guests")
+        names = [s.name for s in specs]
+        for n in names:
+            if not _GUEST_NAME.match(n):
+                raise FleetError(f"guest name {n!r}: lower-case letters, digits and '-', at most 32")
+        if len(set(names)) != len(names):
+            raise FleetError(f"duplicate guest names in {names}")
+        self.name = name
+        self.netns = f"{name}-mgmt"
+        self.mem = mem
+        self.boot_timeout = boot_timeout
+        self.gateway = str(MGMT_SUBNET[1])  # br0: the controller's address
+        self.tmp: Path | None = None
+        self.guests: list[FleetGuest] = []
+        self._specs = list(specs)
+        self._made_netns = False
+        self._signals: contextlib.ExitStack | None = None
+        for i in range(len(specs)):
+            _check_name("tap name", f"{name}-t{i}", 15)
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> Fleet:
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(cleanup_on_signals())  # SIGTERM -> __exit__ runs
+        try:
+            self.up()
+        except BaseException:
+            try:
+                self.close()
+            finally:
+                self._signals.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        finally:
+            if self._signals is not None:
+                self._signals.close()
+                self._signals = None
+
+    # -- paths and options for the controller ------------------------------
+    @property
+    def client_key(self) -> Path:
+        assert self.tmp is not None, "fleet not up"
+        return self.tmp / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        assert self.tmp is not None, "fleet not up"
+        return self.tmp / "known_hosts"
+
+    def ssh_options(self) -> list[str]:
+        """ssh options that authenticate both ways with this run's keys only."""
+        return [
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=30",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=8",  # a busy machine can stall a guest for a while
+        ]  # fmt: skip
+
+    def host_vars(self, guest: FleetGuest) -> dict[str, Any]:
+        """Connection variables of *guest* for an Ansible inventory."""
+        return {
+            "ansible_host": guest.address,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.client_key),
+            "ansible_ssh_common_args": shlex.join(self.ssh_options()),
+        }
+
+    def ansible_env(self) -> dict[str, str]:
+        """Environment for ansible-playbook against the fleet: host keys checked;
+        ssh control sockets in the fleet's temp dir (their masters die with the
+        mgmt netns at exit)."""
+        assert self.tmp is not None, "fleet not up"
+        return {
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
+            # Ansible's default minus -C: compression only costs CPU on a local bridge.
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+            "ANSIBLE_TIMEOUT": "60",  # its 10 s connect timeout is short for a loaded UML guest
+        }
+
+    def controller_run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """Run argv in the mgmt netns (no check; defaults: capture_output, text,
+        stdin=/dev/null)."""
+        return _run(["ip", "netns", "exec", self.netns, *argv], check=False, **kw)
+
+    def ssh_command(self, guest: FleetGuest) -> list[str]:
+        """ssh to *guest* as root, to run in the mgmt netns (add the command)."""
+        return ["ssh", *self.ssh_options(), "-o", "ControlMaster=no", "-i", str(self.client_key),
+                f"root@{guest.address}"]  # fmt: skip
+
+    def ssh(self, guest: FleetGuest, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on *guest* as root over SSH (no check)."""
+        return self.controller_run([*self.ssh_command(guest), command], timeout=timeout)
+
+    # -- lifecycle -------------------------------------------------------
+    def up(self) -> Fleet:
+        if Path("/run/netns", self.netns).exists():
+            raise FleetError(f"netns {self.netns} exists already (stale fleet? ip netns del {self.netns})")
+        self.tmp = Path(tempfile.mkdtemp(prefix="netlb-fleet-"))
+        (self.tmp / "cp").mkdir()
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "netlb-fleet-controller",
+              "-f", str(self.client_key)])  # fmt: skip
+        known_hosts = []
+        for i, spec in enumerate(self._specs):
+            key = self.tmp / f"host_key_{spec.name}"
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"netlb-fleet-{spec.name}", "-f", str(key)])
+            pub = " ".join(key.with_name(key.name + ".pub").read_text().split()[:2])
+            address = str(MGMT_SUBNET[10 + i])
+            known_hosts.append(f"{address} {pub}\n")
+            self.guests.append(FleetGuest(spec, address, f"{self.name}-t{i}", f"02:6e:6c:62:00:{i + 1:02x}", key, pub))
+        self.known_hosts.write_text("".join(known_hosts))
+
+        _run(["ip", "netns", "add", self.netns])
+        self._made_netns = True
+        ip = ["ip", "-n", self.netns]
+        _run([*ip, "link", "set", "lo", "up"])
+        _run([*ip, "link", "add", "br0", "type", "bridge"])
+        _run([*ip, "addr", "add", f"{self.gateway}/{MGMT_SUBNET.prefixlen}", "dev", "br0"])
+        _run([*ip, "link", "set", "br0", "up"])
+        for g in self.guests:
+            _run([*ip, "tuntap", "add", g.tap, "mode", "tap"])
+            _run([*ip, "link", "set", g.tap, "master", "br0", "up"])
+
+        for g in self.guests:  # all boot at the same time
+            g.uml = UmlGuest(
+                f"exec {shlex.quote(sys.executable)} -m tests.lab.fleet guest",
+                mem=self.mem,
+                env={"NETLB_FLEET_GUEST": json.dumps(self._guest_config(g))},
+                cwd=REPO_ROOT,
+                netns=self.netns,
+                # gro=1: 64 KiB receive buffers. The host hands the tap GSO
+                # frames; with MTU-sized buffers the guest truncates them and
+                # bulk transfers from the controller stall ("Incoming GSO
+                # frames and GRO disabled" on the console).
+                kernel_args=[f"{MGMT_DEV}:transport=tap,ifname={g.tap},mac={g.mac},gro=1"],
+            )
+            g.uml.start()
+        self._wait_until_ready()
+        for g in self.guests:  # the whole path the controller will take
+            r = self.ssh(g, "true", timeout=120)
+            if r.returncode != 0:
+                raise FleetError(f"ssh to guest {g.name} ({g.address}) failed: {r.stderr.strip()}")
+        return self
+
+    def _guest_config(self, g: FleetGuest) -> dict[str, Any]:
+        return {
+            "name": g.name,
+            "address": f"{g.address}/{MGMT_SUBNET.prefixlen}",
+            "uplinks": [{"interface": u.interface, "rate_mbit": u.rate_mbit} for u in g.spec.uplinks],
+            "host_key": g.host_key.read_text(),
+            "authorized_key": self.client_key.with_name(self.client_key.name + ".pub").read_text(),
+        }
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.boot_timeout
+        waiting = list(self.guests)
+        while waiting:
+            for g in list(waiting):
+                assert g.uml is not None
+                out = g.uml.output()
+                ready = [ln for ln in out.splitlines() if ln.startswith(READY)]
+                if ready:
+                    report = json.loads(ready[0][len(READY):])
+                    fields = Uplink.__dataclass_fields__
+                    g.uplinks = [Uplink(**{k: v for k, v in u.items() if k in fields}) for u in report["uplinks"]]
+                    waiting.remove(g)
+                elif FAILED in out or g.uml.has_exited():
+                    raise FleetError(f"guest {g.name} did not come up:\n{out[-4000:]}"
+                                     + g.uml.failure_notes("guest stopped before it was ready"))
+            if waiting and time.monotonic() > deadline:
+                g = waiting[0]
+                assert g.uml is not None
+                raise FleetError(f"guest {g.name} not ready after {self.boot_timeout:g} s:\n{g.uml.output()[-4000:]}"
+                                 + g.uml.failure_notes("boot timeout"))
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """Idempotent: kill the guests, then everything left in the mgmt netns,
+        delete the taps and the netns, remove the temp dir."""
+        errors = []
+        for g in self.guests:
+            if g.uml is not None:
+                try:
+                    g.uml.close()
+                except Exception as e:  # keep cleaning up the others
+                    errors.append(f"guest {g.name}: {e}")
+        if self._made_netns and Path("/run/netns", self.netns).exists():
+            try:
+                _kill_netns_processes(self.netns)
+            except LabError as e:
+                errors.append(str(e))
+            for g in self.guests:
+                _run(["ip", "-n", self.netns, "link", "del", g.tap], check=False)
+            r = _run(["ip", "netns", "del", self.netns], check=False)
+            if r.returncode != 0:
+                errors.append(f"ip netns del {self.netns}: {r.stderr.strip()}")
+            else:
+                self._made_netns = False
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        if errors:
+            raise FleetError("; ".join(errors))
+
+
+# -- guest side --------------------------------------------------------------
+SSHD_DIR = Path("/run/netlb-fleet")
+
+
+def _start_sshd(config: dict[str, Any]) -> None:
+    """sshd on the management address only, root by key only, run's host key."""
+    SSHD_DIR.mkdir(mode=0o700, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
+    for fname, text in (("host_key", config["host_key"]), ("authorized_keys", config["authorized_key"])):
+        path = SSHD_DIR / fname
+        path.write_text(text)
+        path.chmod(0o600)
+    address = config["address"].split("/")[0]
+    (SSHD_DIR / "sshd_config").write_text(
+        f"ListenAddress {address}\n"
+        f"HostKey {SSHD_DIR}/host_key\n"
+        f"AuthorizedKeysFile {SSHD_DIR}/authorized_keys\n"
+        f"PidFile {SSHD_DIR}/sshd.pid\n"
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        "UseDNS no\n"
+        "PrintMotd no\n"
+        "MaxSessions 50\n"  # Ansible multiplexes its tasks over one connection
+        "MaxStartups 50\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    # Daemonizes once it listens: when this returns, the controller can connect.
+    r = subprocess.run(["/usr/sbin/sshd", "-f", str(SSHD_DIR / "sshd_config"), "-E", str(SSHD_DIR / "sshd.log")],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        log = (SSHD_DIR / "sshd.log").read_text() if (SSHD_DIR / "sshd.log").exists() else ""
+        raise FleetError(f"sshd failed ({r.returncode}): {r.stderr.strip()} {log.strip()}")
+
+
+def guest_main() -> int:
+    """Inside a guest: uplink lab, management NIC, sshd; report; stay up."""
+    try:
+        config = json.loads(os.environ["NETLB_FLEET_GUEST"])
+        socket.sethostname(config["name"])
+        lab = Lab([Uplink(u["interface"], u["rate_mbit"]) for u in config["uplinks"]], name="fl", client_netns=None)
+        lab.up()  # never taken down: the guest dies with everything in it
+        # Address and link route only: the lab's default route stays the only one.
+        _run(["ip", "addr", "add", config["address"], "dev", MGMT_DEV])
+        _run(["ip", "link", "set", MGMT_DEV, "up"])
+        # sshd runs commands with the login shell; the host's /root/.bashrc (seen
+        # through the overlay) is sourced by bash even for `ssh host cmd`, which in
+        # UML costs seconds per session (measured: 4.4 s -> 0.7 s for `echo hi`).
+        # /bin/sh reads no start-up file; the change lives in the overlay only.
+        _run(["usermod", "--shell", "/bin/sh", "root"])
+        _start_sshd(config)
+    except Exception:
+        print(FAILED + traceback.format_exc(), flush=True)
+        return 1
+    print(READY + json.dumps({"uplinks": [asdict(u) for u in lab.uplinks]}), flush=True)
+    while True:
+        signal.pause()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.lab.fleet", description="fleet of UML guests over SSH")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="boot guests, print how to reach them, wait for Ctrl-C")
+    up.add_argument("--guests", type=int, default=2)
+    up.add_argument("--name", default="nlbfleet")
+    sub.add_parser("guest", help="(inside a guest started by the fleet)")
+    a = p.parse_args(argv)
+    if a.cmd == "guest":
+        return guest_main()
+    specs = [GuestSpec(f"g{i}", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]) for i in range(a.guests)]
+    try:
+        with Fleet(specs, name=a.name) as fleet:
+            for g in fleet.guests:
+                print(f"{g.name}: {shlex.join(['ip', 'netns', 'exec', fleet.netns, *fleet.ssh_command(g)])}",
+                      flush=True)
+            print("up; Ctrl-C tears the fleet down", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nfleet removed", file=sys.stderr)
+        return 130
+    except Terminated as e:
+        print(f"fleet removed ({e})", file=sys.stderr)
+        return 128 + e.signum
+
+
+if __name__ == "__main__":
+    sys.exit(main())
