@@ -65,7 +65,10 @@ def test_iperf3_uses_both_uplinks_from_the_cgroup_only(lab, cgroup):
     hosts = collections.Counter(stream_local_hosts(inside))
     assert set(hosts) == {usb.address, wifi.address}, hosts
     total = received_mbps(inside)
-    assert total >= 0.95 * 60, "received %.1f Mbit/s, want >= 57" % total
+    # Aggregation, not speed: one link alone tops out at 40 of 60 Mbit/s, and tbf lets
+    # TCP reach ~95.5% of a link's rate, so a 95% bar failed on a loaded machine (56.9).
+    # Throughput figures live in benchmarks/.
+    assert total >= 0.90 * 60, "received %.1f Mbit/s, want >= 54 (one link alone: <= 40)" % total
 
     outside = lab.iperf3(parallel=4, seconds=1)
     assert set(stream_local_hosts(outside)) == {usb.address}
