@@ -21,6 +21,7 @@ library, ip(8) and bpftool(8): at boot there is no controller to ask.
 
 import functools
 import hashlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -118,7 +119,6 @@ def ensure_vrf(uplink):
 
 def connected_prefixes(ifname):
     """(family flag, prefix, source) of the interface's link routes, as fwmark_table copies them."""
-    import ipaddress
     found = []
     for entry in ip_json("addr", "show", "dev", ifname):
         for addr in entry.get("addr_info", []):

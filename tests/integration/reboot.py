@@ -50,8 +50,7 @@ def booted_root(host_dir: str):
     """The saved root mounted at ROOT with the kernel file systems a boot mounts."""
     base = os.path.dirname(ROOT)
     upper, work = base + "/upper", base + "/work"
-    for path in (upper, work, ROOT):
-        os.makedirs(path, exist_ok=True)
+    os.makedirs(base, exist_ok=True)
     mounts = []
 
     def mount(*argv: str) -> None:
