@@ -2,6 +2,7 @@
 #   make test   install what is missing, then run unit and integration tests
 #   make demo   install what is missing, then show the technique on a built-in lab
 #   make lint   ansible-lint, ansible-test sanity, build/install, galaxy-importer, changelog
+#   make molecule  molecule test of the role on a user-mode-linux guest
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
@@ -16,7 +17,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all deps test unit integration demo clean lint-docs lint
+.PHONY: all deps test unit integration demo clean lint-docs lint molecule
 
 all: test
 
@@ -41,6 +42,13 @@ deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK)
 # skipped the kernel tests must not pass as green.
 test: deps lint-docs lint
 	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit tests/integration
+	$(MAKE) --no-print-directory molecule
+
+# The role's molecule scenario (extensions/molecule/default): a user-mode-linux
+# guest as the instance, the full sequence including check, idempotence and a
+# verify that measures traffic.
+molecule: deps
+	PATH=$(VENV)/bin:$$PATH NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 molecule test
 
 unit: deps
 	$(PY) -m pytest -q tests/unit

@@ -5,10 +5,11 @@ set -euo pipefail
 
 # Distribution packages: netlink tools, the BPF toolchain, traffic, and a VRF-capable
 # kernel that runs as a process (user-mode-linux) for hosts whose kernel lacks VRF,
-# and sshd for the fleet test's guests (they run their own sshd; openssh-client for Ansible).
+# sshd for the fleet test's guests (they run their own sshd; openssh-client for Ansible) and
+# nc, the ssh ProxyCommand by which molecule reaches them in their netns.
 APT_PACKAGES=(iproute2 kmod procps iputils-ping iperf3 clang llvm libbpf-dev bpftool
               user-mode-linux python3 python3-venv python3-pip make git
-              openssh-server openssh-client)
+              openssh-server openssh-client netcat-openbsd)
 # nftables: the mwan3-style method that `make bench` compares with.
 APT_PACKAGES+=(nftables)
 

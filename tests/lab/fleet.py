@@ -27,9 +27,15 @@ netns (ssh control masters), the taps, the netns, the temp dirs.
         fleet.host_vars(g)             # ansible_host/user/key/ssh args for an inventory
         fleet.controller_run(["ansible-playbook", ...], env={**os.environ, **fleet.ansible_env()})
 
-CLI: ``python -m tests.lab.fleet up [--guests N]`` boots N guests with two
-uplinks each, prints how to reach them and waits for Ctrl-C.  The guest side
-runs as ``python -m tests.lab.fleet guest`` (started by the fleet, not by hand).
+CLI: ``python -m tests.lab.fleet up [--guests N | --guest NAME ...]`` boots
+the guests (two uplinks each; ``--uplinks ''``: bare guests without a lab),
+prints how to reach them and runs until Ctrl-C or SIGTERM.  With ``--state F
+--detach`` it runs in the background and returns once the guests answer ssh,
+leaving in F (JSON) the pid, netns, key, known_hosts and an ssh ProxyCommand
+that reaches the guests from the host's netns; ``down --state F`` stops it and
+waits for its cleanup.  molecule's create/destroy (extensions/molecule) use
+that.  The guest side runs as ``python -m tests.lab.fleet guest`` (started by
+the fleet, not by hand).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ class FleetError(RuntimeError):
 @dataclass
 class GuestSpec:
     name: str  # inventory hostname and the guest's hostname
-    uplinks: list[Uplink]  # the guest's uplink lab (rate_mbit as in netlab)
+    uplinks: list[Uplink]  # the guest's uplink lab (rate_mbit as in netlab); [] = none
 
 
 @dataclass
@@ -360,8 +366,9 @@ def guest_main() -> int:
     try:
         config = json.loads(os.environ["NETLB_FLEET_GUEST"])
         socket.sethostname(config["name"])
-        lab = Lab([Uplink(u["interface"], u["rate_mbit"]) for u in config["uplinks"]], name="fl", client_netns=None)
-        lab.up()  # never taken down: the guest dies with everything in it
+        uplinks = [Uplink(u["interface"], u["rate_mbit"]) for u in config["uplinks"]]
+        if uplinks:  # none: a bare host whose test (molecule's prepare) builds its own
+            Lab(uplinks, name="fl", client_netns=None).up()  # never taken down: dies with the guest
         # Address and link route only: the lab's default route stays the only one.
         _run(["ip", "addr", "add", config["address"], "dev", MGMT_DEV])
         _run(["ip", "link", "set", MGMT_DEV, "up"])
@@ -374,36 +381,132 @@ def guest_main() -> int:
     except Exception:
         print(FAILED + traceback.format_exc(), flush=True)
         return 1
-    print(READY + json.dumps({"uplinks": [asdict(u) for u in lab.uplinks]}), flush=True)
+    print(READY + json.dumps({"uplinks": [asdict(u) for u in uplinks]}), flush=True)
     while True:
         signal.pause()
+
+
+def _parse_uplinks(text: str) -> list[Uplink]:
+    """"usb0:40,wlp1s0:20" -> uplinks; "" -> none (a bare guest)."""
+    uplinks = []
+    for item in filter(None, text.split(",")):
+        interface, _, rate = item.partition(":")
+        uplinks.append(Uplink(interface, float(rate) if rate else None))
+    return uplinks
+
+
+def fleet_state(fleet: Fleet) -> dict[str, Any]:
+    """What a controller outside the fleet (molecule's create) needs to reach it."""
+    assert fleet.tmp is not None
+    return {
+        "pid": os.getpid(),
+        "netns": fleet.netns,
+        "client_key": str(fleet.client_key),
+        "known_hosts": str(fleet.known_hosts),
+        "ssh_options": fleet.ssh_options(),
+        # ssh from the host's own netns: the management bridge lives in the fleet's netns only.
+        "proxy_command": f"ip netns exec {fleet.netns} nc %h %p",
+        "guests": [{"name": g.name, "address": g.address, "uplinks": [asdict(u) for u in g.uplinks]}
+                   for g in fleet.guests],
+    }  # fmt: skip
+
+
+def _serve(fleet: Fleet, state_file: Path | None) -> None:
+    for g in fleet.guests:
+        print(f"{g.name}: {shlex.join(['ip', 'netns', 'exec', fleet.netns, *fleet.ssh_command(g)])}", flush=True)
+    if state_file is not None:
+        tmp = state_file.with_name(state_file.name + ".tmp")
+        tmp.write_text(json.dumps(fleet_state(fleet), indent=2))
+        tmp.rename(state_file)  # whole or absent: a waiting --detach never reads half a file
+    print("up; Ctrl-C or SIGTERM tears the fleet down", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def _detach(argv: list[str], state_file: Path, log: Path, timeout: float) -> int:
+    """Run `up` again in its own session; return once it is ready (0) or gone (1)."""
+    state_file.unlink(missing_ok=True)
+    with log.open("wb") as out:
+        child = subprocess.Popen([sys.executable, "-m", "tests.lab.fleet", *argv], cwd=REPO_ROOT,
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not state_file.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            if child.poll() is None:
+                child.terminate()  # its own cleanup removes what it made
+                child.wait(60)
+            print(f"fleet did not come up (see {log}):\n{log.read_text()[-4000:]}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(state_file.read_text())
+    return 0
+
+
+def _down(state_file: Path, timeout: float = 120) -> int:
+    """Stop a fleet started with --state: SIGTERM, then wait until it cleaned up."""
+    if not state_file.exists():
+        print(f"no fleet state at {state_file}: nothing to do")
+        return 0
+    state = json.loads(state_file.read_text())
+    pid, netns = state["pid"], state["netns"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        print(f"fleet process {pid} still running after {timeout:g} s", file=sys.stderr)
+        return 1
+    if Path("/run/netns", netns).exists():
+        print(f"netns {netns} left behind by process {pid}", file=sys.stderr)
+        return 1
+    state_file.unlink()
+    print(f"fleet {netns} removed")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.lab.fleet", description="fleet of UML guests over SSH")
     sub = p.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="boot guests, print how to reach them, wait for Ctrl-C")
-    up.add_argument("--guests", type=int, default=2)
+    up = sub.add_parser("up", help="boot guests, print how to reach them, run until Ctrl-C or SIGTERM")
+    up.add_argument("--guests", type=int, default=2, help="g0, g1, ... (when no --guest is given)")
+    up.add_argument("--guest", action="append", default=[], metavar="NAME", help="a guest by name (repeatable)")
     up.add_argument("--name", default="nlbfleet")
+    up.add_argument("--uplinks", default="usb0:40,wlp1s0:20",
+                    help="each guest's uplink lab, IFACE:MBIT,...; '' = none (bare guests)")
+    up.add_argument("--state", type=Path, help="write how to reach the fleet here (JSON) once it is up")
+    up.add_argument("--detach", action="store_true", help="run in the background; return once up (needs --state)")
+    up.add_argument("--log", type=Path, help="--detach: the fleet's output (default: STATE.log)")
+    up.add_argument("--timeout", type=float, default=600, help="--detach: give up after this many seconds")
+    down = sub.add_parser("down", help="stop a fleet started with --state and wait for its cleanup")
+    down.add_argument("--state", type=Path, required=True)
     sub.add_parser("guest", help="(inside a guest started by the fleet)")
     a = p.parse_args(argv)
     if a.cmd == "guest":
         return guest_main()
-    specs = [GuestSpec(f"g{i}", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]) for i in range(a.guests)]
+    if a.cmd == "down":
+        return _down(a.state.resolve())
+    if a.detach:
+        if a.state is None:
+            p.error("--detach needs --state")
+        state = a.state.resolve()
+        rest = ["up", "--name", a.name, "--uplinks", a.uplinks, "--state", str(state), "--guests", str(a.guests)]
+        for n in a.guest:
+            rest += ["--guest", n]
+        return _detach(rest, state, (a.log or state.with_name(state.name + ".log")).resolve(), a.timeout)
+    names = a.guest or [f"g{i}" for i in range(a.guests)]
+    specs = [GuestSpec(n, _parse_uplinks(a.uplinks)) for n in names]
     try:
         with Fleet(specs, name=a.name) as fleet:
-            for g in fleet.guests:
-                print(f"{g.name}: {shlex.join(['ip', 'netns', 'exec', fleet.netns, *fleet.ssh_command(g)])}",
-                      flush=True)
-            print("up; Ctrl-C tears the fleet down", flush=True)
-            while True:
-                time.sleep(3600)
+            _serve(fleet, a.state.resolve() if a.state else None)
     except KeyboardInterrupt:
         print("\nfleet removed", file=sys.stderr)
         return 130
     except Terminated as e:
         print(f"fleet removed ({e})", file=sys.stderr)
         return 128 + e.signum
+    return 0
 
 
 if __name__ == "__main__":
