@@ -27,6 +27,15 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages only, no services: openssh-server is here for the lab guests' own sshd,
+  # so it must not start (or stay enabled) on this machine. policy-rc.d stops
+  # invoke-rc.d from starting what gets installed; ours goes again on exit.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# install-deps (netlb.multiwan): no service starts while it runs\nexit 101\n' \
+      >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   available=()
   for pkg in "${missing[@]}"; do
@@ -38,4 +47,9 @@ if ((${#missing[@]})); then
     fi
   done
   apt-get install -y -qq --no-install-recommends "${available[@]}" >/dev/null
+  # systemd enables ssh.service on install even when policy-rc.d kept it stopped.
+  if [[ " ${available[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    echo "install-deps: openssh-server installed for the lab guests only; ssh.service left disabled"
+  fi
 fi
