@@ -2,7 +2,7 @@
 #   make test   install what is missing, then run unit and integration tests
 #   make demo   install what is missing, then show the technique on a built-in lab
 #   make lint   ansible-lint, ansible-test sanity, build/install, galaxy-importer, changelog
-#   make molecule  molecule test of the role on a user-mode-linux guest
+#   make molecule  molecule test of the role on a VM lab guest (Debian's kernel under QEMU)
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
@@ -36,7 +36,13 @@ $(COLLECTION_LINK):
 	@mkdir -p $(dir $@)
 	@ln -sfn ../../../.. $@
 
-deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK)
+# The VM lab's guest kernel (downloaded from apt, unpacked under .build/vm, never
+# installed) and its Python image; prints the kernel and the accelerator in use.
+$(BUILD)/vm.stamp: $(VENV)/.stamp tests/lab/vmkernel.py tests/lab/vm-initramfs-init.sh
+	@$(PY) -m tests.lab.vm --info
+	@touch $@
+
+deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp
 
 # NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
 # skipped the kernel tests must not pass as green.
@@ -44,8 +50,8 @@ test: deps lint-docs lint
 	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit tests/integration
 	$(MAKE) --no-print-directory molecule
 
-# The role's molecule scenario (extensions/molecule/default): a user-mode-linux
-# guest as the instance, the full sequence including check, idempotence and a
+# The role's molecule scenario (extensions/molecule/default): a VM lab guest
+# (Debian's kernel under QEMU) as the instance, the full sequence including check, idempotence and a
 # verify that measures traffic.
 molecule: deps
 	PATH=$(VENV)/bin:$$PATH NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 molecule test

@@ -2,9 +2,9 @@
 
   python -m benchmarks            full run (<15 min): benchmarks/results/latest.{md,json,png}
   python -m benchmarks --quick    one repetition, short runs: benchmarks/results/quick/
-  python -m benchmarks --no-uml   leave out the user-mode-linux part
+  python -m benchmarks --no-vm    leave out the VM part (Debian's kernel under QEMU)
 
-Order: the UML guest (provisioning, VRF steering) boots first and runs on its
+Order: the VM guest (provisioning, VRF steering) boots first and runs on its
 own while the host measures (two labs: three uplinks, then two). The guest is
 the longer part; the host's connect() rates, which are CPU-bound, are compared
 on the CPU clock, block by block, so that load next to them cancels out.
@@ -29,8 +29,8 @@ from benchmarks.host import host_testbed, measure_connect_cost
 from benchmarks.report import render_chart, render_markdown
 from benchmarks.testbed import (build_connect_rate, measure_ceilings, measure_efficiency, measure_hook_ns,
                                 measure_makespan)
-from benchmarks.uml_guest import RESULT_MARKER
-from tests.lab.uml import uml_kernel
+from benchmarks.vm_guest import RESULT_MARKER
+from tests.lab.vm import vm_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,11 +42,11 @@ PARAMS = {
     "full": {"reps": 3, "seconds": 2, "parallels": [1, 2, 4, 10], "makespan_reps": 5, "ideal_seconds": 4,
              "connect_blocks": 150, "udp_count": 2000, "tcp_count": 200, "nft_rounds": 30, "nft_count": 1000,
              "hook_count": 20000, "hook_count_tcp": 2000,
-             "provision_reps": 1, "uml_makespan_reps": 3},
+             "provision_reps": 1, "vm_makespan_reps": 3},
     "quick": {"reps": 1, "seconds": 1, "parallels": [1, 2, 4, 10], "makespan_reps": 1, "ideal_seconds": 1.5,
               "connect_blocks": 20, "udp_count": 1000, "tcp_count": 100, "nft_rounds": 4, "nft_count": 300,
               "hook_count": 5000, "hook_count_tcp": 500,
-              "provision_reps": 1, "uml_makespan_reps": 1},
+              "provision_reps": 1, "vm_makespan_reps": 1},
 }
 
 
@@ -59,11 +59,11 @@ def transfer_bytes(rates: list[float], ideal_seconds: float) -> int:
     return int(sum(rates) * 1e6 / 8 * ideal_seconds / TRANSFERS)
 
 
-def _uml_guests() -> int:
+def _vm_guests() -> int:
     count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
-            if Path("/proc", pid, "comm").read_text().strip() == "linux.uml":
+            if Path("/proc", pid, "comm").read_text().strip().startswith("qemu-system"):
                 count += 1
     return count
 
@@ -81,18 +81,19 @@ def machine() -> dict:
 
 def load_sample() -> dict:
     return {"loadavg": [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]],
-            "uml_processes": _uml_guests()}
+            "vm_processes": _vm_guests()}
 
 
 @contextlib.contextmanager
-def uml_guest(params: dict, workdir: str) -> Iterator[callable]:
+def vm_guest(params: dict, workdir: str) -> Iterator[callable]:
     """Boot the guest in the background; yield a function that waits for its facts."""
-    if uml_kernel() is None:
-        raise RuntimeError("linux.uml is missing: run `make deps`")
-    script = ".venv/bin/python -m benchmarks.uml_guest --params " + shlex.quote(json.dumps(params))
-    out_path = Path(workdir, "uml-guest.log")
+    problem = vm_available()
+    if problem:
+        raise RuntimeError(problem)
+    script = ".venv/bin/python -m benchmarks.vm_guest --params " + shlex.quote(json.dumps(params))
+    out_path = Path(workdir, "vm-guest.log")
     with open(out_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.lab.uml", "--no-stream", "--timeout", "1200",
+        proc = subprocess.Popen([sys.executable, "-m", "tests.lab.vm", "--no-stream", "--timeout", "1200",
                                  "--", script], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)
 
@@ -114,22 +115,22 @@ def uml_guest(params: dict, workdir: str) -> Iterator[callable]:
         yield wait
     finally:
         if proc.poll() is None:
-            proc.terminate()  # tests.lab.uml kills and reaps the guest on SIGTERM
+            proc.terminate()  # tests.lab.vm kills and reaps the guest on SIGTERM
             proc.wait()
 
 
-def run(params: dict, with_uml: bool) -> dict:
+def run(params: dict, with_vm: bool) -> dict:
     results: dict = {"params": params, "machine": machine(), "load": {"start": load_sample()},
                      "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     t0 = time.monotonic()
     reps, seconds, parallels = params["reps"], params["seconds"], params["parallels"]
     with tempfile.TemporaryDirectory(prefix="netlb-bench-") as tmp, contextlib.ExitStack() as stack:
         connect_rate = build_connect_rate(tmp)
-        uml_params = dict(params, transfers=TRANSFERS,
+        vm_params = dict(params, transfers=TRANSFERS,
                           transfer_bytes=transfer_bytes(TWO_LINKS, params["ideal_seconds"]))
-        wait_uml = stack.enter_context(uml_guest(uml_params, tmp)) if with_uml else None
-        if wait_uml:
-            log("UML guest booting in the background (provisioning, VRF steering)")
+        wait_vm = stack.enter_context(vm_guest(vm_params, tmp)) if with_vm else None
+        if wait_vm:
+            log("VM guest booting in the background (provisioning, VRF steering)")
 
         log("three uplinks %s Mbit/s" % THREE_LINKS)
         with host_testbed("nlbbench3", THREE_LINKS, connect_rate, log) as (bed, methods):
@@ -155,11 +156,11 @@ def run(params: dict, with_uml: bool) -> dict:
             log("hook run time (kernel BPF stats)")
             results["hook_ns"] = measure_hook_ns(bed, [methods.bpf(p) for p in ("random", "weighted", "round_robin")],
                                                  {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
-        if wait_uml:
-            log("waiting for the UML guest")
-            results["uml"] = wait_uml()
-            log("UML guest done%s" % (": " + results["uml"]["error"].splitlines()[-1]
-                                       if "error" in results["uml"] else ""))
+        if wait_vm:
+            log("waiting for the VM guest")
+            results["vm"] = wait_vm()
+            log("VM guest done%s" % (": " + results["vm"]["error"].splitlines()[-1]
+                                      if "error" in results["vm"] else ""))
     results["load"]["end"] = load_sample()
     results["seconds"] = round(time.monotonic() - t0, 1)
     return results
@@ -168,18 +169,18 @@ def run(params: dict, with_uml: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition, short runs (development)")
-    parser.add_argument("--no-uml", action="store_true", help="leave out the user-mode-linux part")
+    parser.add_argument("--no-vm", action="store_true", help="leave out the VM part")
     parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results[/quick])")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, cgroups, BPF)")
     params = dict(PARAMS["quick" if args.quick else "full"], quick=args.quick)
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
-    results = run(params, with_uml=not args.no_uml)
+    results = run(params, with_vm=not args.no_vm)
     out.mkdir(parents=True, exist_ok=True)
-    guest_log = results.get("uml", {}).pop("log", None)
+    guest_log = results.get("vm", {}).pop("log", None)
     if guest_log is not None:
-        (out / "latest-uml.log").write_text(guest_log)
+        (out / "latest-vm.log").write_text(guest_log)
     (out / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "latest.md").write_text(render_markdown(results, chart="latest.png"))
     render_chart(results, out / "latest.png")

@@ -155,9 +155,9 @@ def connect_section(connect: dict, hook_ns: dict, params: dict) -> list[str]:
 
 def provisioning_section(prov: dict) -> list[str]:
     reps = len(prov["first"])
-    lines = ["### Provisioning: playbooks/site.yml on one lab host (UML guest, ansible_connection local)", "",
+    lines = ["### Provisioning: playbooks/site.yml on one lab host (VM guest, ansible_connection local)", "",
              "A first run on a blank host (empty build cache: the program is compiled), then a second run%s. "
-             "%s tasks per run. The UML kernel traces every system call of Ansible's Python processes: these "
+             "%s tasks per run. The emulated guest runs Ansible's Python several times slower than the host: these "
              "times are many times what a real host takes; what they show is the ratio of first to second run." % (
                  "; repeated after `balancer_state=absent`" if reps > 1 else
                  " — once: a run takes minutes in this kernel, three repetitions do not fit in `make bench`",
@@ -168,30 +168,30 @@ def provisioning_section(prov: dict) -> list[str]:
     return lines
 
 
-def uml_section(uml: dict, host_ceiling_share: float | None = None) -> list[str]:
-    lines = ["## (e) VRF steering in the user-mode-linux kernel %s" % uml.get("kernel", ""), "",
-             "Another kernel (Debian's linux.uml, one emulated CPU, BPF interpreted): compare these rows "
+def vm_section(vm: dict, host_ceiling_share: float | None = None) -> list[str]:
+    lines = ["## (e) VRF steering in the VM lab kernel (Debian's, under QEMU) %s" % vm.get("kernel", ""), "",
+             "Another kernel (Debian's linux.vm, one emulated CPU, BPF interpreted): compare these rows "
              "with each other, not with the host's.", ""]
-    if "ceilings" in uml and host_ceiling_share:
-        share = ceiling_sum(uml["ceilings"]) / sum(uml["rates"])
+    if "ceilings" in vm and host_ceiling_share:
+        share = ceiling_sum(vm["ceilings"]) / sum(vm["rates"])
         if share < host_ceiling_share - 0.03:
             lines += ["The guest was short of CPU in this run: its links alone carried %.1f%% of their nominal "
                       "rate, against %.1f%% on the host, so its throughput is bound by the emulation, not by the "
                       "links." % (100 * share, 100 * host_ceiling_share), ""]
-    if "provisioning" in uml:
-        lines += provisioning_section(uml["provisioning"])
-    if "efficiency" in uml:
-        lines += efficiency_section("Aggregate efficiency (UML)", {"rates": uml["rates"], "ceilings": uml["ceilings"],
-                                                                   "runs": uml["efficiency"]})
-    if "makespan" in uml:
-        mk = {"rates": uml["rates"], "transfers": uml["transfers"], "bytes_each": uml["bytes_each"],
-              "runs": uml["makespan"]}
-        lines += makespan_section(mk, uml["ceilings"])
+    if "provisioning" in vm:
+        lines += provisioning_section(vm["provisioning"])
+    if "efficiency" in vm:
+        lines += efficiency_section("Aggregate efficiency (VM)", {"rates": vm["rates"], "ceilings": vm["ceilings"],
+                                                                   "runs": vm["efficiency"]})
+    if "makespan" in vm:
+        mk = {"rates": vm["rates"], "transfers": vm["transfers"], "bytes_each": vm["bytes_each"],
+              "runs": vm["makespan"]}
+        lines += makespan_section(mk, vm["ceilings"])
     lines += ["No per-connect cost in this kernel: it leaves the BPF stats of cgroup programs at zero, counts "
               "thread CPU time in ticks, and its elapsed time follows the host's load.", ""]
-    if "error" in uml:
+    if "error" in vm:
         lines += ["**The guest stopped with an error** (rows above are what it measured before):", "", "```",
-                  uml["error"].strip()[-3000:], "```", ""]
+                  vm["error"].strip()[-3000:], "```", ""]
     return lines
 
 
@@ -261,12 +261,12 @@ def notes(results: dict) -> list[str]:
     cores = results["machine"]["cores"]
     samples = results.get("load", {})
     busiest = max((s["loadavg"][0] for s in samples.values()), default=0)
-    others = max((s["uml_processes"] for s in samples.values()), default=0)
+    others = max((s["vm_processes"] for s in samples.values()), default=0)
     if busiest > cores / 2 or others:
-        out.append("Shared machine: %d cores, 1-minute load average up to %.1f, up to %d linux.uml processes of "
+        out.append("Shared machine: %d cores, 1-minute load average up to %.1f, up to %d linux.vm processes of "
                    "other sessions running next to this one. Throughput is shaped by tbf and barely affected; "
                    "connect() rates are CPU-bound, which is why they are compared block by block on the CPU clock; "
-                   "the user-mode-linux guest is slowed down as a whole (provisioning times above all)." % (
+                   "the VM guest is slowed down as a whole (provisioning times above all)." % (
                        cores, busiest, others))
     if results["params"].get("quick"):
         out.append("Quick run (--quick): one repetition, short runs. Not for conclusions.")
@@ -301,9 +301,9 @@ def render_markdown(results: dict, chart: str | None = None) -> str:
         lines += makespan_section(results["makespan"], results["two"]["ceilings"])
     if "connect" in results:
         lines += connect_section(results["connect"], results["hook_ns"], p)
-    if "uml" in results:
+    if "vm" in results:
         two = results.get("two")
-        lines += uml_section(results["uml"], ceiling_sum(two["ceilings"]) / sum(two["rates"]) if two else None)
+        lines += vm_section(results["vm"], ceiling_sum(two["ceilings"]) / sum(two["rates"]) if two else None)
     lines += ["## Methods", "",
               "- (a) everything through uplink 0 (the main table's default route).",
               "- (b) the main default route as a multipath route, nexthop weights in the ratio of the link rates, "
@@ -319,7 +319,7 @@ def render_markdown(results: dict, chart: str | None = None) -> str:
               "- what-if (makespan only): `weighted` picks at random per connection; round_robin over the slots "
               "(uplink 0, uplink 0, uplink 1) shows what a deterministic weighted policy would reach.",
               "- (e) the same program with VRF steering (SO_BINDTODEVICE), provisioned by `playbooks/site.yml`, "
-              "in the user-mode-linux kernel (the host kernel has no VRF).", ""]
+              "in the VM lab kernel (Debian's, under QEMU) (the host kernel has no VRF).", ""]
     return "\n".join(lines)
 
 
@@ -341,10 +341,10 @@ def render_chart(results: dict, path: Path) -> None:
             runs = {"single": results["two"]["runs"]["single"], **runs}
         _efficiency_plot(ax, runs, sum(section["rates"]), ceiling_sum(section["ceilings"]),
                          "%s (%s)" % (title, _rates(section["rates"])))
-    uml = results.get("uml", {})
-    if "efficiency" in uml:
-        _efficiency_plot(axes[0][2], uml["efficiency"], sum(uml["rates"]), ceiling_sum(uml["ceilings"]),
-                         "(e) UML kernel, VRF steering (%s)" % _rates(uml["rates"]))
+    vm = results.get("vm", {})
+    if "efficiency" in vm:
+        _efficiency_plot(axes[0][2], vm["efficiency"], sum(vm["rates"]), ceiling_sum(vm["ceilings"]),
+                         "(e) VM kernel, VRF steering (%s)" % _rates(vm["rates"]))
     else:
         axes[0][2].set_visible(False)
 
@@ -392,7 +392,7 @@ def render_chart(results: dict, path: Path) -> None:
                 + " (udp/tcp)", transform=ax.transAxes, fontsize=8)
 
     ax = axes[1][2]
-    prov = uml.get("provisioning")
+    prov = vm.get("provisioning")
     if prov:
         first, second = summarize(prov["first"]), summarize(prov["second"])
         ax.bar([0, 1], [first.median, second.median],
@@ -400,7 +400,7 @@ def render_chart(results: dict, path: Path) -> None:
                      [first.high - first.median, second.high - second.median]], capsize=4, color="tab:purple")
         ax.set_xticks([0, 1], ["first run", "second run"])
         ax.set_ylabel("seconds")
-        ax.set_title("site.yml wall time (UML guest)")
+        ax.set_title("site.yml wall time (VM guest)")
     else:
         ax.set_visible(False)
 

@@ -1,4 +1,4 @@
-"""What every balancing method is measured with, on the host and in a UML guest.
+"""What every balancing method is measured with, on the host and in a VM lab guest.
 
 A ``Testbed`` wraps a lab (tests/lab/netlab.py) and adds the peers the
 measurements need in the internet namespace: iperf3 (the lab's), a drain

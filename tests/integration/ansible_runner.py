@@ -1,6 +1,6 @@
 """Run this checkout's playbooks against the local kernel and collect facts.
 
-Used on the host and inside user-mode-linux guests: ``run_cases`` applies the
+Used on the host and inside VM lab guests: ``run_cases`` applies the
 vrf module once per case through a real ansible-playbook run; ``snapshot``
 records what the kernel shows, so tests can compare before and after.
 """

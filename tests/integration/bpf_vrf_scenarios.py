@@ -1,6 +1,6 @@
-"""VRF steering inside a VRF-capable (user-mode-linux) kernel.
+"""VRF steering inside a VRF-capable kernel (the VM lab).
 
-Run in the guest by test_bpf_vrf_uml.py. The original experiment: usb0 in
+Run in the guest by test_bpf_vrf_vm.py. The original experiment: usb0 in
 main, wlp1s0 in wifi-vrf (table 10, made by netlb.multiwan.vrf), the balancer
 attached to a cgroup by netlb.multiwan.cgroup_bpf_attach, iperf3 -P10 from
 the cgroup. Then DNS through a stub on 127.0.0.53, with our program and with

@@ -1,4 +1,4 @@
-"""Scenario drivers that run inside a UML guest and report one JSON line.
+"""Scenario drivers that run inside a VM lab guest and report one JSON line.
 
 Guest side: ``report(main, marker)`` runs ``main()`` and prints its facts (or
 the traceback) after ``marker``. Host side: ``guest_facts(module, marker)``
@@ -13,7 +13,7 @@ import traceback
 
 import pytest
 
-from tests.lab.uml import run_in_uml, uml_kernel
+from tests.lab.vm import run_in_vm, vm_available
 
 
 def report(main, marker: str) -> None:
@@ -25,10 +25,13 @@ def report(main, marker: str) -> None:
     sys.exit(1 if "driver_error" in facts else 0)
 
 
-def guest_facts(module: str, marker: str, timeout: float, env: dict | None = None) -> dict:
-    if uml_kernel() is None:
-        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
-    result = run_in_uml(".venv/bin/python -m " + module, timeout=timeout, env=env)
+def guest_facts(module: str, marker: str, timeout: float, env: dict | None = None,
+                shares: tuple[str, ...] = ()) -> dict:
+    """*shares*: host directories the guest may write to (at the same path)."""
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
+    result = run_in_vm(".venv/bin/python -m " + module, timeout=timeout, env=env, shares=shares)
     lines = [ln for ln in result.output.splitlines() if ln.startswith(marker)]
     assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
     data = json.loads(lines[-1][len(marker):])

@@ -1,9 +1,9 @@
-"""Reboot a UML guest's root: save what a provisioned guest wrote, and boot a
+"""Reboot a VM lab guest's root: save what a provisioned guest wrote, and boot a
 fresh kernel on it running only what the host's boot would run.
 
 The guest's root is an overlay whose upper layer (the guest's writes) lives on
-a tmpfs in PID 1's mount namespace, reachable from the chroot as
-/proc/1/root/run/netlb/upper. ``save_root`` tars it to a host directory;
+a tmpfs at /run/netlb/scratch/upper (tests/lab/vm-initramfs-init.sh).
+``save_root`` tars it to a host directory (shared read-write with the guest);
 ``booted_root`` (in a later guest, i.e. a fresh kernel) stacks it as the upper
 layer of a new overlay, like the host's disk after a reboot, and
 ``run_boot_units`` runs the netlb units enabled in it: modules-load.d, then
@@ -22,8 +22,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-GUEST_UPPER = "/proc/1/root/run/netlb/upper"
-SAVE_MOUNT = "/run/netlb-save"
+GUEST_UPPER = "/run/netlb/scratch/upper"
 ROOT = "/run/netlb-reboot/root"
 TARBALL = "upper.tar"
 TAR_FLAGS = ["--xattrs", "--xattrs-include=*", "--numeric-owner"]
@@ -31,18 +30,11 @@ TAR_FLAGS = ["--xattrs", "--xattrs-include=*", "--numeric-owner"]
 NOT_PERSISTENT = ["./tmp", "./root/.ansible", "./root/.cache", "./var/tmp"]
 
 
-def _mount_save_dir(host_dir: str) -> str:
-    os.makedirs(SAVE_MOUNT, exist_ok=True)
-    if not os.path.ismount(SAVE_MOUNT):
-        subprocess.run(["mount", "-t", "hostfs", "-o", "sync," + host_dir, "none", SAVE_MOUNT], check=True)
-    return SAVE_MOUNT
-
-
 def save_root(host_dir: str) -> None:
-    dest = os.path.join(_mount_save_dir(host_dir), TARBALL)
+    """*host_dir*: a host directory the guest shares read-write (run_in_vm(shares=...))."""
+    dest = os.path.join(host_dir, TARBALL)
     excludes = ["--exclude=" + p for p in NOT_PERSISTENT]
     subprocess.run(["tar", "-C", GUEST_UPPER, "-cpf", dest, *TAR_FLAGS, *excludes, "."], check=True)
-    subprocess.run(["umount", SAVE_MOUNT], check=False)
 
 
 @contextlib.contextmanager
@@ -60,9 +52,8 @@ def booted_root(host_dir: str):
     mount("-t", "tmpfs", "tmpfs", base)
     for path in (upper, work, ROOT):
         os.makedirs(path, exist_ok=True)
-    src = os.path.join(_mount_save_dir(host_dir), TARBALL)
+    src = os.path.join(host_dir, TARBALL)
     subprocess.run(["tar", "-C", upper, "-xpf", src, *TAR_FLAGS], check=True)
-    subprocess.run(["umount", SAVE_MOUNT], check=False)
     try:
         mount("-t", "overlay", "overlay", "-o", "lowerdir=/,upperdir=%s,workdir=%s" % (upper, work), ROOT)
         mount("-t", "proc", "proc", ROOT + "/proc")

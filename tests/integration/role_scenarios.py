@@ -1,6 +1,6 @@
-"""playbooks/site.yml with the balancer role, in a VRF-capable (UML) kernel.
+"""playbooks/site.yml with the balancer role, in a VRF-capable kernel (the VM lab).
 
-Run in the guest by test_role_uml.py: a blank host (the original laptop:
+Run in the guest by test_role_vm.py: a blank host (the original laptop:
 usb0 with the default route, wlp1s0), then --check --diff, a real run,
 iperf3 -P10 from the balancer's cgroup, a second run, and
 balancer_state=absent. Facts go out as one JSON line.

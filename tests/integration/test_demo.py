@@ -1,4 +1,4 @@
-"""`make demo` end to end: the command a newcomer runs, in the user-mode-linux kernel.
+"""`make demo` end to end: the command a newcomer runs, in the VM lab (Debian's kernel under QEMU).
 
 One guest boot: lab, iperf3 without the balancer, site.yml, iperf3 from the
 balancer's cgroup, counters, site.yml balancer_state=absent. The 90% line is the
@@ -11,15 +11,16 @@ import sys
 import pytest
 
 from tests.integration.ansible_runner import ROOT
-from tests.lab.uml import uml_kernel
+from tests.lab.vm import vm_available
 
-pytestmark = pytest.mark.uml
+pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
 def demo():
-    if uml_kernel() is None:
-        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
     return subprocess.run([sys.executable, "-m", "tests.lab.demo"], cwd=ROOT, capture_output=True,
                           text=True, timeout=1800)
 
@@ -30,7 +31,7 @@ def test_demo_passes(demo):
 
 
 def test_demo_says_where_it_runs(demo):
-    assert re.match(r"This kernel \(\S+\) (has no VRF|has VRF, .*): running the demo inside user-mode-linux 6\.1",
+    assert re.match(r"This kernel \(\S+\) (has no VRF|has VRF, .*): running the demo inside a QEMU guest booting Debian linux-image-6\.\S+ \(accelerator (KVM|TCG)",
                     demo.stdout), demo.stdout[:500]
 
 

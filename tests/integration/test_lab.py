@@ -29,6 +29,6 @@ def test_uplinks_route_and_lab_cleans_up():
 
 
 def test_current_netns_is_refused_outside_a_guest(monkeypatch):
-    monkeypatch.delenv("NETLB_IN_UML", raising=False)
-    with pytest.raises(LabError, match="only allowed inside a UML guest"):
+    monkeypatch.delenv("NETLB_IN_VM", raising=False)
+    with pytest.raises(LabError, match="only allowed inside a VM lab guest"):
         Lab([Uplink("usb0")], client_netns=None)

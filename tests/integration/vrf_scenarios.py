@@ -1,6 +1,6 @@
-"""The vrf module's scenarios, run inside a VRF-capable (user-mode-linux) kernel.
+"""The vrf module's scenarios, run inside a VRF-capable kernel (the VM lab).
 
-Executed in the guest by tests/integration/test_vrf_uml.py, which boots the
+Executed in the guest by tests/integration/test_vrf_vm.py, which boots the
 guest once and asserts on the facts printed here (one JSON document after
 RESULT_MARKER): kernel snapshots between steps, module results, traffic.
 

@@ -1,2 +1,2 @@
 """Real-kernel test lab: emulated uplinks in network namespaces (`netlab`) and a
-user-mode-linux runner for features the host kernel lacks, such as VRF (`uml`)."""
+QEMU runner booting Debian's own kernel for features the host kernel lacks, such as VRF (`vm`)."""

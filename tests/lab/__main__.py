@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-server", action="store_true", help="do not run iperf3 -s")
     up.add_argument("--client-netns", default="auto",
                     help="netns name for the client, 'auto' (<name>-client) or 'none' (current "
-                         "netns; only inside UML)")  # fmt: skip
+                         "netns; only inside a VM lab guest)")  # fmt: skip
 
     down = sub.add_parser("down", help="remove a lab (by its state file, else its namespaces)")
     down.add_argument("--name", default="nlb")

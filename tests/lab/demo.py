@@ -7,7 +7,7 @@ site.yml with a demo inventory (VRF steering), runs iperf3 -P10 again from the
 balancer's cgroup, reads the program's per-uplink counters, then removes
 everything with balancer_state=absent.
 
-It always runs inside Debian's user-mode-linux kernel (Linux 6.1, has VRF), on a
+It always runs inside Debian's own kernel (Linux 6.1, has VRF) in QEMU, on a
 throw-away overlay of this root. This machine's kernel has no VRF; and where a
 kernel has one, site.yml would still write files, cgroups and pins on the
 machine it manages, with interface names (usb0, wlp1s0) a real laptop may have.
@@ -33,7 +33,8 @@ import yaml
 
 from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
 from tests.lab.netlab import SERVER4, Lab, Uplink, kernel_has_vrf, received_mbps
-from tests.lab.uml import run_in_uml, uml_kernel
+from tests.lab.vm import accelerator, run_in_vm, vm_available
+from tests.lab.vmkernel import VmSetupError, ensure_kernel
 
 sys.path.insert(0, str(ROOT / ".build" / "collections"))
 from ansible_collections.netlb.multiwan.plugins.module_utils.cgroup import cgroup2_mount  # noqa: E402
@@ -53,7 +54,7 @@ STEPS = 6
 POLICY = "round_robin"
 CGROUP = "multiwan"
 PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
-# The lab's tbf buckets hold 4 ms of traffic. UML's timers fire late when the
+# The lab's tbf buckets hold 4 ms of traffic. An emulated guest's timers fire late when the
 # host is busy: with those buckets the links gave 85-90% of their rate at a
 # host load of 6 (the guest itself 30-60% busy), with 50 ms buckets 95-96%.
 # The long-run rate stays the same; the bucket starts full, so iperf3 -O 1
@@ -135,7 +136,7 @@ def site(inventory: Path, *extra: str) -> bool:
     argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "site.yml"), *extra]
     print("    $ " + " ".join(["ansible-playbook", "-i", str(inventory), "playbooks/site.yml", *extra]))
     started = time.monotonic()
-    # Every process start is slow in UML: pipelining saves the module's temp
+    # Every process start is slow in an emulated guest: pipelining saves the module's temp
     # files and their shell commands, the fact cache the second fact gathering
     # (measured: the whole demo used 22% less CPU time).
     env = dict(ansible_env(), ANSIBLE_PIPELINING="True", ANSIBLE_GATHERING="smart",
@@ -148,7 +149,7 @@ def site(inventory: Path, *extra: str) -> bool:
     for line in proc.stdout:
         line = line.rstrip("\n")
         if line.startswith("TASK [") or line.startswith("PLAY RECAP"):
-            # When each task started: where the time goes (Ansible is slow in UML).
+            # When each task started: where the time goes (Ansible is slow in an emulated guest).
             print(LOG_LINE + "[%6.1f s] " % (time.monotonic() - started) + line)
         else:
             print(LOG_LINE + line)
@@ -222,7 +223,7 @@ def in_guest(policy: str) -> int:
         sys.stdout.write("".join("    | " + ln for ln in inventory.read_text().splitlines(True)))
         if log_path:
             print("    full ansible-playbook output: " + log_path)
-        print("    (Ansible is slow inside user-mode-linux: one to three minutes per run)")
+        print("    (Ansible is slow inside an emulated guest: minutes per run)")
         if not site(inventory):
             print("\nDemo FAILED: site.yml failed (the log has the whole output).")
             return 1
@@ -254,7 +255,7 @@ def in_guest(policy: str) -> int:
 
 # -- host side ---------------------------------------------------------------
 class LogSplitter:
-    """Stream for run_in_uml: lines marked LOG_LINE go to the log file,
+    """Stream for run_in_vm: lines marked LOG_LINE go to the log file,
     the rest to the screen."""
 
     def __init__(self, screen: TextIO, log: TextIO) -> None:
@@ -277,29 +278,31 @@ class LogSplitter:
         self.log.flush()
 
 
-def uml_release() -> str:
-    modules = sorted(glob.glob("/usr/lib/uml/modules/*"))
-    return os.path.basename(modules[-1]) if modules else "6.1"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--policy", default=POLICY, choices=["random", "weighted", "round_robin", "hash_dst"])
     args = parser.parse_args(argv)
-    if os.environ.get("NETLB_IN_UML") == "1":
+    if os.environ.get("NETLB_IN_VM") == "1":
         return in_guest(args.policy)
-    if uml_kernel() is None:
-        print("user-mode-linux is not installed: run `make deps` first.")
+    problem = vm_available()
+    if problem:
+        print("The demo needs the VM lab: " + problem)
         return 1
+    try:
+        kernel = ensure_kernel()
+    except VmSetupError as e:
+        print("The demo needs the VM lab: %s" % e)
+        return 1
+    accel, why = accelerator(kernel)
     reason = "has VRF, but the demo keeps this machine unchanged" if kernel_has_vrf() else "has no VRF"
-    print("This kernel (%s) %s: running the demo inside user-mode-linux %s (a Linux kernel that runs as a"
-          " process, with VRF) on a throw-away overlay of this root: nothing on this machine changes."
-          % (os.uname().release, reason, uml_release()))
+    print("This kernel (%s) %s: running the demo inside a QEMU guest booting Debian linux-image-%s"
+          " (accelerator %s: %s; a kernel with VRF) on a throw-away overlay of this root: nothing on"
+          " this machine changes." % (os.uname().release, reason, kernel.release, accel.upper(), why))
     started = time.monotonic()
     DEFAULT_LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(DEFAULT_LOG, "w") as log:
         screen = LogSplitter(sys.stdout, log)
-        result = run_in_uml(".venv/bin/python -m tests.lab.demo --policy " + args.policy, timeout=1500,
+        result = run_in_vm(".venv/bin/python -m tests.lab.demo --policy " + args.policy, timeout=1500,
                             env={"NETLB_DEMO_LOG": str(DEFAULT_LOG)}, stream=screen)
         screen.write("\n" if screen.pending else "")
         screen.flush()

@@ -1,17 +1,17 @@
-"""A fleet of user-mode-linux guests reachable over SSH, for real Ansible runs.
+"""A fleet of VM lab guests reachable over SSH, for real Ansible runs.
 
 Topology (``name`` defaults to "nlbfleet")::
 
     <name>-mgmt netns (the controller side: ansible-playbook, ssh)
       br0  100.127.0.1/24
-        <name>-t0 (tap) ==== vec0 100.127.0.10/24 of guest 0: sshd, uplink lab
-        <name>-t1 (tap) ==== vec0 100.127.0.11/24 of guest 1
+        <name>-t0 (tap) ==== mgmt0 100.127.0.10/24 of guest 0: sshd, uplink lab
+        <name>-t1 (tap) ==== mgmt0 100.127.0.11/24 of guest 1
         ...
 
-Each guest (tests/lab/uml.py, VRF-capable kernel) first builds its own uplink
+Each guest (tests/lab/vm.py, VRF-capable kernel) first builds its own uplink
 lab in its root netns (netlab.Lab with client_netns=None: veth uplinks usb0,
 wlp1s0, ... to a "fl-inet" netns running iperf3 at 100.64.0.1, default route via
-uplink 0), then brings up the management NIC vec0 with its address and link
+uplink 0), then brings up the management NIC mgmt0 with its address and link
 route only (no default route: the lab's stays the only one), then starts sshd
 on that address.  sshd has a host key made for this run and accepts root by the
 run's client key; the controller checks host keys against a known_hosts file of
@@ -61,10 +61,10 @@ from typing import Any, Sequence
 
 from ._common import Terminated, cleanup_on_signals
 from .netlab import Lab, LabError, Uplink, _check_name, _kill_netns_processes, _run
-from .uml import REPO_ROOT, UmlGuest
+from .vm import REPO_ROOT, Nic, VmGuest
 
 MGMT_SUBNET = ipaddress.IPv4Network("100.127.0.0/24")  # lab space, apart from the guests' uplink plan
-MGMT_DEV = "vec0"  # the guest's name of its first vector NIC
+MGMT_DEV = "mgmt0"  # the guest's name of its virtio NIC on the tap
 READY = "NETLB-FLEET-READY "
 FAILED = "NETLB-FLEET-FAILED "
 _GUEST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -83,13 +83,13 @@ class GuestSpec:
 @dataclass
 class FleetGuest:
     spec: GuestSpec
-    address: str  # management address (vec0), what ansible_host points at
+    address: str  # management address (mgmt0), what ansible_host points at
     tap: str  # its tap in the mgmt netns
     mac: str
     host_key: Path  # private host key, handed to the guest
     host_key_pub: str
     uplinks: list[Uplink] = field(default_factory=list)  # as the guest's lab set them up
-    uml: UmlGuest | None = None
+    vm: VmGuest | None = None
 
     @property
     def name(self) -> str:
@@ -97,7 +97,7 @@ class FleetGuest:
 
 
 class Fleet:
-    """Context manager booting one UML guest per GuestSpec, concurrently."""
+    """Context manager booting one VM guest per GuestSpec, concurrently."""
 
     def __init__(
         self,
@@ -196,7 +196,7 @@ class Fleet:
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
             # Ansible's default minus -C: compression only costs CPU on a local bridge.
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
-            "ANSIBLE_TIMEOUT": "60",  # its 10 s connect timeout is short for a loaded UML guest
+            "ANSIBLE_TIMEOUT": "60",  # its 10 s connect timeout is short for a loaded TCG guest
         }
 
     def controller_run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
@@ -243,19 +243,15 @@ class Fleet:
             _run([*ip, "link", "set", g.tap, "master", "br0", "up"])
 
         for g in self.guests:  # all boot at the same time
-            g.uml = UmlGuest(
+            g.vm = VmGuest(
                 f"exec {shlex.quote(sys.executable)} -m tests.lab.fleet guest",
                 mem=self.mem,
                 env={"NETLB_FLEET_GUEST": json.dumps(self._guest_config(g))},
                 cwd=REPO_ROOT,
                 netns=self.netns,
-                # gro=1: 64 KiB receive buffers. The host hands the tap GSO
-                # frames; with MTU-sized buffers the guest truncates them and
-                # bulk transfers from the controller stall ("Incoming GSO
-                # frames and GRO disabled" on the console).
-                kernel_args=[f"{MGMT_DEV}:transport=tap,ifname={g.tap},mac={g.mac},gro=1"],
+                nics=[Nic(g.tap, g.mac, MGMT_DEV)],
             )
-            g.uml.start()
+            g.vm.start()
         self._wait_until_ready()
         for g in self.guests:  # the whole path the controller will take
             r = self.ssh(g, "true", timeout=120)
@@ -277,22 +273,22 @@ class Fleet:
         waiting = list(self.guests)
         while waiting:
             for g in list(waiting):
-                assert g.uml is not None
-                out = g.uml.output()
+                assert g.vm is not None
+                out = g.vm.output()
                 ready = [ln for ln in out.splitlines() if ln.startswith(READY)]
                 if ready:
                     report = json.loads(ready[0][len(READY):])
                     fields = Uplink.__dataclass_fields__
                     g.uplinks = [Uplink(**{k: v for k, v in u.items() if k in fields}) for u in report["uplinks"]]
                     waiting.remove(g)
-                elif FAILED in out or g.uml.has_exited():
+                elif FAILED in out or g.vm.has_exited():
                     raise FleetError(f"guest {g.name} did not come up:\n{out[-4000:]}"
-                                     + g.uml.failure_notes("guest stopped before it was ready"))
+                                     + g.vm.failure_notes("guest stopped before it was ready"))
             if waiting and time.monotonic() > deadline:
                 g = waiting[0]
-                assert g.uml is not None
-                raise FleetError(f"guest {g.name} not ready after {self.boot_timeout:g} s:\n{g.uml.output()[-4000:]}"
-                                 + g.uml.failure_notes("boot timeout"))
+                assert g.vm is not None
+                raise FleetError(f"guest {g.name} not ready after {self.boot_timeout:g} s:\n{g.vm.output()[-4000:]}"
+                                 + g.vm.failure_notes("boot timeout"))
             time.sleep(0.2)
 
     def close(self) -> None:
@@ -300,9 +296,9 @@ class Fleet:
         delete the taps and the netns, remove the temp dir."""
         errors = []
         for g in self.guests:
-            if g.uml is not None:
+            if g.vm is not None:
                 try:
-                    g.uml.close()
+                    g.vm.close()
                 except Exception as e:  # keep cleaning up the others
                     errors.append(f"guest {g.name}: {e}")
         if self._made_netns and Path("/run/netns", self.netns).exists():
@@ -374,7 +370,7 @@ def guest_main() -> int:
         _run(["ip", "link", "set", MGMT_DEV, "up"])
         # sshd runs commands with the login shell; the host's /root/.bashrc (seen
         # through the overlay) is sourced by bash even for `ssh host cmd`, which in
-        # UML costs seconds per session (measured: 4.4 s -> 0.7 s for `echo hi`).
+        # an emulated guest costs seconds per session (measured in UML: 4.4 s -> 0.7 s for `echo hi`).
         # /bin/sh reads no start-up file; the change lives in the overlay only.
         _run(["usermod", "--shell", "/bin/sh", "root"])
         _start_sshd(config)
@@ -467,7 +463,7 @@ def _down(state_file: Path, timeout: float = 120) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.lab.fleet", description="fleet of UML guests over SSH")
+    p = argparse.ArgumentParser(prog="python -m tests.lab.fleet", description="fleet of VM lab guests over SSH")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="boot guests, print how to reach them, run until Ctrl-C or SIGTERM")
     up.add_argument("--guests", type=int, default=2, help="g0, g1, ... (when no --guest is given)")

@@ -2,7 +2,7 @@
 
 Topology (``name`` defaults to "nlb")::
 
-    client (<name>-client netns, or the current netns inside a UML guest)
+    client (<name>-client netns, or the current netns inside a VM lab guest)
       usb0    192.0.2.2/24     2001:db8:1::2/64  ==veth==  <name>-up0  .1 / ::1  \\
       wlp1s0  198.51.100.2/24  2001:db8:2::2/64  ==veth==  <name>-up1  .1 / ::1   > <name>-inet
       ...                                                                        /  100.64.0.1/32
@@ -140,11 +140,11 @@ class Lab:
         self.inet_netns = f"{name}-inet"
         if client_netns == "auto":
             client_netns = f"{name}-client"
-        elif client_netns is None and os.environ.get("NETLB_IN_UML") != "1":
+        elif client_netns is None and os.environ.get("NETLB_IN_VM") != "1":
             # Using the current netns would rewire the machine's own network.
             raise LabError(
                 "client_netns=None puts the uplinks into the current network namespace; "
-                "only allowed inside a UML guest (NETLB_IN_UML=1)"
+                "only allowed inside a VM lab guest (NETLB_IN_VM=1)"
             )
         if client_netns is not None:
             _check_name("netns name", client_netns)
@@ -394,8 +394,8 @@ class Lab:
         fields = Uplink.__dataclass_fields__
         uplinks = [Uplink(**{k: v for k, v in u.items() if k in fields}) for u in data["uplinks"]]
         client = data["client_netns"]
-        if client is None and os.environ.get("NETLB_IN_UML") != "1":
-            raise LabError("this lab used the current netns as client: only usable inside its UML guest")
+        if client is None and os.environ.get("NETLB_IN_VM") != "1":
+            raise LabError("this lab used the current netns as client: only usable inside its VM lab guest")
         lab = cls(uplinks, name=name, client_netns=client, ipv6=data["ipv6"], server=data["server"])
         for u, d in zip(lab.uplinks, data["uplinks"]):  # addresses as assigned by up()
             for k in ("address", "prefixlen", "gateway", "address6", "gateway6"):

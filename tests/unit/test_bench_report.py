@@ -28,13 +28,13 @@ def fake_results():
                    "tcp_count": 200, "nft_rounds": 10, "nft_count": 1000, "quick": False},
         "machine": {"cpu": "Test CPU", "cores": 2, "memory_gib": 4.0, "os": "Debian 12", "kernel": "6.18.0",
                     "commit": "abc1234"},
-        "load": {"start": {"loadavg": [3.5, 2.0, 1.0], "uml_processes": 4}},
+        "load": {"start": {"loadavg": [3.5, 2.0, 1.0], "vm_processes": 4}},
         "started": "2026-01-01T00:00:00+00:00", "seconds": 700.0,
         "two": two, "three": three, "makespan": makespan,
         "connect": {"cpu": cpu, "wall": cpu},
         "hook_ns": {"bpf_random": {"udp": 140.0, "tcp": 160.0}, "bpf_weighted": {"udp": 130.0, "tcp": 150.0},
                     "bpf_round_robin": {"udp": 120.0, "tcp": 140.0}},
-        "uml": {"kernel": "6.1.0", "error": "Traceback ...\nRuntimeError: site.yml failed"},
+        "vm": {"kernel": "6.1.0", "error": "Traceback ...\nRuntimeError: site.yml failed"},
     }
 
 

@@ -1,7 +1,7 @@
 """files/boot/netlb_multiwan_apply.py (the boot-time re-apply command) with
 ip/bpftool faked: which commands it runs for each steering, and that it changes
-nothing when the state is already there. The real thing runs in the UML
-reboot test (tests/integration/test_role_uml.py)."""
+nothing when the state is already there. The real thing runs in the VM
+reboot test (tests/integration/test_role_vm.py)."""
 import importlib.util
 import json
 from pathlib import Path

@@ -1,7 +1,7 @@
 """The role's systemd unit templates render to units that systemd-analyze
 accepts: the uplink unit for both steerings (with a dash in the interface
 name, which systemd escapes in device unit names), the program's unit with and
-without the slice, and the slice. The UML reboot test runs the installed ones."""
+without the slice, and the slice. The VM reboot test runs the installed ones."""
 import os
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""The UML part of the benchmarks, run inside a user-mode-linux guest (Linux 6.1, VRF).
+"""The VM part of the benchmarks, run inside a VM lab guest (Debian's Linux 6.1 under QEMU, VRF).
 
 Booted by ``python -m benchmarks``. One lab host, the original laptop: usb0
 (40 Mbit/s, default route) and wlp1s0 (20 Mbit/s).
@@ -36,14 +36,14 @@ from tests.integration.bpf_lab import TestCgroup
 from tests.integration.guest import report
 from tests.lab.netlab import Lab, Uplink
 
-RESULT_MARKER = "NETLB-BENCH-UML "
+RESULT_MARKER = "NETLB-BENCH-VM "
 ROLE_CGROUP = "multiwan"
 RECAP = re.compile(r"^\S+\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 VRF = "wifi-vrf"
 
 
 def log(line: str) -> None:
-    print("[uml] " + line, flush=True)
+    print("[vm] " + line, flush=True)
 
 
 def site(inventory: Path, *extra: str) -> dict:
@@ -132,7 +132,7 @@ def measure(p: dict, facts: dict) -> None:
         log("efficiency")
         facts["efficiency"] = measure_efficiency(bed, methods, p["parallels"], p["reps"], p["seconds"], log)
         log("makespan")
-        facts["makespan"] = measure_makespan(bed, methods, p["uml_makespan_reps"], p["transfers"],
+        facts["makespan"] = measure_makespan(bed, methods, p["vm_makespan_reps"], p["transfers"],
                                              p["transfer_bytes"], log)
 
 

@@ -1,4 +1,4 @@
-"""playbooks/site.yml (role netlb.multiwan.balancer) on a blank host, in the UML kernel.
+"""playbooks/site.yml (role netlb.multiwan.balancer) on a blank host, in the VM lab's kernel (Debian's, under QEMU).
 
 Two guest boots (tests/integration/role_scenarios.py): the first provisions a
 blank host and saves what it wrote to its root; the second is a fresh kernel on
@@ -14,7 +14,7 @@ import pytest
 from tests.integration.role_scenarios import RESULT_MARKER
 from tests.integration.guest import assert_same, guest_facts
 
-pytestmark = pytest.mark.uml
+pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def saved_root():
 @pytest.fixture(scope="module")
 def facts(saved_root):
     return guest_facts("tests.integration.role_scenarios", RESULT_MARKER, timeout=2400,
-                       env={"NETLB_SAVE_ROOT": saved_root})
+                       env={"NETLB_SAVE_ROOT": saved_root}, shares=(saved_root,))
 
 
 @pytest.fixture(scope="module")
 def rebooted(facts, saved_root):
     return guest_facts("tests.integration.role_scenarios", RESULT_MARKER, timeout=900,
-                       env={"NETLB_REBOOT_FROM": saved_root})
+                       env={"NETLB_REBOOT_FROM": saved_root}, shares=(saved_root,))
 
 
 

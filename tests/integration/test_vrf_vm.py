@@ -1,4 +1,4 @@
-"""netlb.multiwan.vrf against a real VRF-capable kernel (user-mode-linux 6.1).
+"""netlb.multiwan.vrf against a real VRF-capable kernel (Debian's 6.1 in the VM lab).
 
 One guest boot runs every scenario (tests/integration/vrf_scenarios.py) with
 real ansible-playbook runs; the tests below assert on what the kernel showed
@@ -12,7 +12,7 @@ from tests.integration.ansible_runner import failed_cleanly
 from tests.integration.vrf_scenarios import RESULT_MARKER
 from tests.integration.guest import assert_same, guest_facts
 
-pytestmark = pytest.mark.uml
+pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")

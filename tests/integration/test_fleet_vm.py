@@ -1,4 +1,4 @@
-"""playbooks/site.yml over SSH on a fleet of three UML guests, in one run.
+"""playbooks/site.yml over SSH on a fleet of three VM guests, in one run.
 
 tests/lab/fleet.py boots the guests at the same time; each has its own uplink
 lab (veths to an "internet" netns with iperf3) and sshd on a management NIC
@@ -26,9 +26,9 @@ import pytest
 from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
 from tests.lab.fleet import MGMT_DEV, Fleet, GuestSpec
 from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
-from tests.lab.uml import uml_kernel
+from tests.lab.vm import vm_available
 
-pytestmark = pytest.mark.uml
+pytestmark = pytest.mark.vm
 
 CGROUP = "multiwan"
 WIFI_MARK = 0x100
@@ -79,8 +79,9 @@ def recap(output: str) -> dict:
 
 @pytest.fixture(scope="module")
 def facts():
-    if uml_kernel() is None:
-        pytest.skip("user-mode-linux kernel (linux.uml) not installed: run `make deps`")
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
     with tempfile.TemporaryDirectory(prefix="netlb-fleet-test-") as tmp, Fleet(SPECS) as fleet:
         common = {
             "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),  # seen through the overlay
@@ -120,7 +121,7 @@ def facts():
             probes = dict(zip([g.name for g in fleet.guests], pool.map(probe, fleet.guests)))
         run2 = site()
         # A guest that died (kernel oops, OOM) says why only on its console.
-        consoles = {g.name: g.uml.console()[-3000:] for g in fleet.guests if run1["rc"] or run2["rc"]}
+        consoles = {g.name: g.vm.console()[-3000:] for g in fleet.guests if run1["rc"] or run2["rc"]}
     return {"run1": run1, "run2": run2, "hosts": probes, "consoles": consoles}
 
 

@@ -1,4 +1,4 @@
-"""VRF steering by the balancer program in the user-mode-linux kernel.
+"""VRF steering by the balancer program in the VM lab's kernel (Debian's, under QEMU).
 
 One guest boot (tests/integration/bpf_vrf_scenarios.py): the original
 experiment built by netlb.multiwan.vrf + netlb.multiwan.cgroup_bpf_attach,
@@ -13,7 +13,7 @@ import pytest
 from tests.integration.bpf_vrf_scenarios import RESULT_MARKER
 from tests.integration.guest import guest_facts
 
-pytestmark = pytest.mark.uml
+pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,106 @@
+#!/bin/bash
+# PID 1 of a VM lab guest (tests/lab/vm.py), after the initramfs switched to the root:
+# the host's / read-only under an overlay (writes go to /run/netlb/scratch/upper).
+#
+# Protocol with the host, through the exchange directory /run/netlb/xfer (9p, read-write):
+#   from the host: script.sh (the user script), env (shell "export K=V" lines,
+#                  including NETLB_CWD, NETLB_NICS "MAC=NAME ...", NETLB_SHARES "PATH ...",
+#                  NETLB_PYTHON_TREES "PATH ...", NETLB_MODULES_DIR, NETLB_INIT);
+#   from the guest: started (uptime when the script starts), output (its combined
+#                  stdout/stderr), rc (its exit status), init-error.
+# NETLB_INIT=systemd hands PID 1 to systemd instead, which runs the script as the unit
+# netlb-lab-script.service (tests that need a live systemd, or a real reboot).
+#
+# PID 1 must never exit (the kernel would panic): every path ends in poweroff().
+
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+X=/run/netlb/xfer
+
+say() { echo "netlb-init: $*"; }
+poweroff() {
+    sync
+    umount "$X" 2>/dev/null
+    echo o >/proc/sysrq-trigger   # immediate power off; QEMU then exits
+    sleep 60
+}
+die() {
+    say "FATAL: $*"
+    echo "netlb-init: FATAL: $*" >>"$X/init-error"
+    poweroff
+}
+
+mount -t proc proc /proc || { say "cannot mount /proc"; sleep 1; }
+mount -t sysfs sysfs /sys || die "sysfs"
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev || die "devtmpfs"
+mkdir -p /dev/shm /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || die "/dev/shm"   # Ansible multiprocessing
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || die "devpts"
+ln -sfn /proc/self/fd /dev/fd
+. "$X/env" || die "no environment file in the exchange directory"
+# The host's /tmp is not ours, unless the working tree lives there (a CI clone in
+# /tmp): then the overlay keeps it visible, and writes still go to the overlay.
+case "$NETLB_CWD" in
+    /tmp|/tmp/*) ;;
+    *) mount -t tmpfs -o mode=1777 tmpfs /tmp || die "tmpfs /tmp" ;;
+esac
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || die "cgroup2"
+mount -t bpf bpf /sys/fs/bpf || die "bpffs"
+# Host directories shared read-write, each at its own path (tags share0, share1, ...).
+i=0
+for path in $NETLB_SHARES; do
+    mkdir -p "$path" && mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=524288 "share$i" "$path" \
+        || die "9p share $path"
+    i=$((i + 1))
+done
+
+# The Python trees from the image on vda (tests/lab/vmkernel.py), each over its own path.
+mkdir -p /run/netlb/python
+mount -t ext4 -o ro,noload /dev/vda /run/netlb/python || die "mount the Python image"
+i=0
+for path in $NETLB_PYTHON_TREES; do
+    mount --bind "/run/netlb/python/$i" "$path" || die "bind $path"
+    i=$((i + 1))
+done
+
+# The guest kernel's modules (a directory under the repository's .build) for modprobe.
+ver=$(uname -r)
+mkdir -p /usr/lib/modules
+ln -sfn "$NETLB_MODULES_DIR" "/usr/lib/modules/$ver"
+hostname netlb-vm
+modprobe -a virtio_net virtio_rng vrf 2>>"$X/init-error" || die "modprobe virtio_net virtio_rng vrf"
+ip link set lo up || die "lo up"
+for pair in $NETLB_NICS; do   # MAC=NAME: name the NICs as the caller asked
+    dev=$(grep -il "^${pair%%=*}\$" /sys/class/net/*/address | head -n1 | cut -d/ -f5)
+    [ -n "$dev" ] || die "no NIC with MAC ${pair%%=*}"
+    ip link set "$dev" name "${pair#*=}" || die "rename $dev"
+done
+
+if [ "$NETLB_INIT" = systemd ]; then
+    mkdir -p /run/systemd/system /etc/systemd/system
+    cat >/run/systemd/system/netlb-lab-script.service <<'EOF'
+[Unit]
+Description=netlb lab: the test script, then power off
+After=multi-user.target
+[Service]
+Type=oneshot
+Environment=NETLB_IN_VM=1 HOME=/root TERM=dumb LANG=C.UTF-8
+ExecStart=/bin/bash -c 'cut -d" " -f1 /proc/uptime >/run/netlb/xfer/started; . /run/netlb/xfer/env && cd "$NETLB_CWD" && /bin/bash /run/netlb/xfer/script.sh </dev/null >>/run/netlb/xfer/output 2>&1; echo $? >/run/netlb/xfer/rc; sync'
+ExecStartPost=/bin/sh -c 'test -e /run/netlb/xfer/keep-running || systemctl --no-block poweroff -ff'
+EOF
+    mkdir -p /run/systemd/system/multi-user.target.wants
+    ln -sf ../netlb-lab-script.service /run/systemd/system/multi-user.target.wants/
+    exec /lib/systemd/systemd --log-target=console --show-status=no
+fi
+
+
+cut -d' ' -f1 /proc/uptime >"$X/started"
+(
+    cd "$NETLB_CWD" || exit 1
+    exec /usr/bin/env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root TERM=dumb LANG=C.UTF-8 NETLB_IN_VM=1 \
+        /bin/bash -c '. /run/netlb/xfer/env && exec /bin/bash /run/netlb/xfer/script.sh'
+) </dev/null >"$X/output" 2>&1
+echo $? >"$X/rc"
+poweroff
