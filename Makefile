@@ -2,7 +2,8 @@
 #   make test   install what is missing, then run unit and integration tests
 #   make demo   install what is missing, then show the technique on a built-in lab
 #   make lint   ansible-lint, ansible-test sanity, build/install, galaxy-importer, changelog
-#   make molecule  molecule test of the role on a VM lab guest (Debian's kernel under QEMU)
+#   make molecule  molecule test of the role in a podman systemd container, from the installed collection
+#   make molecule-vm  the same role in a VM lab guest (Debian's kernel under QEMU, VRF steering)
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
@@ -17,7 +18,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all deps test unit integration demo clean lint-docs lint molecule
+.PHONY: all deps test unit integration demo clean lint-docs lint molecule molecule-vm
 
 all: test
 
@@ -42,7 +43,13 @@ $(BUILD)/vm.stamp: $(VENV)/.stamp tests/lab/vmkernel.py tests/lab/vm-initramfs-i
 	@$(PY) -m tests.lab.vm --info
 	@touch $@
 
-deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp
+# The systemd container image of the lab (mmdebstrap from the apt mirror, podman import;
+# cached by podman under the digest of its recipe).
+$(BUILD)/containers.stamp: $(VENV)/.stamp tests/lab/containers.py
+	@$(PY) -m tests.lab.containers >/dev/null
+	@touch $@
+
+deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp $(BUILD)/containers.stamp
 
 # NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
 # skipped the kernel tests must not pass as green.
@@ -50,11 +57,15 @@ test: deps lint-docs lint
 	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit tests/integration
 	$(MAKE) --no-print-directory molecule
 
-# The role's molecule scenario (extensions/molecule/default): a VM lab guest
-# (Debian's kernel under QEMU) as the instance, the full sequence including check, idempotence and a
-# verify that measures traffic.
+# The role's molecule scenarios, the full sequence including check, idempotence and a
+# verify that measures traffic. `molecule`: extensions/molecule/podman run as a user
+# runs it (the installed collection and the scenario, nothing of tests/); `molecule-vm`:
+# extensions/molecule/default, a VM lab guest with VRF steering (slow under TCG).
 molecule: deps
-	PATH=$(VENV)/bin:$$PATH NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 molecule test
+	PATH=$(VENV)/bin:$$PATH bash scripts/molecule-podman.sh
+
+molecule-vm: deps
+	PATH=$(VENV)/bin:$$PATH NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 molecule test -s default
 
 unit: deps
 	$(PY) -m pytest -q tests/unit

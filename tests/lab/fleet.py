@@ -99,6 +99,9 @@ class FleetGuest:
 class Fleet:
     """Context manager booting one VM guest per GuestSpec, concurrently."""
 
+    # The guests see this machine's root: the controller's venv, with pyroute2.
+    python_interpreter = str(Path(REPO_ROOT, ".venv", "bin", "python"))
+
     def __init__(
         self,
         specs: Sequence[GuestSpec],
@@ -182,6 +185,7 @@ class Fleet:
         return {
             "ansible_host": guest.address,
             "ansible_user": "root",
+            "ansible_python_interpreter": self.python_interpreter,
             "ansible_ssh_private_key_file": str(self.client_key),
             "ansible_ssh_common_args": shlex.join(self.ssh_options()),
         }
@@ -238,6 +242,16 @@ class Fleet:
         _run([*ip, "link", "add", "br0", "type", "bridge"])
         _run([*ip, "addr", "add", f"{self.gateway}/{MGMT_SUBNET.prefixlen}", "dev", "br0"])
         _run([*ip, "link", "set", "br0", "up"])
+        self._boot()
+        for g in self.guests:  # the whole path the controller will take
+            r = self.ssh(g, "true", timeout=120)
+            if r.returncode != 0:
+                raise FleetError(f"ssh to guest {g.name} ({g.address}) failed: {r.stderr.strip()}")
+        return self
+
+    def _boot(self) -> None:
+        """Start every guest with its NIC on br0; return once each reported READY."""
+        ip = ["ip", "-n", self.netns]
         for g in self.guests:
             _run([*ip, "tuntap", "add", g.tap, "mode", "tap"])
             _run([*ip, "link", "set", g.tap, "master", "br0", "up"])
@@ -253,11 +267,6 @@ class Fleet:
             )
             g.vm.start()
         self._wait_until_ready()
-        for g in self.guests:  # the whole path the controller will take
-            r = self.ssh(g, "true", timeout=120)
-            if r.returncode != 0:
-                raise FleetError(f"ssh to guest {g.name} ({g.address}) failed: {r.stderr.strip()}")
-        return self
 
     def _guest_config(self, g: FleetGuest) -> dict[str, Any]:
         return {
@@ -294,13 +303,7 @@ class Fleet:
     def close(self) -> None:
         """Idempotent: kill the guests, then everything left in the mgmt netns,
         delete the taps and the netns, remove the temp dir."""
-        errors = []
-        for g in self.guests:
-            if g.vm is not None:
-                try:
-                    g.vm.close()
-                except Exception as e:  # keep cleaning up the others
-                    errors.append(f"guest {g.name}: {e}")
+        errors = self._stop_guests()
         if self._made_netns and Path("/run/netns", self.netns).exists():
             try:
                 _kill_netns_processes(self.netns)
@@ -318,6 +321,17 @@ class Fleet:
             self.tmp = None
         if errors:
             raise FleetError("; ".join(errors))
+
+
+    def _stop_guests(self) -> list[str]:
+        errors = []
+        for g in self.guests:
+            if g.vm is not None:
+                try:
+                    g.vm.close()
+                except Exception as e:  # keep cleaning up the others
+                    errors.append(f"guest {g.name}: {e}")
+        return errors
 
 
 # -- guest side --------------------------------------------------------------

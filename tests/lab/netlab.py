@@ -131,6 +131,7 @@ class Lab:
         client_netns: str | None = "auto",
         ipv6: bool = True,
         server: bool = True,
+        adopt_client_netns: bool = False,
     ) -> None:
         self.uplinks = list(uplinks)
         if not self.uplinks:
@@ -149,6 +150,11 @@ class Lab:
         if client_netns is not None:
             _check_name("netns name", client_netns)
         self.client_netns: str | None = client_netns
+        # An existing client netns (a container's): neither made nor deleted here, only
+        # the uplinks this lab adds to it.
+        self.adopt_client_netns = adopt_client_netns
+        if adopt_client_netns and (client_netns is None or not Path("/run/netns", client_netns).exists()):
+            raise LabError(f"adopt_client_netns: no netns {client_netns!r} to adopt")
         self.ipv6 = ipv6
         self.server = server
         seen: set[str] = set()
@@ -231,7 +237,7 @@ class Lab:
         return self
 
     def _up(self) -> None:
-        for ns in (self.inet_netns, self.client_netns):
+        for ns in (self.inet_netns, None if self.adopt_client_netns else self.client_netns):
             if ns is None:
                 continue
             if Path("/run/netns", ns).exists():
@@ -261,10 +267,10 @@ class Lab:
             # Both ends are created directly in their namespaces: nothing ever
             # shows up in the host's namespace.
             client_side = ["netns", client] if client else []
-            if client is None:
-                # Current netns: never take over (or later delete) an existing link.
-                if _run(["ip", "link", "show", "dev", u.interface], check=False).returncode == 0:
-                    raise LabError(f"interface {u.interface} exists already in the current netns")
+            if client is None or self.adopt_client_netns:
+                # Current or adopted netns: never take over (or later delete) an existing link.
+                if _run(self._ip(client, "link", "show", "dev", u.interface), check=False).returncode == 0:
+                    raise LabError(f"interface {u.interface} exists already in {client or 'the current netns'}")
                 self._own_links.append(u.interface)  # before creating: no window to leak it
                 self._write_state()
             _run(["ip", "link", "add", u.interface, *client_side, "type", "veth",
@@ -338,7 +344,9 @@ class Lab:
             self._server_proc = None
         for link in self._own_links:
             # Deleting one end of a veth deletes the pair.
-            _run(self._ip(None, "link", "del", link), check=False)
+            links_ns = self.client_netns if self.adopt_client_netns else None
+            if links_ns is None or Path("/run/netns", links_ns).exists():
+                _run(self._ip(links_ns, "link", "del", link), check=False)
         self._own_links.clear()
         errors = []
         for ns in reversed(self._made_netns):

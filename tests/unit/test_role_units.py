@@ -15,7 +15,9 @@ APPLY = "/usr/local/sbin/netlb-multiwan-apply"
 
 
 def render(name, **context):
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), keep_trailing_newline=True)
+    # Ansible's template module defaults: trim_blocks.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), keep_trailing_newline=True,
+                             trim_blocks=True)
     return env.get_template(name).render(ansible_managed="Ansible managed", **context)
 
 
@@ -43,6 +45,14 @@ def test_vrf_uplink_unit_is_bound_to_its_device(tmp_path):
     assert "BindsTo=sys-subsystem-net-devices-wlp1s0.device" in text
     assert "ExecStart=%s uplink wifi" % APPLY in text
     assert "WantedBy=multi-user.target sys-subsystem-net-devices-wlp1s0.device" in text
+    verify(tmp_path, {"netlb-multiwan-uplink-wifi.service": text})
+
+
+def test_uplink_unit_without_udev_starts_at_boot_and_retries(tmp_path):
+    # A container: no udev, so no device units; binding to one would never start.
+    text = render("netlb-multiwan-uplink.service.j2", item=uplink(), balancer_steering="vrf", _balancer_udev=False)
+    assert "BindsTo=" not in text and ".device" not in text
+    assert "WantedBy=multi-user.target\n" in text and "Restart=on-failure" in text
     verify(tmp_path, {"netlb-multiwan-uplink-wifi.service": text})
 
 

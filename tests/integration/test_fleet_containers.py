@@ -1,13 +1,17 @@
-"""playbooks/site.yml over SSH on a fleet of three VM guests, in one run.
+"""playbooks/site.yml over SSH on a fleet of three systemd containers, in one run.
 
-tests/lab/fleet.py boots the guests at the same time; each has its own uplink
-lab (veths to an "internet" netns with iperf3) and sshd on a management NIC
-that the role must leave alone. The controller (ansible-playbook, ssh) runs in
-the fleet's management netns:
+tests/lab/containers.py starts the containers (Debian 12, systemd as PID 1, no clang)
+on this machine's kernel; each has its own uplink lab (veths to an "internet" netns
+with iperf3) and sshd on a management NIC that the role must leave alone. The
+controller (ansible-playbook, ssh) runs in the fleet's management netns:
 
-- host-a: usb0 (main, 40 Mbit/s) + wlp1s0 in wifi-vrf, table 10 (20 Mbit/s)
-- host-b: usb0 (main) + wlp1s0 in wifi-vrf (table 10) + enp2s0 in lte-vrf (table 11)
-- host-c: fwmark steering, usb0 (main) + wlp1s0 in table 100 chosen by mark 0x100
+- host-a: usb0 (main, 40 Mbit/s) + wlp1s0 (20 Mbit/s)
+- host-b: usb0 (main) + wlp1s0 + enp2s0 (10 Mbit/s)
+- host-c: usb0 (main) + wlp1s0, fwmark steering everywhere
+
+host-a and host-b put their extra uplinks into VRFs (wifi-vrf table 10, lte-vrf table
+11) where this kernel has VRF, else into fwmark tables (100, 101; marks 0x100, 0x200):
+VRF steering itself is proven in the VM lab (test_role_vm, test_bpf_vrf_vm).
 
 One fleet boot, two site.yml runs, one ssh per host for the kernel state and
 one for iperf3; the tests below only assert on the collected facts.
@@ -24,14 +28,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
-from tests.lab.fleet import MGMT_DEV, Fleet, GuestSpec
-from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
-from tests.lab.vm import vm_available
+from tests.lab.containers import ContainerFleet, containers_available
+from tests.lab.fleet import MGMT_DEV, GuestSpec
+from tests.lab.netlab import SERVER4, Uplink, kernel_has_vrf, stream_local_hosts
 
-pytestmark = pytest.mark.vm
+pytestmark = pytest.mark.containers
 
 CGROUP = "multiwan"
 WIFI_MARK = 0x100
+LTE_MARK = 0x200
+VRF = kernel_has_vrf()
+CGROUP2 = '$(grep -m1 " cgroup2 " /proc/mounts | cut -d" " -f2)'  # /sys/fs/cgroup/unified on hybrid hosts
 SPECS = [
     GuestSpec("host-a", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]),
     GuestSpec("host-b", [Uplink("usb0", 40), Uplink("wlp1s0", 20), Uplink("enp2s0", 10)]),
@@ -43,10 +50,10 @@ STATE_COMMAND = (
     "printf '{\"link\": '; ip -d -j link show; "
     "printf ', \"rule\": '; ip -j rule show; "
     "printf ', \"route\": '; ip -j route show table main; "
-    "printf ', \"cgroup\": '; bpftool -j cgroup show /sys/fs/cgroup/%s; printf '}'" % CGROUP
+    "printf ', \"cgroup\": '; bpftool -j cgroup show %s/%s; printf '}'" % (CGROUP2, CGROUP)
 )
-IPERF_COMMAND = ("sh -c 'echo $$ > /sys/fs/cgroup/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
-                 % (CGROUP, SERVER4))
+IPERF_COMMAND = ("sh -c 'echo $$ > %s/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
+                 % (CGROUP2, CGROUP, SERVER4))
 
 
 def balancer_vars(name: str, uplinks: list[Uplink]) -> dict:
@@ -56,15 +63,17 @@ def balancer_vars(name: str, uplinks: list[Uplink]) -> dict:
     def uplink(label, interface, **extra):
         return {"name": label, "interface": interface, "gateway": by_if[interface].gateway, **extra}
 
-    if name == "host-a":
+    vrf = VRF and name != "host-c"
+    if vrf:
         routed = [uplink("wifi", "wlp1s0", vrf="wifi-vrf", table=10)]
-    elif name == "host-b":
-        routed = [uplink("wifi", "wlp1s0", vrf="wifi-vrf", table=10),
-                  uplink("lte", "enp2s0", vrf="lte-vrf", table=11)]
+        if name == "host-b":
+            routed.append(uplink("lte", "enp2s0", vrf="lte-vrf", table=11))
     else:
         routed = [uplink("wifi", "wlp1s0", table=100, mark=WIFI_MARK)]
+        if name == "host-b":
+            routed.append(uplink("lte", "enp2s0", table=101, mark=LTE_MARK))
     return {
-        "balancer_steering": "fwmark" if name == "host-c" else "vrf",
+        "balancer_steering": "vrf" if vrf else "fwmark",
         "balancer_policy": "round_robin",  # ten streams are spread over every uplink
         "balancer_cgroup": CGROUP,
         "balancer_uplinks": [uplink("mobile", "usb0")] + routed,
@@ -79,13 +88,12 @@ def recap(output: str) -> dict:
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = vm_available()
+    reason = containers_available()
     if reason:
         pytest.skip(reason)
-    with tempfile.TemporaryDirectory(prefix="netlb-fleet-test-") as tmp, Fleet(SPECS) as fleet:
+    with tempfile.TemporaryDirectory(prefix="netlb-fleet-test-") as tmp, ContainerFleet(SPECS) as fleet:
         common = {
-            "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),  # seen through the overlay
-            "balancer_manage_packages": False,  # the guests run on this machine's packages
+            "balancer_manage_packages": False,  # no package mirror reachable from the containers
             "balancer_build_on": "controller",
             "balancer_build_cache": str(Path(tmp, "build")),
         }
@@ -120,8 +128,9 @@ def facts():
         with ThreadPoolExecutor(len(fleet.guests)) as pool:
             probes = dict(zip([g.name for g in fleet.guests], pool.map(probe, fleet.guests)))
         run2 = site()
-        # A guest that died (kernel oops, OOM) says why only on its console.
-        consoles = {g.name: g.vm.console()[-3000:] for g in fleet.guests if run1["rc"] or run2["rc"]}
+        # What systemd saw, when a run failed.
+        consoles = {g.name: fleet.exec(g, ["journalctl", "-b", "--no-pager", "-n", "60"]).stdout
+                    for g in fleet.guests if run1["rc"] or run2["rc"]}
     return {"run1": run1, "run2": run2, "hosts": probes, "consoles": consoles}
 
 
@@ -143,13 +152,23 @@ def test_second_run_changes_nothing_on_any_host(facts):
     assert {h: c["changed"] for h, c in run["recap"].items()} == {s.name: 0 for s in SPECS}, run["output"]
 
 
-@pytest.mark.parametrize("host, vrfs", [
-    ("host-a", {"wifi-vrf": (10, ["wlp1s0"])}),
-    ("host-b", {"wifi-vrf": (10, ["wlp1s0"]), "lte-vrf": (11, ["enp2s0"])}),
-])
-def test_vrf_hosts_have_their_vrfs(facts, host, vrfs):
+PLANNED_VRFS = {"host-a": {"wifi-vrf": (10, ["wlp1s0"])},
+                "host-b": {"wifi-vrf": (10, ["wlp1s0"]), "lte-vrf": (11, ["enp2s0"])}}
+PLANNED_MARKS = {"host-a": [(WIFI_MARK, "100")], "host-b": [(WIFI_MARK, "100"), (LTE_MARK, "101")],
+                 "host-c": [(WIFI_MARK, "100")]}
+
+
+@pytest.mark.parametrize("host", [s.name for s in SPECS])
+def test_each_host_routes_its_extra_uplinks_as_planned(facts, host):
     state = facts["hosts"][host]["state"]
     assert isinstance(state, dict), state
+    if VRF and host in PLANNED_VRFS:
+        assert_vrfs(state, PLANNED_VRFS[host])
+    else:
+        assert_fwmark_rules(state, PLANNED_MARKS[host])
+
+
+def assert_vrfs(state, vrfs):
     by_name = links(state)
     for vrf, (table, members) in vrfs.items():
         info = by_name[vrf]["linkinfo"]
@@ -163,13 +182,11 @@ def test_vrf_hosts_have_their_vrfs(facts, host, vrfs):
     assert not [r for r in state["rule"] if "fwmark" in r], state["rule"]
 
 
-def test_fwmark_host_has_its_rule_and_no_vrf(facts):
-    state = facts["hosts"]["host-c"]["state"]
-    assert isinstance(state, dict), state
+def assert_fwmark_rules(state, marks):
     assert not [link for link in state["link"] if link.get("linkinfo", {}).get("info_kind") == "vrf"]
     assert not [r for r in state["rule"] if "l3mdev" in r], state["rule"]
     marked = [r for r in state["rule"] if "fwmark" in r]
-    assert [(int(r["fwmark"], 16), r["table"]) for r in marked] == [(WIFI_MARK, "100")], state["rule"]
+    assert sorted((int(r["fwmark"], 16), r["table"]) for r in marked) == marks, state["rule"]
 
 
 @pytest.mark.parametrize("host", [s.name for s in SPECS])

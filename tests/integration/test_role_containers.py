@@ -1,0 +1,182 @@
+"""playbooks/site.yml (role netlb.multiwan.balancer) on a blank host under a live systemd.
+
+One systemd container (tests/lab/containers.py: Debian 12, systemd as PID 1, no clang,
+this machine's kernel) plays the original laptop with fwmark steering: usb0 (main
+table, 40 Mbit/s) and wlp1s0 (table 100, mark 0x100, 20 Mbit/s). The controller runs on
+this machine over SSH. In order: check + diff on the blank host, a real run, iperf3 from
+the balanced cgroup and from the systemd slice, a second run, an invalid inventory,
+balancer_state=absent, then provisioning again and a container restart: systemd boots
+again and the role's units must bring balancing back with no Ansible run.
+
+VRF steering with the same role runs in the VM lab (test_role_vm.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
+from tests.lab.containers import ContainerFleet, containers_available
+from tests.lab.fleet import GuestSpec
+from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
+
+pytestmark = pytest.mark.containers
+
+CGROUP = "multiwan"
+WIFI_MARK = 0x100
+CGROUP2 = '$(grep -m1 " cgroup2 " /proc/mounts | cut -d" " -f2)'
+RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+SNAPSHOT = {
+    "link": "ip -d link show",
+    "addr": "ip addr show",
+    "route4": "ip route show table all",
+    "route6": "ip -6 route show table all",
+    "rule4": "ip rule show",
+    "rule6": "ip -6 rule show",
+    "cgroups": "find %s -mindepth 1 -maxdepth 1 -type d -name 'multiwan*' | sort" % CGROUP2,
+    # Our programs only: systemd's own (sd_fw_*) get new ids whenever it restarts a unit.
+    "cgroup_progs": "bpftool cgroup tree %s | grep -E '^/|mw_' || true" % CGROUP2,
+    "pins": "find /sys/fs/bpf -mindepth 1 | sort",
+    "units": "ls /etc/systemd/system | grep -i netlb || true",
+}
+IPERF_CGROUP = ("sh -c 'echo $$ > %s/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
+                % (CGROUP2, CGROUP, SERVER4))
+IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet iperf3 -c %s -P10 -t2 -J" % SERVER4
+
+
+def local_hosts(proc) -> list | str:
+    try:
+        return stream_local_hosts(json.loads(proc.stdout))
+    except (ValueError, KeyError):
+        return "iperf3 failed (rc %d): %s %s" % (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
+
+
+@pytest.fixture(scope="module")
+def facts():
+    reason = containers_available()
+    if reason:
+        pytest.skip(reason)
+    spec = GuestSpec("laptop", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])
+    with tempfile.TemporaryDirectory(prefix="netlb-role-test-") as tmp, ContainerFleet([spec], name="nlbrole") as fleet:
+        guest = fleet.guests[0]
+        usb, wifi = guest.uplinks
+        host = {**fleet.host_vars(guest),
+                "balancer_manage_packages": False,  # no package mirror reachable from the container
+                "balancer_build_on": "controller",
+                "balancer_build_cache": str(Path(tmp, "build")),
+                "balancer_steering": "fwmark",
+                "balancer_policy": "round_robin",
+                "balancer_cgroup": CGROUP,
+                "balancer_uplinks": [
+                    {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
+                    {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
+                     "table": 100, "mark": WIFI_MARK},
+                ]}
+        inventory = Path(tmp, "hosts.json")
+        inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host}}}))
+        bad = json.loads(inventory.read_text())
+        bad["multiwan"]["hosts"]["laptop"]["balancer_uplinks"][1]["weight"] = 0
+        bad_inventory = Path(tmp, "bad.json")
+        bad_inventory.write_text(json.dumps(bad))
+        env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True"}
+
+        def site(inv: Path, *extra: str) -> dict:
+            argv = [ansible_bin("ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / "site.yml"), *extra]
+            proc = fleet.controller_run(argv, env=env, timeout=900)
+            out = proc.stdout + proc.stderr
+            m = RECAP.search(out)
+            return {"rc": proc.returncode, "output": out, "changed": int(m.group(3)) if m else None}
+
+        def ssh(command: str) -> str:
+            proc = fleet.ssh(guest, command)
+            return proc.stdout + proc.stderr
+
+        def snapshot() -> dict:
+            return {key: ssh(command) for key, command in SNAPSHOT.items()}
+
+        f: dict = {"addresses": {"usb0": usb.address, "wlp1s0": wifi.address}}
+        f["blank"] = snapshot()
+        f["check"] = site(inventory, "--check", "--diff")
+        f["after_check"] = snapshot()
+        f["run1"] = site(inventory)
+        f["applied"] = snapshot()
+        f["units_active"] = ssh("systemctl is-active netlb-multiwan-bpf.service; "
+                                "systemctl is-enabled netlb-multiwan-uplink-wifi.service multiwan.slice")
+        f["iperf_cgroup"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+        f["iperf_slice"] = local_hosts(fleet.ssh(guest, IPERF_SLICE))
+        f["run2"] = site(inventory)
+        status = fleet.ssh(guest, "netlb-multiwan-status")
+        f["status"] = {"rc": status.returncode, "text": status.stdout + status.stderr}
+        f["before_invalid"] = snapshot()
+        f["invalid"] = site(bad_inventory)
+        f["after_invalid"] = snapshot()
+        f["absent"] = site(inventory, "-e", "balancer_state=absent")
+        f["after_absent"] = snapshot()
+
+        f["run3"] = site(inventory)
+        fleet.restart(guest)
+        f["restarted_units"] = ssh("systemctl is-active netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service")
+        f["restarted_rules"] = ssh("ip rule show")
+        f["restarted_progs"] = ssh(SNAPSHOT["cgroup_progs"])
+        f["iperf_after_restart"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+        f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
+    return f
+
+
+def assert_same(before: dict, after: dict) -> None:
+    for key in before:
+        assert before[key] == after[key], "`%s` changed:\n--- before\n%s\n--- after\n%s" % (key, before[key], after[key])
+
+
+def test_check_diff_on_blank_host_reports_changes_and_changes_nothing(facts):
+    assert facts["check"]["rc"] == 0 and facts["check"]["changed"] > 0, facts["check"]["output"]
+    assert_same(facts["blank"], facts["after_check"])
+
+
+def test_site_routes_the_fwmark_uplink_and_attaches_the_program(facts):
+    assert facts["run1"]["rc"] == 0, facts["run1"]["output"]
+    applied = facts["applied"]
+    assert re.search(r"fwmark 0x100 lookup 100", applied["rule4"]), applied["rule4"]
+    assert "cgroup_inet4_connect" in applied["cgroup_progs"] or "connect4" in applied["cgroup_progs"]
+
+
+def test_role_units_run_under_live_systemd(facts):
+    assert facts["units_active"].split()[:2] == ["active", "enabled"], facts["units_active"]
+
+
+def test_iperf_from_the_cgroup_uses_both_uplinks(facts):
+    assert set(facts["iperf_cgroup"]) == set(facts["addresses"].values()), facts["iperf_cgroup"]
+
+
+def test_iperf_started_in_the_slice_uses_both_uplinks(facts):
+    assert set(facts["iperf_slice"]) == set(facts["addresses"].values()), facts["iperf_slice"]
+
+
+def test_second_run_changes_nothing(facts):
+    assert facts["run2"]["rc"] == 0 and facts["run2"]["changed"] == 0, facts["run2"]["output"]
+
+
+def test_status_has_no_problems(facts):
+    assert facts["status"]["rc"] == 0 and "problems: none" in facts["status"]["text"], facts["status"]["text"]
+
+
+def test_invalid_inventory_fails_before_any_change(facts):
+    assert facts["invalid"]["rc"] != 0
+    assert "balancer_uplinks[1].weight: must be an integer 1-1000, got 0" in facts["invalid"]["output"]
+    assert_same(facts["before_invalid"], facts["after_invalid"])
+
+
+def test_absent_restores_the_blank_host(facts):
+    assert facts["absent"]["rc"] == 0, facts["absent"]["output"]
+    assert_same(facts["blank"], facts["after_absent"])
+
+
+def test_balancing_is_back_after_a_container_restart_without_ansible(facts):
+    assert facts["run3"]["rc"] == 0, facts["run3"]["output"]
+    assert facts["restarted_units"].split() == ["active", "active"], facts["restarted_units"] + facts["journal"]
+    assert "fwmark 0x100 lookup 100" in facts["restarted_rules"], facts["restarted_rules"] + facts["journal"]
+    assert set(facts["iperf_after_restart"]) == set(facts["addresses"].values()), facts["iperf_after_restart"]
