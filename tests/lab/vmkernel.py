@@ -98,16 +98,13 @@ def _download(workdir: Path) -> Path:
 
 def extract_vmlinux(bzimage: bytes) -> bytes:
     """The ELF kernel inside a bzImage (Debian compresses it with xz)."""
-    for magic, decompress in ((b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(b)),):
-        start = bzimage.find(magic)
-        while start != -1:
-            try:
-                data = decompress(bzimage[start:])
-            except lzma.LZMAError:
-                data = b""
+    start = bzimage.find(b"\xfd7zXZ\x00")
+    while start != -1:
+        with contextlib.suppress(lzma.LZMAError):
+            data = lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(bzimage[start:])
             if data[:4] == b"\x7fELF":
                 return data
-            start = bzimage.find(magic, start + 1)
+        start = bzimage.find(b"\xfd7zXZ\x00", start + 1)
     raise VmSetupError("no xz-compressed ELF kernel found in vmlinuz")
 
 
@@ -293,9 +290,9 @@ def _prepare(base: Path) -> GuestKernel:
         (work / "vmlinux").write_bytes(extract_vmlinux(Path(vmlinuz[0]).read_bytes()))
         # Only what the guest uses: the module tree and the kernel.
         shutil.rmtree(root / "usr", ignore_errors=True)
-        for junk in (root / "boot", deb):
-            if junk.is_relative_to(work):
-                shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink()
+        shutil.rmtree(root / "boot", ignore_errors=True)
+        if deb.parent == work:  # downloaded, not NETLB_VM_KERNEL_DEB
+            deb.unlink()
         final = base / ("kernel-" + release[: -len("-amd64")])
         os.rename(work, final)
         os.mkdir(work)  # TemporaryDirectory removes it again
