@@ -57,22 +57,6 @@ printf 'UsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\
 # Host keys are the fleet's, handed to each container at start.
 rm -f "$R"/etc/ssh/ssh_host_*
 mkdir -p "$R/root/.ssh" && chmod 700 "$R/root/.ssh"
-# systemd leaves bpffs alone in a container; the balancer pins its program there.
-cat >"$R/etc/systemd/system/sys-fs-bpf.mount" <<'EOF'
-[Unit]
-Description=BPF file system
-DefaultDependencies=no
-Before=local-fs.target
-[Mount]
-What=bpf
-Where=/sys/fs/bpf
-Type=bpf
-[Install]
-WantedBy=local-fs.target
-EOF
-ln -sf ../sys-fs-bpf.mount "$R/etc/systemd/system/local-fs.target.wants/sys-fs-bpf.mount" 2>/dev/null \
-    || { mkdir -p "$R/etc/systemd/system/local-fs.target.wants"; \
-         ln -sf ../sys-fs-bpf.mount "$R/etc/systemd/system/local-fs.target.wants/sys-fs-bpf.mount"; }
 # Nothing here needs these, and they only slow a boot down.
 for unit in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer; do
     ln -sf /dev/null "$R/etc/systemd/system/$unit"
@@ -203,6 +187,8 @@ class ContainerFleet(Fleet):
             self._labs[g.name] = lab
             lab.up()
             g.uplinks = lab.uplinks
+        # systemd mounts bpffs on a host, not in a container: as a host would have it.
+        self.exec(g, ["sh", "-c", "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf"])
         keys = {"/etc/ssh/ssh_host_ed25519_key": g.host_key.read_text(),
                 "/root/.ssh/authorized_keys": self.client_key.with_name(self.client_key.name + ".pub").read_text()}
         for path, text in keys.items():
