@@ -1,7 +1,8 @@
 """`make demo` end to end: the command a newcomer runs, in the VM lab (Debian's kernel under QEMU).
 
-One guest boot: lab, iperf3 without the balancer, site.yml, iperf3 from the
-balancer's cgroup, counters, site.yml balancer_state=absent. The 90% line is the
+One guest (tests/lab/fleet.py) reached over SSH from this machine: lab, iperf3
+without the balancer, site.yml, iperf3 from the balancer's cgroup, the status
+command. The 90% line is the
 issue's acceptance criterion, which the demo itself checks and prints.
 """
 import re
@@ -27,7 +28,7 @@ def demo():
 
 def test_demo_passes(demo):
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "Demo passed." in demo.stdout
+    assert "Demo passed" in demo.stdout
 
 
 def test_demo_says_where_it_runs(demo):
@@ -45,7 +46,7 @@ def test_after_balancing_uses_both_uplinks_at_90_percent(demo):
 
 def test_demo_summarises_ansible_and_keeps_its_log(demo):
     recaps = re.findall(r"^    laptop : ok=\d+ changed=\d+ unreachable=0 failed=0", demo.stdout, re.M)
-    assert len(recaps) == 2, demo.stdout  # present, then absent
+    assert len(recaps) == 1, demo.stdout
     log = re.search(r"full ansible-playbook output: (\S+)", demo.stdout).group(1)
     with open(log) as handle:
         assert "PLAY RECAP" in handle.read()
