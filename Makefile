@@ -53,9 +53,20 @@ deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp $(B
 
 # NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
 # skipped the kernel tests must not pass as green.
-test: deps lint-docs lint
-	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit tests/integration
-	$(MAKE) --no-print-directory molecule
+# Each part is timed (scripts/timed.sh); the table is printed at the end, or where a part fails.
+TIMED = bash scripts/timed.sh
+test:
+	@$(TIMED) --reset
+	@$(TIMED) "deps (apt, venv, VM kernel, container image)" $(MAKE) --no-print-directory deps
+	@$(TIMED) "ansible-doc" $(MAKE) --no-print-directory lint-docs
+	@$(TIMED) "lint" $(MAKE) --no-print-directory lint
+	@$(TIMED) "unit tests" env NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit
+	@$(TIMED) "integration: host kernel and containers" \
+	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m "not vm" tests/integration
+	@$(TIMED) "integration: VM lab (Debian's kernel, QEMU)" \
+	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m vm tests/integration
+	@$(TIMED) "molecule (podman scenario)" $(MAKE) --no-print-directory molecule
+	@$(TIMED) --report
 
 # The role's molecule scenarios, the full sequence including check, idempotence and a
 # verify that measures traffic. `molecule`: extensions/molecule/podman run as a user

@@ -26,12 +26,14 @@ def report(main, marker: str) -> None:
 
 
 def guest_facts(module: str, marker: str, timeout: float, env: dict | None = None,
-                shares: tuple[str, ...] = ()) -> dict:
-    """*shares*: host directories the guest may write to (at the same path)."""
+                shares: tuple[str, ...] = (), kernel_args: tuple[str, ...] = ()) -> dict:
+    """*shares*: host directories the guest may write to (at the same path);
+    *kernel_args*: for the guest kernel's command line."""
     reason = vm_available()
     if reason:
         pytest.skip(reason)
-    result = run_in_vm(".venv/bin/python -m " + module, timeout=timeout, env=env, shares=shares)
+    result = run_in_vm(".venv/bin/python -m " + module, timeout=timeout, env=env, shares=shares,
+                       kernel_args=kernel_args)
     lines = [ln for ln in result.output.splitlines() if ln.startswith(marker)]
     assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
     data = json.loads(lines[-1][len(marker):])

@@ -1,14 +1,19 @@
-"""netlb.multiwan.vrf on this machine's own kernel, which has no VRF.
+"""netlb.multiwan.vrf on a kernel without VRF.
 
 The module must fail with a message saying so and what to do — not a
-traceback — and leave the lab namespace exactly as it was.
+traceback — and leave the lab namespace exactly as it was. Shown on this
+machine's kernel when it lacks VRF, and always in a VM lab guest booted with
+vrf blacklisted (tests/integration/novrf_scenario.py): never skipped.
 """
 import pytest
 
-from tests.integration.ansible_runner import failed_cleanly, run_cases, snapshot
+from tests.integration import novrf_scenario
+from tests.integration.ansible_runner import run_cases
+from tests.integration.guest import guest_facts
 from tests.lab.netlab import Lab, Uplink, kernel_has_vrf
 
-pytestmark = pytest.mark.hostkernel
+KERNELS = [pytest.param("vm-vrf-blacklisted", marks=pytest.mark.vm)] + (
+    [] if kernel_has_vrf() else [pytest.param("this-kernel", marks=pytest.mark.hostkernel)])
 
 
 @pytest.fixture
@@ -17,23 +22,26 @@ def lab():
         yield lab
 
 
-def test_kernel_without_vrf_fails_clearly_and_changes_nothing(lab):
-    if kernel_has_vrf():
-        pytest.skip("this kernel has VRF support; the no-VRF message cannot be shown here")
-    wifi = lab.uplinks[1]
-    args = {"name": "wifi-vrf", "table": 10, "interfaces": ["wlp1s0"], "netns": lab.client_netns,
-            "routes": [{"gateway": wifi.gateway}]}
-    before = snapshot(lab.client_netns)
-    for check in (True, False):
-        run = run_cases([{"id": "create", "args": args}], check=check)
-        result = run["results"]["create"]
-        assert result["failed"] is True and result["changed"] is False
-        assert "has no VRF support" in result["msg"]
-        assert "modprobe vrf" in result["msg"] and "fwmark" in result["msg"]
-        assert failed_cleanly(result) and "Traceback" not in run["output"]
-        assert snapshot(lab.client_netns) == before
+@pytest.fixture(params=KERNELS)
+def no_vrf(request):
+    if request.param == "this-kernel":
+        return novrf_scenario.main()
+    return guest_facts("tests.integration.novrf_scenario", novrf_scenario.RESULT_MARKER, timeout=900,
+                       kernel_args=("module_blacklist=vrf",))
 
 
+def test_kernel_without_vrf_fails_clearly_and_changes_nothing(no_vrf):
+    assert no_vrf["kernel_has_vrf"] is False
+    assert [run["check"] for run in no_vrf["runs"]] == [True, False]
+    for run in no_vrf["runs"]:
+        assert run["failed"] is True and run["changed"] is False, run
+        assert "has no VRF support" in run["msg"], run
+        assert "modprobe vrf" in run["msg"] and "fwmark" in run["msg"], run
+        assert run["clean"] and not run["traceback_in_output"], run
+        assert run["unchanged"], run
+
+
+@pytest.mark.hostkernel
 def test_validation_runs_before_the_kernel_check(lab):
     # Bad input is reported as such, whatever the kernel: the field comes first.
     run = run_cases([{"id": "bad", "args": {"name": "wifi-vrf", "table": 255, "netns": lab.client_netns}}])

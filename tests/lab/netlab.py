@@ -72,9 +72,17 @@ class Uplink:
 
 
 def kernel_has_vrf() -> bool:
-    """Can this kernel make VRF devices (driver loaded, or installed as a module)?"""
+    """Can this kernel make VRF devices (driver loaded, or installed as a module
+    and not refused by module_blacklist=)?"""
     if os.path.isdir("/sys/module/vrf"):
         return True
+    try:
+        with open("/proc/cmdline") as handle:
+            for arg in handle.read().split():
+                if arg.startswith("module_blacklist=") and "vrf" in arg.split("=", 1)[1].split(","):
+                    return False
+    except OSError:
+        pass
     try:
         with open(f"/lib/modules/{os.uname().release}/modules.dep") as handle:
             return "/vrf.ko" in handle.read()

@@ -68,7 +68,12 @@ ver=$(uname -r)
 mkdir -p /usr/lib/modules
 ln -sfn "$NETLB_MODULES_DIR" "/usr/lib/modules/$ver"
 hostname netlb-vm
-modprobe -a virtio_net virtio_rng vrf 2>>"$X/init-error" || die "modprobe virtio_net virtio_rng vrf"
+modprobe -a virtio_net virtio_rng 2>>"$X/init-error" || die "modprobe virtio_net virtio_rng"
+# module_blacklist=vrf on the command line: a kernel without VRF, for the tests of that case.
+case " $(cat /proc/cmdline) " in
+    *" module_blacklist=vrf "*) ;;
+    *) modprobe vrf 2>>"$X/init-error" || die "modprobe vrf" ;;
+esac
 ip link set lo up || die "lo up"
 for pair in $NETLB_NICS; do   # MAC=NAME: name the NICs as the caller asked
     dev=$(grep -il "^${pair%%=*}\$" /sys/class/net/*/address | head -n1 | cut -d/ -f5)

@@ -59,6 +59,7 @@ RC_NO_STATUS = 125
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEM = re.compile(r"^[0-9]+[MG]$")
+_KERNEL_ARG = re.compile(r"^[A-Za-z0-9_.]+=[A-Za-z0-9_.,-]+$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -162,7 +163,8 @@ class VmGuest:
     read-write at the same path in the guest. *disk* is a raw ext4 image that holds the
     guest's writes instead of a tmpfs, so that they survive a reboot (see make_disk);
     with *allow_reboot* a reboot inside the guest boots it again instead of ending it.
-    *init* "systemd" runs systemd as PID 1 and the script as a unit."""
+    *init* "systemd" runs systemd as PID 1 and the script as a unit. *kernel_args* go on
+    the guest kernel's command line (e.g. ``module_blacklist=vrf``: a kernel without VRF)."""
 
     def __init__(
         self,
@@ -179,6 +181,7 @@ class VmGuest:
         init: str = "script",
         accel: str | None = None,
         smp: int = 2,
+        kernel_args: list[str] | tuple[str, ...] = (),
     ) -> None:
         if os.environ.get(IN_GUEST) == "1":
             raise VmError("already inside a lab guest: nested guests are not supported")
@@ -198,11 +201,15 @@ class VmGuest:
                 raise ValueError(f"path not usable in QEMU options or on a kernel command line: {path!r}")
         if netns is not None and not _NETNS.match(netns):
             raise ValueError(f"bad network namespace name {netns!r}")
+        for arg in kernel_args:
+            if not _KERNEL_ARG.match(arg):
+                raise ValueError(f"bad kernel argument {arg!r} (name=value of [A-Za-z0-9_.,-])")
         if init not in ("script", "systemd"):
             raise ValueError(f"init must be script or systemd, not {init!r}")
         self.script, self.mem, self.env, self.cwd = script, mem, dict(env or {}), cwd
         self.netns, self.nics, self.shares, self.disk = netns, list(nics), list(shares), disk
         self.allow_reboot, self.init, self.accel, self.smp = allow_reboot, init, accel, smp
+        self.kernel_args = list(kernel_args)
         self.tmp: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.t0 = 0.0
@@ -227,7 +234,7 @@ class VmGuest:
 
     def _qemu_argv(self, kernel: GuestKernel, accel: str) -> list[str]:
         append = ["console=ttyS0", "quiet", "panic=-1", "8250.nr_uarts=1", "tsc=reliable",
-                  f"NETLB_STAGE2={STAGE2}", f"NETLB_UPPER={'disk' if self.disk else 'tmpfs'}"]  # fmt: skip
+                  f"NETLB_STAGE2={STAGE2}", f"NETLB_UPPER={'disk' if self.disk else 'tmpfs'}", *self.kernel_args]  # fmt: skip
         argv = [
             qemu_binary() or "qemu-system-x86_64",
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
@@ -349,6 +356,7 @@ def run_in_vm(
     allow_reboot: bool = False,
     init: str = "script",
     accel: str | None = None,
+    kernel_args: list[str] | tuple[str, ...] = (),
 ) -> VmResult:
     """Boot a guest, run *script* with bash in *cwd*, return its result.
 
@@ -357,7 +365,7 @@ def run_in_vm(
     process tree and the temp dir are removed in every case (timeout, exception,
     Ctrl-C, SIGTERM)."""
     guest = VmGuest(script, mem=mem, env=env, cwd=cwd, shares=shares, disk=disk,
-                    allow_reboot=allow_reboot, init=init, accel=accel)  # fmt: skip
+                    allow_reboot=allow_reboot, init=init, accel=accel, kernel_args=kernel_args)  # fmt: skip
     try:
         with cleanup_on_signals():
             guest.start()
