@@ -37,7 +37,6 @@ def rebooted(facts, saved_root):
                        env={"NETLB_REBOOT_FROM": saved_root}, shares=(saved_root,))
 
 
-
 def test_site_reproduces_the_original_experiment(facts):
     assert facts["run1"]["rc"] == 0 and facts["run1"]["failed"] == 0, facts["run1"]["output"]
     assert "master wifi-vrf" not in facts["blank"]["link"]

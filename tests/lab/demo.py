@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FleetError, RuntimeError) as e:
         print("\nDemo FAILED: %s" % e)
         passed = False
-    print("Guest stopped, lab removed. Demo %s (%.0f s)." % ("passed" if passed else "FAILED",
-                                                         time.monotonic() - started))
+    verdict = "passed" if passed else "FAILED"
+    print("Guest stopped, lab removed. Demo %s (%.0f s)." % (verdict, time.monotonic() - started))
     return 0 if passed else 1
 
 

@@ -10,8 +10,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as n
     ("kernel/drivers/net/vrf.ko\n", "", "module_blacklist=vrf", True),   # built in: cannot be refused
     ("", "kernel/drivers/net/vrfx.ko: \n", "ro", False),
 ])
-def test_vrf_support_reads_modules_and_the_kernel_command_line(tmp_path, monkeypatch, builtin, dep, cmdline,
-                                                                supported):
+def test_vrf_support_reads_modules_and_the_kernel_command_line(tmp_path, monkeypatch, builtin, dep, cmdline, supported):
     monkeypatch.setattr(nl, "kernel_release", lambda: "6.1.0-test")
     moddir = tmp_path / "lib" / "6.1.0-test"
     moddir.mkdir(parents=True)
