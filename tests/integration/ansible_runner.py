@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,16 @@ def ansible_env() -> dict:
         ANSIBLE_LOCALHOST_WARNING="False",
     )
     return env
+
+
+_RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def play_recap(output: str) -> dict:
+    """ansible-playbook's PLAY RECAP: {host: {ok, changed, unreachable, failed}}."""
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                         "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+            for m in _RECAP.finditer(output)}
 
 
 def ansible_bin(name: str) -> str:

@@ -19,7 +19,6 @@ one for iperf3; the tests below only assert on the collected facts.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
+from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env, play_recap
 from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import MGMT_DEV, GuestSpec
+from tests.lab.fleet import GUEST_CGROUP2, MGMT_DEV, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink, kernel_has_vrf, stream_local_hosts
 
 pytestmark = pytest.mark.containers
@@ -38,22 +37,19 @@ CGROUP = "multiwan"
 WIFI_MARK = 0x100
 LTE_MARK = 0x200
 VRF = kernel_has_vrf()
-CGROUP2 = '$(grep -m1 " cgroup2 " /proc/mounts | cut -d" " -f2)'  # /sys/fs/cgroup/unified on hybrid hosts
 SPECS = [
     GuestSpec("host-a", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]),
     GuestSpec("host-b", [Uplink("usb0", 40), Uplink("wlp1s0", 20), Uplink("enp2s0", 10)]),
     GuestSpec("host-c", [Uplink("usb0", 40), Uplink("wlp1s0", 20)]),
 ]
-RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 # One ssh per host: everything the kernel shows about links, rules and the cgroup.
 STATE_COMMAND = (
     "printf '{\"link\": '; ip -d -j link show; "
     "printf ', \"rule\": '; ip -j rule show; "
     "printf ', \"route\": '; ip -j route show table main; "
-    "printf ', \"cgroup\": '; bpftool -j cgroup show %s/%s; printf '}'" % (CGROUP2, CGROUP)
+    "printf ', \"cgroup\": '; bpftool -j cgroup show %s/%s; printf '}'" % (GUEST_CGROUP2, CGROUP)
 )
-IPERF_COMMAND = ("sh -c 'echo $$ > %s/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
-                 % (CGROUP2, CGROUP, SERVER4))
+IPERF_COMMAND = in_cgroup(CGROUP, "iperf3 -c %s -P10 -t2 -J" % SERVER4)
 
 
 def balancer_vars(name: str, uplinks: list[Uplink]) -> dict:
@@ -80,12 +76,6 @@ def balancer_vars(name: str, uplinks: list[Uplink]) -> dict:
     }
 
 
-def recap(output: str) -> dict:
-    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)),
-                         "unreachable": int(m.group(4)), "failed": int(m.group(5))}
-            for m in RECAP.finditer(output)}
-
-
 @pytest.fixture(scope="module")
 def facts():
     reason = containers_available()
@@ -108,7 +98,7 @@ def facts():
             started = time.monotonic()
             proc = fleet.controller_run(argv, env=env, timeout=1800)
             output = proc.stdout + proc.stderr
-            return {"rc": proc.returncode, "output": output, "recap": recap(output),
+            return {"rc": proc.returncode, "output": output, "recap": play_recap(output),
                     "seconds": round(time.monotonic() - started)}
 
         def probe(guest) -> dict:

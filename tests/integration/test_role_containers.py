@@ -19,17 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
+from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env, play_recap
 from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import GuestSpec
+from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
 
 pytestmark = pytest.mark.containers
 
 CGROUP = "multiwan"
 WIFI_MARK = 0x100
-CGROUP2 = '$(grep -m1 " cgroup2 " /proc/mounts | cut -d" " -f2)'
-RECAP = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 SNAPSHOT = {
     "link": "ip -d link show",
     "addr": "ip addr show",
@@ -37,14 +35,13 @@ SNAPSHOT = {
     "route6": "ip -6 route show table all",
     "rule4": "ip rule show",
     "rule6": "ip -6 rule show",
-    "cgroups": "find %s -mindepth 1 -maxdepth 1 -type d -name 'multiwan*' | sort" % CGROUP2,
+    "cgroups": "find %s -mindepth 1 -maxdepth 1 -type d -name 'multiwan*' | sort" % GUEST_CGROUP2,
     # Our programs only: systemd's own (sd_fw_*) get new ids whenever it restarts a unit.
-    "cgroup_progs": "bpftool cgroup tree %s | grep -E '^/|mw_' || true" % CGROUP2,
+    "cgroup_progs": "bpftool cgroup tree %s | grep -E '^/|mw_' || true" % GUEST_CGROUP2,
     "pins": "find /sys/fs/bpf -mindepth 1 | sort",
     "units": "ls /etc/systemd/system | grep -i netlb || true",
 }
-IPERF_CGROUP = ("sh -c 'echo $$ > %s/%s/cgroup.procs && exec iperf3 -c %s -P10 -t2 -J'"
-                % (CGROUP2, CGROUP, SERVER4))
+IPERF_CGROUP = in_cgroup(CGROUP, "iperf3 -c %s -P10 -t2 -J" % SERVER4)
 IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet iperf3 -c %s -P10 -t2 -J" % SERVER4
 
 
@@ -88,8 +85,8 @@ def facts():
             argv = [ansible_bin("ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / "site.yml"), *extra]
             proc = fleet.controller_run(argv, env=env, timeout=900)
             out = proc.stdout + proc.stderr
-            m = RECAP.search(out)
-            return {"rc": proc.returncode, "output": out, "changed": int(m.group(3)) if m else None}
+            hosts = list(play_recap(out).values())
+            return {"rc": proc.returncode, "output": out, "changed": hosts[0]["changed"] if hosts else None}
 
         def ssh(command: str) -> str:
             proc = fleet.ssh(guest, command)

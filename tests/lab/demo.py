@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env
-from tests.lab.fleet import Fleet, FleetError, FleetGuest, GuestSpec
+from tests.lab.fleet import Fleet, FleetError, FleetGuest, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink, kernel_has_vrf, received_mbps
 from tests.lab.vm import accelerator, vm_available
 from tests.lab.vmkernel import VmSetupError, ensure_kernel
@@ -60,7 +60,6 @@ PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
 BUCKET_SECONDS = 0.050
 STATUS_COMMAND = "/usr/local/sbin/netlb-multiwan-status"
 GUEST_INET_NETNS = "fl-inet"  # the fleet guest's lab (tests/lab/fleet.py guest_main)
-CGROUP2 = '"$(findmnt -n -o TARGET -t cgroup2 | head -n1)"'
 DEFAULT_LOG = ROOT / ".build" / "demo" / "ansible.log"
 
 
@@ -93,14 +92,13 @@ class Laptop:
     def run(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.fleet.ssh(self.guest, command, timeout=timeout)
 
-    def iperf3(self, in_cgroup: bool) -> dict:
+    def iperf3(self, balanced: bool) -> dict:
+        """iperf3 -P10 on the laptop; *balanced*: from a process in the balancer's cgroup."""
         command = "iperf3 -c %s -P %d -t %d -O 1" % (SERVER4, STREAMS, SECONDS)
-        shown = command
-        if in_cgroup:
-            shown = "echo $$ > <cgroup2>/%s/cgroup.procs; %s" % (CGROUP, command)
-            command = "echo $$ > %s/%s/cgroup.procs && exec %s" % (CGROUP2, CGROUP, command)
+        shown = "echo $$ > <cgroup2>/%s/cgroup.procs; %s" % (CGROUP, command) if balanced else command
         print("    laptop$ " + shown, flush=True)
-        proc = self.run(command + " -J", timeout=SECONDS + 120)
+        command += " -J"
+        proc = self.run(in_cgroup(CGROUP, command) if balanced else command, timeout=SECONDS + 120)
         try:
             result = json.loads(proc.stdout)
         except ValueError:
@@ -208,7 +206,7 @@ def run_demo(policy: str, log: Path) -> bool:
 
         step(2, "Before: %d TCP streams for %d s without the balancer (every socket follows the main table)"
              % (STREAMS, SECONDS))
-        _, before = show_streams(laptop.iperf3(in_cgroup=False), interface_of)
+        _, before = show_streams(laptop.iperf3(balanced=False), interface_of)
 
         step(3, "Apply playbooks/site.yml (role netlb.multiwan.balancer) with this inventory")
         inventory = write_inventory(fleet, guest, policy, workdir)
@@ -220,7 +218,7 @@ def run_demo(policy: str, log: Path) -> bool:
             return False
 
         step(4, "After: the same %d streams from a process in the balancer's cgroup %s" % (STREAMS, CGROUP))
-        addresses, total = show_streams(laptop.iperf3(in_cgroup=True), interface_of)
+        addresses, total = show_streams(laptop.iperf3(balanced=True), interface_of)
 
         step(5, "The role's status command: uplinks and sockets per uplink")
         show_status(laptop)

@@ -70,6 +70,15 @@ FAILED = "NETLB-FLEET-FAILED "
 _GUEST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
+# A guest's cgroup2 mount, for its shell: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts.
+GUEST_CGROUP2 = '$(grep -m1 " cgroup2 " /proc/mounts | cut -d" " -f2)'
+
+
+def in_cgroup(cgroup: str, command: str) -> str:
+    """A guest shell command running *command* in the cgroup2 group *cgroup*."""
+    return "sh -c 'echo $$ > %s/%s/cgroup.procs && exec %s'" % (GUEST_CGROUP2, cgroup, command)
+
+
 class FleetError(RuntimeError):
     pass
 
@@ -321,7 +330,6 @@ class Fleet:
             self.tmp = None
         if errors:
             raise FleetError("; ".join(errors))
-
 
     def _stop_guests(self) -> list[str]:
         errors = []
