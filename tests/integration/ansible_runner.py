@@ -45,6 +45,22 @@ def ansible_bin(name: str) -> str:
     return str(ROOT / ".venv" / "bin" / name)
 
 
+def site_over_ssh(fleet, inventory: Path, *extra: str, timeout: float = 900) -> dict:
+    """playbooks/site.yml from this machine against a lab fleet (VM guests or
+    containers: anything with ansible_env() and controller_run()), with pipelining on
+    as most fleets run it. rc, output, seconds, the PLAY RECAP, and one host's changed."""
+    argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "site.yml"), *extra]
+    env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True"}
+    started = time.monotonic()
+    proc = fleet.controller_run(argv, env=env, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    recap = play_recap(out)
+    hosts = list(recap.values())
+    return {"rc": proc.returncode, "output": out, "recap": recap, "seconds": round(time.monotonic() - started),
+            "changed": hosts[0]["changed"] if len(hosts) == 1 else None,
+            "failed": hosts[0]["failed"] if len(hosts) == 1 else None}
+
+
 def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: bool = False) -> dict:
     """ansible-playbook against localhost (connection local); returns rc, output, seconds."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:

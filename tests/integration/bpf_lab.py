@@ -7,6 +7,7 @@ and removes both — programs detached, processes killed — also on failure.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -127,6 +128,12 @@ def _forget_created_cgroup(path: str) -> None:
             state = json.load(handle)
     except (OSError, ValueError):
         return
-    if state.pop(path, None) is not None:
+    if state.pop(path, None) is None:
+        return
+    if state:
         with open(state_file, "w") as handle:
             json.dump(state, handle)
+    else:  # the record was the module's only one: leave nothing behind in /run
+        os.unlink(state_file)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(state_file))

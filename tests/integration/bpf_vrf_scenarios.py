@@ -1,6 +1,7 @@
-"""VRF steering inside a VRF-capable kernel (the VM lab).
+"""VRF steering in a network namespace of a VRF-capable kernel.
 
-Run in the guest by test_bpf_vrf_vm.py. The original experiment: usb0 in
+Run by test_bpf_vrf.py in a namespace made for it (guest.netns_facts), on this
+machine's kernel or inside a VM lab guest. The original experiment: usb0 in
 main, wlp1s0 in wifi-vrf (table 10, made by netlb.multiwan.vrf), the balancer
 attached to a cgroup by netlb.multiwan.cgroup_bpf_attach, iperf3 -P10 from
 the cgroup. Then DNS through a stub on 127.0.0.53, with our program and with
@@ -9,6 +10,7 @@ the original write-up's program. Facts go out as one JSON line.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 from tests.integration.guest import report
 from tests.integration.ansible_runner import run_cases
 from tests.integration.bpf_lab import TestCgroup, build_object
-from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
+from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, in_throwaway_netns, received_mbps, stream_local_hosts
 
 RESULT_MARKER = "NETLB-BPF-VRF-RESULT "
 HERE = Path(__file__).resolve().parent
@@ -68,15 +70,19 @@ def main() -> dict:
         facts["decisions6"] = sorted(set(probe6["decisions"]))
         facts["counters"] = cg.counters()
 
-        # DNS through a local stub, as systemd-resolved provides it.
-        Path("/etc/resolv.conf").unlink(missing_ok=True)  # may be a symlink into /run
-        Path("/etc/resolv.conf").write_text("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
+        # DNS through a local stub, as systemd-resolved provides it. The resolver
+        # configuration is bind-mounted in this namespace's own mount namespace only.
+        if not in_throwaway_netns():
+            raise RuntimeError("run through tests.lab.netlab.run_in_netns: /etc/resolv.conf is replaced here")
+        resolv = Path(cg.tmp, "resolv.conf")
+        resolv.write_text("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
+        subprocess.run(["mount", "--bind", str(resolv), os.path.realpath("/etc/resolv.conf")], check=True)
         stub = subprocess.Popen([sys.executable, str(HERE / "dns_stub.py"), "127.0.0.53"])
         try:
             time.sleep(0.5)
             facts["dns_ours"] = dns_lookups(cg)
             original = str(Path(cg.tmp) / "original.bpf.o")
-            subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % __import__("os").uname().machine,
+            subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,
                             "-c", str(HERE / "bpf" / "original.bpf.c"), "-o", original], check=True)
             facts["attach_original"] = attach(cg, original)
             facts["dns_original"] = dns_lookups(cg)

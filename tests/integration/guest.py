@@ -1,9 +1,11 @@
-"""Scenario drivers that run inside a VM lab guest and report one JSON line.
+"""Scenario drivers that run inside a VM lab guest (or a throw-away network
+namespace of this kernel) and report one JSON line.
 
-Guest side: ``report(main, marker)`` runs ``main()`` and prints its facts (or
-the traceback) after ``marker``. Host side: ``guest_facts(module, marker)``
-boots a guest, runs ``python -m module`` there and returns the facts, so the
-pytest tests only assert.
+Driver side: ``report(main, marker)`` runs ``main()`` and prints its facts (or
+the traceback) after ``marker``. Test side: ``guest_facts(module, marker)``
+boots a guest, runs ``python -m module`` there and returns the facts;
+``netns_facts`` does the same in a namespace made for it; the pytest tests only
+assert.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import traceback
 
 import pytest
 
+from tests.integration.ansible_runner import ROOT
+from tests.lab.netlab import run_in_netns
 from tests.lab.vm import run_in_vm, vm_available
 
 
@@ -34,8 +38,19 @@ def guest_facts(module: str, marker: str, timeout: float, env: dict | None = Non
         pytest.skip(reason)
     result = run_in_vm(".venv/bin/python -m " + module, timeout=timeout, env=env, shares=shares,
                        kernel_args=kernel_args)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith(marker)]
-    assert lines, "guest gave no result (rc %s):\n%s" % (result.returncode, result.output[-5000:])
+    return _facts(result.output, result.returncode, marker)
+
+
+def netns_facts(module: str, marker: str, timeout: float) -> dict:
+    """Run ``python -m module`` on this kernel in a network namespace made for it
+    (tests/lab/netlab.run_in_netns), and return its facts."""
+    proc = run_in_netns([sys.executable, "-m", module], timeout=timeout, cwd=str(ROOT))
+    return _facts(proc.stdout + proc.stderr, proc.returncode, marker)
+
+
+def _facts(output: str, returncode: int, marker: str) -> dict:
+    lines = [ln for ln in output.splitlines() if ln.startswith(marker)]
+    assert lines, "the scenario gave no result (rc %s):\n%s" % (returncode, output[-5000:])
     data = json.loads(lines[-1][len(marker):])
     assert "driver_error" not in data, data.get("driver_error")
     return data

@@ -11,7 +11,7 @@ controller (ansible-playbook, ssh) runs in the fleet's management netns:
 
 host-a and host-b put their extra uplinks into VRFs (wifi-vrf table 10, lte-vrf table
 11) where this kernel has VRF, else into fwmark tables (100, 101; marks 0x100, 0x200):
-VRF steering itself is proven in the VM lab (test_role_vm, test_bpf_vrf_vm).
+VRF steering itself: test_role_vm (VM lab) and test_bpf_vrf (namespaces of a VRF kernel).
 
 One fleet boot, two site.yml runs, one ssh per host for the kernel state and
 one for iperf3; the tests below only assert on the collected facts.

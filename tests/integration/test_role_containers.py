@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ansible_runner import ROOT, ansible_bin, ansible_env, play_recap
+from tests.integration.ansible_runner import site_over_ssh
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
@@ -79,14 +79,9 @@ def facts():
         bad["multiwan"]["hosts"]["laptop"]["balancer_uplinks"][1]["weight"] = 0
         bad_inventory = Path(tmp, "bad.json")
         bad_inventory.write_text(json.dumps(bad))
-        env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True"}
 
         def site(inv: Path, *extra: str) -> dict:
-            argv = [ansible_bin("ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / "site.yml"), *extra]
-            proc = fleet.controller_run(argv, env=env, timeout=900)
-            out = proc.stdout + proc.stderr
-            hosts = list(play_recap(out).values())
-            return {"rc": proc.returncode, "output": out, "changed": hosts[0]["changed"] if hosts else None}
+            return site_over_ssh(fleet, inv, *extra)
 
         def ssh(command: str) -> str:
             proc = fleet.ssh(guest, command)

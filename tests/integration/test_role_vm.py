@@ -1,40 +1,108 @@
-"""playbooks/site.yml (role netlb.multiwan.balancer) on a blank host, in the VM lab's kernel (Debian's, under QEMU).
+"""playbooks/site.yml (role netlb.multiwan.balancer) with VRF steering, and a real reboot.
 
-Two guest boots (tests/integration/role_scenarios.py): the first provisions a
-blank host with VRF steering and saves what it wrote to its root; the second is
-a fresh kernel on that root running only the boot units (tests/integration/reboot.py).
-Check + diff, idempotence, invalid input and absent: test_role_containers.py.
+One VM lab guest (Debian's kernel under QEMU, VRF-capable) runs systemd as PID 1 on
+a disk of its own (tests/lab/fleet.py, systemd=True); its uplink lab stands for the
+NICs a real laptop has at boot. The controller runs on this machine over SSH, as
+users run it: one site.yml run on the blank host, iperf3 from the balancer's cgroup
+and from the systemd slice, the status command; then `systemctl reboot` of the same
+guest, and balancing must be back with no Ansible run.
+
+Check + diff, idempotence, invalid input and absent: test_role_containers.py (the
+same role under systemd at native speed; Ansible in an emulated guest takes minutes).
 """
+from __future__ import annotations
 
 import json
-import shutil
+import shlex
 import tempfile
+from pathlib import Path
 
 import pytest
 
-from tests.integration.role_scenarios import RESULT_MARKER
-from tests.integration.guest import guest_facts
+from tests.integration.ansible_runner import ROOT, site_over_ssh
+from tests.lab.fleet import GUEST_CGROUP2, Fleet, GuestSpec, in_cgroup
+from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
+from tests.lab.vm import vm_available
 
 pytestmark = pytest.mark.vm
 
+CGROUP = "multiwan"
+PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
+UNITS = ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service"]
+IPERF = "iperf3 -c %s -P10 -t3 -J" % SERVER4
+IPERF_CGROUP = in_cgroup(CGROUP, IPERF)
+IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet " + IPERF
+BOOT_VIEW = "cd %s && .venv/bin/python -m tests.integration.reboot %s/%s" % (shlex.quote(str(ROOT)), GUEST_CGROUP2, CGROUP)
+KERNEL = {
+    "link": "ip -d link show",
+    "route4": "ip route show table all",
+    "rule4": "ip rule show",
+    "cgroup": "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP),
+}
+
+
+def local_hosts(proc) -> list | str:
+    try:
+        return stream_local_hosts(json.loads(proc.stdout))
+    except (ValueError, KeyError):
+        return "iperf3 failed (rc %d): %s %s" % (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
+
 
 @pytest.fixture(scope="module")
-def saved_root():
-    path = tempfile.mkdtemp(prefix="netlb-root-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def facts():
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
+    spec = GuestSpec("laptop", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])
+    with tempfile.TemporaryDirectory(prefix="netlb-role-vm-") as tmp, \
+            Fleet([spec], name="nlbrolevm", systemd=True) as fleet:
+        guest = fleet.guests[0]
+        usb, wifi = guest.uplinks
+        host = {**fleet.host_vars(guest),
+                "balancer_manage_packages": False,  # the guest runs on this machine's packages
+                "balancer_build_cache": str(Path(tmp, "build")),
+                "balancer_cgroup": CGROUP,
+                "balancer_pin_dir": PIN_DIR,
+                "balancer_policy": "round_robin",
+                "balancer_uplinks": [
+                    {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
+                    {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
+                     "vrf": "wifi-vrf", "table": 10},
+                ]}
+        inventory = Path(tmp, "hosts.json")
+        inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host}}}))
 
+        def ssh(command: str) -> str:
+            proc = fleet.ssh(guest, command)
+            return proc.stdout + proc.stderr
 
-@pytest.fixture(scope="module")
-def facts(saved_root):
-    return guest_facts("tests.integration.role_scenarios", RESULT_MARKER, timeout=1800,
-                       env={"NETLB_SAVE_ROOT": saved_root}, shares=(saved_root,))
+        def observe() -> dict:
+            seen = {key: ssh(command) for key, command in KERNEL.items()}
+            seen["boot_view"] = ssh(BOOT_VIEW)
+            seen["iperf_cgroup"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+            seen["iperf_slice"] = local_hosts(fleet.ssh(guest, IPERF_SLICE))
+            status = fleet.ssh(guest, "netlb-multiwan-status --json")
+            seen["status"] = {"rc": status.returncode, "text": ssh("netlb-multiwan-status"),
+                              "json": json.loads(status.stdout) if status.returncode == 0 else status.stderr}
+            seen["units"] = ssh("systemctl is-enabled %s; systemctl is-active %s" % (" ".join(UNITS), " ".join(UNITS)))
+            seen["system"] = ssh("systemctl is-system-running; systemctl --failed --no-legend")
+            return seen
 
-
-@pytest.fixture(scope="module")
-def rebooted(facts, saved_root):
-    return guest_facts("tests.integration.role_scenarios", RESULT_MARKER, timeout=900,
-                       env={"NETLB_REBOOT_FROM": saved_root}, shares=(saved_root,))
+        f: dict = {"addresses": {"usb0": usb.address, "wlp1s0": wifi.address}}
+        f["blank"] = {key: ssh(command) for key, command in KERNEL.items()}
+        f["run1"] = site_over_ssh(fleet, inventory, timeout=1500)
+        f["applied"] = observe()
+        f["state_file"] = ssh("cat /etc/netlb-multiwan/balancer.json")
+        f["unit_files"] = ssh("ls /etc/systemd/system | grep -e netlb -e '[.]slice$'")
+        f["boot_id"] = ssh("cat /proc/sys/kernel/random/boot_id")
+        fleet.restart(guest)
+        f["boot_id_after"] = ssh("cat /proc/sys/kernel/random/boot_id")
+        f["disk_upper_kept"] = ssh("test -e /etc/netlb-multiwan/balancer.json && echo kept")
+        f["rebooted"] = observe()
+        f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*'")
+        f["verify"] = ssh("systemd-analyze verify --man=no /etc/systemd/system/netlb-multiwan-*.service"
+                          " && echo verify-ok")
+    return f
 
 
 def test_site_reproduces_the_original_experiment(facts):
@@ -42,60 +110,69 @@ def test_site_reproduces_the_original_experiment(facts):
     assert "master wifi-vrf" not in facts["blank"]["link"]
     applied = facts["applied"]
     assert "master wifi-vrf" in applied["link"] and "vrf table 10" in applied["link"]
-    assert "default via %s" % facts["addresses"]["usb0"].rsplit(".", 1)[0] in applied["route4"]
-    assert "cgroup_inet4_connect" in applied["cgroup_tree"] and "cgroup_inet6_connect" in applied["cgroup_tree"]
+    wifi_gateway = facts["addresses"]["wlp1s0"].rsplit(".", 1)[0] + ".1"
+    assert "default via %s dev wlp1s0 table 10" % wifi_gateway in applied["route4"], applied["route4"]
+    attach = {p["attach_type"] for p in json.loads(applied["cgroup"])}
+    assert {"connect4", "connect6"} <= attach or {"cgroup_inet4_connect", "cgroup_inet6_connect"} <= attach, attach
+
+
+@pytest.mark.parametrize("started_from", ["iperf_cgroup", "iperf_slice"])
+def test_iperf_uses_both_uplinks(facts, started_from):
     # round_robin: the ten streams alternate over both uplinks.
-    hosts = facts["iperf"]["local_hosts"]
-    assert set(hosts) == {facts["addresses"]["usb0"], facts["addresses"]["wlp1s0"]}, facts["iperf"]
+    assert set(facts["applied"][started_from]) == set(facts["addresses"].values()), facts["applied"][started_from]
 
 
 def test_role_installs_boot_units_and_state_file(facts):
-    assert facts["units"] == ["netlb-multiwan-bpf.service", "netlb-multiwan-uplink-wifi.service"], facts["units"]
+    assert facts["unit_files"].split() == ["multiwan.slice", "netlb-multiwan-bpf.service",
+                                           "netlb-multiwan-uplink-wifi.service"], facts["unit_files"]
     state = json.loads(facts["state_file"])
     assert state["steering"] == "vrf" and state["policy"] == "round_robin"
     assert [u["name"] for u in state["uplinks"]] == ["mobile", "wifi"]
     assert state["uplinks"][1]["vrf"] == "wifi-vrf" and state["uplinks"][1]["table"] == 10
-    # No systemd as PID 1 in the guest: no slice, the plain cgroup only.
-    assert state["attachments"] == [{"cgroup": "multiwan", "pin_dir": "/sys/fs/bpf/netlb_multiwan"}]
-
-
-def test_reboot_runs_only_the_boot_units_and_balances_again(rebooted, facts):
-    boot = rebooted["boot"]
-    assert [u["unit"] for u in boot["units"]] == ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service"]
-    assert all(u["rc"] == 0 for u in boot["units"]), boot["units"]
-    assert boot["modules"] == [{"module": "vrf", "rc": 0}]
-    for key, before in facts["boot_view"].items():
-        after = rebooted["boot_view"][key]
-        assert after == before, "%s after reboot: missing %s, extra %s" % (
-            key, sorted(set(before) - set(after)), sorted(set(after) - set(before)))
-    hosts = rebooted["iperf"]["local_hosts"]
-    assert set(hosts) == set(rebooted["addresses"].values()), rebooted["iperf"]
-
-
-def test_boot_units_are_idempotent(rebooted):
-    assert all(u["rc"] == 0 for u in rebooted["boot_again"]["units"]), rebooted["boot_again"]
-    assert rebooted["boot_view_again"] == rebooted["boot_view"]
-
-
-def test_unit_files_pass_systemd_analyze_verify(rebooted):
-    verify = rebooted["boot"]["verify"]
-    assert verify["rc"] == 0, verify["output"]
+    # Under systemd the program is attached to the cgroup and to the slice.
+    assert {a["cgroup"] for a in state["attachments"]} == {"multiwan", "multiwan.slice"}, state["attachments"]
 
 
 def status_uplinks(status):
     return {u["name"]: u for u in status["json"]["uplinks"]}
 
 
-def test_status_command_shows_both_uplinks_and_their_connections(facts):
-    status = facts["status"]
-    assert status["rc"] == 0, status["text"]
-    assert "problems: none" in status["text"]
+def test_status_shows_both_uplinks_and_their_connections(facts):
+    status = facts["applied"]["status"]
+    assert status["rc"] == 0 and "problems: none" in status["text"], status["text"]
     uplinks = status_uplinks(status)
-    # iperf3 -P10 round_robin: 10 data streams + the control connection.
+    # iperf3 -P10 round_robin, twice: each uplink has carried at least 5 streams.
     assert uplinks["mobile"]["connections"] >= 5 and uplinks["wifi"]["connections"] >= 5, status["text"]
 
 
-def test_status_after_reboot_has_no_problems(rebooted):
-    status = rebooted["status"]
-    assert status["rc"] == 0, status["text"]
+def test_the_guest_really_rebooted_under_systemd(facts):
+    # A new kernel (boot id), on the same disk (what the role wrote is still there).
+    assert facts["boot_id"].strip() != facts["boot_id_after"].strip()
+    assert facts["disk_upper_kept"].strip() == "kept"
+    assert facts["rebooted"]["system"].split()[0] == "running", facts["rebooted"]["system"] + facts["journal"]
+
+
+def test_boot_units_bring_everything_back_without_ansible(facts):
+    assert facts["rebooted"]["units"].split() == ["enabled"] * 2 + ["active"] * 2, \
+        facts["rebooted"]["units"] + facts["journal"]
+    before, after = json.loads(facts["applied"]["boot_view"]), json.loads(facts["rebooted"]["boot_view"])
+    for key in before:
+        assert after[key] == before[key], "%s after reboot: missing %s, extra %s\n%s" % (
+            key, sorted(set(before[key]) - set(after[key])), sorted(set(after[key]) - set(before[key])),
+            facts["journal"])
+
+
+@pytest.mark.parametrize("started_from", ["iperf_cgroup", "iperf_slice"])
+def test_balancing_is_back_after_the_reboot(facts, started_from):
+    hosts = facts["rebooted"][started_from]
+    assert set(hosts) == set(facts["addresses"].values()), hosts
+
+
+def test_status_after_reboot_has_no_problems(facts):
+    status = facts["rebooted"]["status"]
+    assert status["rc"] == 0 and "problems: none" in status["text"], status["text"]
     assert status_uplinks(status)["wifi"]["connections"] >= 5, status["text"]
+
+
+def test_unit_files_pass_systemd_analyze_verify(facts):
+    assert facts["verify"].strip().endswith("verify-ok"), facts["verify"]

@@ -1,8 +1,9 @@
-"""The vrf module's scenarios, run inside a VRF-capable kernel (the VM lab).
+"""The vrf module's scenarios, run in a network namespace of a VRF-capable kernel.
 
-Executed in the guest by tests/integration/test_vrf_vm.py, which boots the
-guest once and asserts on the facts printed here (one JSON document after
-RESULT_MARKER): kernel snapshots between steps, module results, traffic.
+Executed by tests/integration/test_vrf.py in a namespace made for it
+(guest.netns_facts), on this machine's kernel or inside a VM lab guest; the
+tests assert on the facts printed here (one JSON document after RESULT_MARKER):
+kernel snapshots between steps, module results, traffic.
 
 The topology is the original write-up's laptop: usb0 carries the default route
 in the main table; wlp1s0 goes into wifi-vrf (table 10) with its link route and

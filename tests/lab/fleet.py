@@ -17,6 +17,13 @@ on that address.  sshd has a host key made for this run and accepts root by the
 run's client key; the controller checks host keys against a known_hosts file of
 those keys.  Guests run until the fleet exits.
 
+``Fleet(..., systemd=True)``: each guest runs systemd as PID 1 on a disk of its own
+(the writable layer; it survives a reboot), with its lab and sshd as a service
+ordered before network.target (where a real host's NICs are at boot), and
+``fleet.restart(g)`` really reboots it (`systemctl reboot`, same disk) and waits
+until the lab and sshd are back.  Without it, the guest's lab is PID 1's script
+(faster to boot, no reboot).
+
 ``with Fleet([...]) as fleet`` removes everything in every case (exception,
 Ctrl-C, SIGTERM): the guests' process trees, the processes left in the mgmt
 netns (ssh control masters), the taps, the netns, the temp dirs.
@@ -61,7 +68,7 @@ from typing import Any, Sequence
 
 from ._common import Terminated, cleanup_on_signals
 from .netlab import Lab, LabError, Uplink, _check_name, _kill_netns_processes, _run
-from .vm import REPO_ROOT, Nic, VmGuest
+from .vm import REPO_ROOT, Nic, VmGuest, make_disk
 
 MGMT_SUBNET = ipaddress.IPv4Network("100.127.0.0/24")  # lab space, apart from the guests' uplink plan
 MGMT_DEV = "mgmt0"  # the guest's name of its virtio NIC on the tap
@@ -118,6 +125,8 @@ class Fleet:
         name: str = "nlbfleet",
         mem: str = "768M",
         boot_timeout: float = 300,
+        systemd: bool = False,
+        disk_size: str = "2G",
     ) -> None:
         _check_name("fleet name", name)
         if not specs:
@@ -134,6 +143,7 @@ class Fleet:
         self.netns = f"{name}-mgmt"
         self.mem = mem
         self.boot_timeout = boot_timeout
+        self.systemd, self.disk_size = systemd, disk_size
         self.gateway = str(MGMT_SUBNET[1])  # br0: the controller's address
         self.tmp: Path | None = None
         self.guests: list[FleetGuest] = []
@@ -266,6 +276,11 @@ class Fleet:
             _run([*ip, "link", "set", g.tap, "master", "br0", "up"])
 
         for g in self.guests:  # all boot at the same time
+            disk = None
+            if self.systemd:
+                assert self.tmp is not None
+                disk = str(self.tmp / f"disk-{g.name}.img")
+                make_disk(disk, self.disk_size)
             g.vm = VmGuest(
                 f"exec {shlex.quote(sys.executable)} -m tests.lab.fleet guest",
                 mem=self.mem,
@@ -273,9 +288,31 @@ class Fleet:
                 cwd=REPO_ROOT,
                 netns=self.netns,
                 nics=[Nic(g.tap, g.mac, MGMT_DEV)],
+                disk=disk,
+                allow_reboot=self.systemd,
+                init="systemd-service" if self.systemd else "script",
             )
             g.vm.start()
-        self._wait_until_ready()
+        self._wait_until_ready(self.guests)
+
+    def restart(self, guest: FleetGuest, timeout: float | None = None) -> None:
+        """Reboot *guest* for real (`systemctl reboot`; systemd boots again on the same
+        disk), then wait until its lab and sshd are back. Needs Fleet(systemd=True)."""
+        if not self.systemd:
+            raise FleetError("restart needs a fleet with systemd=True (a disk that survives the reboot)")
+        seen = {guest.name: self._ready_reports(guest)}
+        r = self.ssh(guest, "systemctl --no-block reboot", timeout=60)
+        if r.returncode != 0:
+            raise FleetError(f"systemctl reboot on {guest.name}: {r.stderr.strip()}")
+        self._wait_until_ready([guest], seen, timeout)
+        r = self.ssh(guest, "true", timeout=120)
+        if r.returncode != 0:
+            raise FleetError(f"ssh to guest {guest.name} after its reboot failed: {r.stderr.strip()}")
+
+    @staticmethod
+    def _ready_reports(g: FleetGuest) -> int:
+        assert g.vm is not None
+        return sum(ln.startswith(READY) for ln in g.vm.output().splitlines())
 
     def _guest_config(self, g: FleetGuest) -> dict[str, Any]:
         return {
@@ -286,14 +323,17 @@ class Fleet:
             "authorized_key": self.client_key.with_name(self.client_key.name + ".pub").read_text(),
         }
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.boot_timeout
-        waiting = list(self.guests)
+    def _wait_until_ready(self, guests: list[FleetGuest], seen: dict[str, int] | None = None,
+                          timeout: float | None = None) -> None:
+        """Until each guest's lab reported READY (one report more than *seen*: after a reboot)."""
+        deadline = time.monotonic() + (timeout or self.boot_timeout)
+        waiting = list(guests)
+        seen = seen or {}
         while waiting:
             for g in list(waiting):
                 assert g.vm is not None
                 out = g.vm.output()
-                ready = [ln for ln in out.splitlines() if ln.startswith(READY)]
+                ready = [ln for ln in out.splitlines() if ln.startswith(READY)][seen.get(g.name, 0):]
                 if ready:
                     report = json.loads(ready[0][len(READY):])
                     fields = Uplink.__dataclass_fields__
@@ -379,6 +419,16 @@ def _start_sshd(config: dict[str, Any]) -> None:
         raise FleetError(f"sshd failed ({r.returncode}): {r.stderr.strip()} {log.strip()}")
 
 
+def _notify_systemd_ready() -> None:
+    """sd_notify READY=1 when systemd runs the guest's lab as a Type=notify service."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect("\0" + path[1:] if path.startswith("@") else path)
+        sock.sendall(b"READY=1")
+
+
 def guest_main() -> int:
     """Inside a guest: uplink lab, management NIC, sshd; report; stay up."""
     try:
@@ -400,6 +450,7 @@ def guest_main() -> int:
         print(FAILED + traceback.format_exc(), flush=True)
         return 1
     print(READY + json.dumps({"uplinks": [asdict(u) for u in uplinks]}), flush=True)
+    _notify_systemd_ready()
     while True:
         signal.pause()
 
@@ -493,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", default="nlbfleet")
     up.add_argument("--uplinks", default="usb0:40,wlp1s0:20",
                     help="each guest's uplink lab, IFACE:MBIT,...; '' = none (bare guests)")
+    up.add_argument("--systemd", action="store_true",
+                    help="systemd as PID 1 on a disk per guest (a reboot inside keeps its files)")
     up.add_argument("--state", type=Path, help="write how to reach the fleet here (JSON) once it is up")
     up.add_argument("--detach", action="store_true", help="run in the background; return once up (needs --state)")
     up.add_argument("--log", type=Path, help="--detach: the fleet's output (default: STATE.log)")
@@ -510,13 +563,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--detach needs --state")
         state = a.state.resolve()
         rest = ["up", "--name", a.name, "--uplinks", a.uplinks, "--state", str(state), "--guests", str(a.guests)]
+        rest += ["--systemd"] if a.systemd else []
         for n in a.guest:
             rest += ["--guest", n]
         return _detach(rest, state, (a.log or state.with_name(state.name + ".log")).resolve(), a.timeout)
     names = a.guest or [f"g{i}" for i in range(a.guests)]
     specs = [GuestSpec(n, _parse_uplinks(a.uplinks)) for n in names]
     try:
-        with Fleet(specs, name=a.name) as fleet:
+        with Fleet(specs, name=a.name, systemd=a.systemd) as fleet:
             _serve(fleet, a.state.resolve() if a.state else None)
     except KeyboardInterrupt:
         print("\nfleet removed", file=sys.stderr)

@@ -90,6 +90,78 @@ def kernel_has_vrf() -> bool:
         return False
 
 
+THROWAWAY_NETNS = "NETLB_THROWAWAY_NETNS"
+
+
+def in_throwaway_netns() -> bool:
+    """Is this process in the namespace that run_in_netns made for it (named in
+    $NETLB_THROWAWAY_NETNS), not the machine's own?"""
+    name = os.environ.get(THROWAWAY_NETNS, "")
+    if not name or "/" in name:
+        return False
+    try:
+        made, mine = os.stat(Path("/run/netns", name)), os.stat("/proc/self/ns/net")
+    except OSError:
+        return False
+    try:
+        machine = os.stat("/proc/1/ns/net")  # not readable in some sandboxes
+        if (machine.st_dev, machine.st_ino) == (mine.st_dev, mine.st_ino):
+            return False
+    except OSError:
+        pass
+    return (made.st_dev, made.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+# `ip netns exec` gives its command a mount namespace of its own with a fresh /sys (so
+# /sys/class/net shows the namespace's links), which hides cgroup2 and bpffs: mounted
+# again there, private to it (pins made there go with it).
+_NETNS_MOUNTS = ("mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 125; "
+                 "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || exit 125; exec \"$@\"")
+
+
+def run_in_netns(argv: Sequence[str], prefix: str = "nlbt", timeout: float | None = None,
+                 cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run *argv* in a network namespace made for it and deleted afterwards, with only
+    lo: what it does to links, routes and rules stays there. It also has a mount
+    namespace of its own (`ip netns exec`), with cgroup2 on /sys/fs/cgroup and a bpffs
+    of its own on /sys/fs/bpf. Output captured (text), no check.
+
+    On timeout, Ctrl-C or SIGTERM the command gets SIGTERM and 30 s to clean up
+    (the labs it made inside are invisible from here), then its process group is killed."""
+    name = f"{prefix}-{os.getpid()}"
+    _check_name("netns name", name)
+    _run(["ip", "netns", "add", name])
+    try:
+        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+        env = {**os.environ, THROWAWAY_NETNS: name}
+        proc = subprocess.Popen(["ip", "netns", "exec", name, "sh", "-c", _NETNS_MOUNTS, "sh", *argv],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=cwd, start_new_session=True)  # fmt: skip
+        try:
+            with cleanup_on_signals():
+                out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            _stop_group(proc)
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        _kill_netns_processes(name)
+        _run(["ip", "netns", "del", name], check=False)
+
+
+def _stop_group(proc: subprocess.Popen[str], grace: float = 30) -> None:
+    """SIGTERM *proc* (its Labs take themselves down), then SIGKILL its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def uplink_subnets(i: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
     """Address plan of uplink *i*: documentation prefixes first, then 100.65.<i>.0/24."""
     v4 = _FIRST_V4[i] if i < len(_FIRST_V4) else f"100.65.{i}.0/24"
@@ -149,11 +221,11 @@ class Lab:
         self.inet_netns = f"{name}-inet"
         if client_netns == "auto":
             client_netns = f"{name}-client"
-        elif client_netns is None and os.environ.get("NETLB_IN_VM") != "1":
+        elif client_netns is None and os.environ.get("NETLB_IN_VM") != "1" and not in_throwaway_netns():
             # Using the current netns would rewire the machine's own network.
             raise LabError(
                 "client_netns=None puts the uplinks into the current network namespace; "
-                "only allowed inside a VM lab guest (NETLB_IN_VM=1)"
+                "only allowed inside a VM lab guest (NETLB_IN_VM=1) or a throw-away namespace (run_in_netns)"
             )
         if client_netns is not None:
             _check_name("netns name", client_netns)

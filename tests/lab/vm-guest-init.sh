@@ -9,7 +9,8 @@
 #   from the guest: started (uptime when the script starts), output (its combined
 #                  stdout/stderr), rc (its exit status), init-error.
 # NETLB_INIT=systemd hands PID 1 to systemd instead, which runs the script as the unit
-# netlb-lab-script.service (tests that need a live systemd, or a real reboot).
+# netlb-lab-script.service (tests that need a live systemd, or a real reboot);
+# NETLB_INIT=systemd-service runs it as a long-lived service instead (a fleet guest).
 #
 # PID 1 must never exit (the kernel would panic): every path ends in poweroff().
 
@@ -81,8 +82,36 @@ for pair in $NETLB_NICS; do   # MAC=NAME: name the NICs as the caller asked
     ip link set "$dev" name "${pair#*=}" || die "rename $dev"
 done
 
-if [ "$NETLB_INIT" = systemd ]; then
+if [ "$NETLB_INIT" = systemd ] || [ "$NETLB_INIT" = systemd-service ]; then
     mkdir -p /run/systemd/system /etc/systemd/system
+    # The host's own enabled units (podman, sshd, postgresql, timers, gettys) are not the
+    # guest's: masked for this boot. Units the guest enabled itself live in the upper layer
+    # and stay. There is no udev: nothing may wait for a device (serial getty).
+    for link in /etc/systemd/system/*.wants/*; do
+        [ -L "$link" ] || continue
+        [ -e "/run/netlb/scratch/upper$link" ] && continue
+        ln -sfn /dev/null "/run/systemd/system/${link##*/}"
+    done
+    for unit in serial-getty@ttyS0.service getty@tty1.service systemd-udevd.service; do
+        ln -sfn /dev/null "/run/systemd/system/$unit"
+    done
+    if [ "$NETLB_INIT" = systemd-service ]; then
+        # A long-lived script (a fleet guest: uplink lab, sshd) that stands for what a real
+        # host has before its network is configured - the NICs: ordered before
+        # network.target, ready when it says so (sd_notify READY=1), started on every boot.
+        cat >/run/systemd/system/netlb-lab-script.service <<'EOF'
+[Unit]
+Description=netlb lab: the guest's uplinks and sshd (the script, kept running)
+Before=network.target
+Wants=network.target
+[Service]
+Type=notify
+NotifyAccess=all
+TimeoutStartSec=300
+Environment=NETLB_IN_VM=1 HOME=/root TERM=dumb LANG=C.UTF-8
+ExecStart=/bin/bash -c 'cut -d" " -f1 /proc/uptime >/run/netlb/xfer/started; . /run/netlb/xfer/env && cd "$NETLB_CWD" && exec /bin/bash /run/netlb/xfer/script.sh </dev/null >>/run/netlb/xfer/output 2>&1'
+EOF
+    else
     cat >/run/systemd/system/netlb-lab-script.service <<'EOF'
 [Unit]
 Description=netlb lab: the test script, then power off
@@ -93,6 +122,7 @@ Environment=NETLB_IN_VM=1 HOME=/root TERM=dumb LANG=C.UTF-8
 ExecStart=/bin/bash -c 'cut -d" " -f1 /proc/uptime >/run/netlb/xfer/started; . /run/netlb/xfer/env && cd "$NETLB_CWD" && /bin/bash /run/netlb/xfer/script.sh </dev/null >>/run/netlb/xfer/output 2>&1; echo $? >/run/netlb/xfer/rc; sync'
 ExecStartPost=/bin/sh -c 'test -e /run/netlb/xfer/keep-running || systemctl --no-block poweroff -ff'
 EOF
+    fi
     mkdir -p /run/systemd/system/multi-user.target.wants
     ln -sf ../netlb-lab-script.service /run/systemd/system/multi-user.target.wants/
     exec /lib/systemd/systemd --log-target=console --show-status=no

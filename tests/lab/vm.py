@@ -66,6 +66,9 @@ _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CONSOLE_NOISE = re.compile(r"^(reboot: Power down|ACPI: PM: Preparing to enter system sleep state S5)")
 
 
+INITS = ("script", "systemd", "systemd-service")
+
+
 class VmError(RuntimeError):
     pass
 
@@ -163,7 +166,10 @@ class VmGuest:
     read-write at the same path in the guest. *disk* is a raw ext4 image that holds the
     guest's writes instead of a tmpfs, so that they survive a reboot (see make_disk);
     with *allow_reboot* a reboot inside the guest boots it again instead of ending it.
-    *init* "systemd" runs systemd as PID 1 and the script as a unit. *kernel_args* go on
+    *init* "systemd" runs systemd as PID 1 and the script as a unit after multi-user.target
+    (the guest powers off when it ends); "systemd-service" runs the script as a long-lived
+    service ordered before network.target, ready when it sends sd_notify READY=1 (a fleet
+    guest, whose uplinks stand for a real host's NICs). *kernel_args* go on
     the guest kernel's command line (e.g. ``module_blacklist=vrf``: a kernel without VRF)."""
 
     def __init__(
@@ -204,8 +210,8 @@ class VmGuest:
         for arg in kernel_args:
             if not _KERNEL_ARG.match(arg):
                 raise ValueError(f"bad kernel argument {arg!r} (name=value of [A-Za-z0-9_.,-])")
-        if init not in ("script", "systemd"):
-            raise ValueError(f"init must be script or systemd, not {init!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {init!r}")
         self.script, self.mem, self.env, self.cwd = script, mem, dict(env or {}), cwd
         self.netns, self.nics, self.shares, self.disk = netns, list(nics), list(shares), disk
         self.allow_reboot, self.init, self.accel, self.smp = allow_reboot, init, accel, smp

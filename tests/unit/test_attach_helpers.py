@@ -109,3 +109,14 @@ def test_pin_dir_with_dot_and_outside_bpffs(monkeypatch):
 def test_missing_object_names_the_field(monkeypatch):
     with pytest.raises(attach.AttachError, match="object: /nonexistent.o does not exist"):
         prepare(monkeypatch)
+
+
+def test_state_file_goes_when_nothing_is_left_to_remember(tmp_path, monkeypatch):
+    state_file = tmp_path / "netlb-multiwan" / "cgroup_bpf_attach.json"
+    monkeypatch.setattr(attach, "STATE_FILE", str(state_file))
+    attach.save_state({"/sys/fs/cgroup/multiwan": {"created": True}})
+    assert attach.load_state() == {"/sys/fs/cgroup/multiwan": {"created": True}}
+    attach.save_state({})
+    assert not state_file.parent.exists()
+    attach.save_state({})  # nothing there: still fine
+    assert attach.load_state() == {}

@@ -1,24 +1,27 @@
-"""VRF steering by the balancer program in the VM lab's kernel (Debian's, under QEMU).
+"""VRF steering by the balancer program, in a network namespace of a VRF-capable kernel.
 
-One guest boot (tests/integration/bpf_vrf_scenarios.py): the original
-experiment built by netlb.multiwan.vrf + netlb.multiwan.cgroup_bpf_attach,
-iperf3 -P10 from the cgroup, connect4/connect6 decisions, counters, and DNS
-through a stub resolver on 127.0.0.53 with our program and with the original
-write-up's.
+One run of tests/integration/bpf_vrf_scenarios.py in a namespace made for it:
+the original experiment built by netlb.multiwan.vrf +
+netlb.multiwan.cgroup_bpf_attach, iperf3 -P10 from the cgroup, connect4/connect6
+decisions, counters, and DNS through a stub resolver on 127.0.0.53 with our
+program and with the original write-up's.
+
+Needs a kernel with VRF (mark needs_vrf): deselected elsewhere, where
+test_vrf_in_vm.py runs this module under pytest inside a VM lab guest.
 """
 import json
 
 import pytest
 
 from tests.integration.bpf_vrf_scenarios import RESULT_MARKER
-from tests.integration.guest import guest_facts
+from tests.integration.guest import netns_facts
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.hostkernel, pytest.mark.needs_vrf]
 
 
 @pytest.fixture(scope="module")
 def facts():
-    return guest_facts("tests.integration.bpf_vrf_scenarios", RESULT_MARKER, timeout=1200)
+    return netns_facts("tests.integration.bpf_vrf_scenarios", RESULT_MARKER, timeout=1200)
 
 
 def test_modules_build_the_setup(facts):
