@@ -95,6 +95,10 @@ if [ "$NETLB_INIT" = systemd ] || [ "$NETLB_INIT" = systemd-service ]; then
     for unit in serial-getty@ttyS0.service getty@tty1.service systemd-udevd.service; do
         ln -sfn /dev/null "/run/systemd/system/$unit"
     done
+    # systemd-tmpfiles empties /tmp at boot ("D /tmp" in tmp.conf); in the overlay that
+    # would hide a working tree under /tmp (a CI clone) from the guest. Create, never clean.
+    mkdir -p /run/tmpfiles.d
+    echo "d /tmp 1777 root root -" >/run/tmpfiles.d/tmp.conf
     if [ "$NETLB_INIT" = systemd-service ]; then
         # A long-lived script (a fleet guest: uplink lab, sshd) that stands for what a real
         # host has before its network is configured - the NICs: ordered before
