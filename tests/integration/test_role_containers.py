@@ -22,7 +22,7 @@ import pytest
 from tests.integration.ansible_runner import site_over_ssh
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
+from tests.lab.netlab import SERVER4, Uplink, iperf_local_hosts
 
 pytestmark = pytest.mark.containers
 
@@ -43,13 +43,6 @@ SNAPSHOT = {
 }
 IPERF_CGROUP = in_cgroup(CGROUP, "iperf3 -c %s -P10 -t2 -J" % SERVER4)
 IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet iperf3 -c %s -P10 -t2 -J" % SERVER4
-
-
-def local_hosts(proc) -> list | str:
-    try:
-        return stream_local_hosts(json.loads(proc.stdout))
-    except (ValueError, KeyError):
-        return "iperf3 failed (rc %d): %s %s" % (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +91,8 @@ def facts():
         f["applied"] = snapshot()
         # The modules applied the state; the units are for the next boot.
         f["units_active"] = ssh("systemctl is-enabled netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service")
-        f["iperf_cgroup"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
-        f["iperf_slice"] = local_hosts(fleet.ssh(guest, IPERF_SLICE))
+        f["iperf_cgroup"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+        f["iperf_slice"] = iperf_local_hosts(fleet.ssh(guest, IPERF_SLICE))
         f["run2"] = site(inventory)
         status = fleet.ssh(guest, "netlb-multiwan-status")
         f["status"] = {"rc": status.returncode, "text": status.stdout + status.stderr}
@@ -114,7 +107,7 @@ def facts():
         f["restarted_units"] = ssh("systemctl is-active netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service")
         f["restarted_rules"] = ssh("ip rule show")
         f["restarted_progs"] = ssh(SNAPSHOT["cgroup_progs"])
-        f["iperf_after_restart"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+        f["iperf_after_restart"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
     return f
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.ansible_runner import ROOT, site_over_ssh
 from tests.lab.fleet import GUEST_CGROUP2, Fleet, GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink, stream_local_hosts
+from tests.lab.netlab import SERVER4, Uplink, iperf_local_hosts
 from tests.lab.vm import vm_available
 
 pytestmark = pytest.mark.vm
@@ -39,13 +39,6 @@ KERNEL = {
     "rule4": "ip rule show",
     "cgroup": "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP),
 }
-
-
-def local_hosts(proc) -> list | str:
-    try:
-        return stream_local_hosts(json.loads(proc.stdout))
-    except (ValueError, KeyError):
-        return "iperf3 failed (rc %d): %s %s" % (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +72,8 @@ def facts():
         def observe() -> dict:
             seen = {key: ssh(command) for key, command in KERNEL.items()}
             seen["boot_view"] = ssh(BOOT_VIEW)
-            seen["iperf_cgroup"] = local_hosts(fleet.ssh(guest, IPERF_CGROUP))
-            seen["iperf_slice"] = local_hosts(fleet.ssh(guest, IPERF_SLICE))
+            seen["iperf_cgroup"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+            seen["iperf_slice"] = iperf_local_hosts(fleet.ssh(guest, IPERF_SLICE))
             status = fleet.ssh(guest, "netlb-multiwan-status --json")
             seen["status"] = {"rc": status.returncode, "text": ssh("netlb-multiwan-status"),
                               "json": json.loads(status.stdout) if status.returncode == 0 else status.stderr}

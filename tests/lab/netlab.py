@@ -543,6 +543,15 @@ def stream_local_hosts(result: dict[str, Any]) -> list[str]:
     return [c["local_host"] for c in result["start"]["connected"]]
 
 
+def iperf_local_hosts(proc: subprocess.CompletedProcess[str]) -> list[str] | str:
+    """Stream local addresses of an `iperf3 -J` run (e.g. over ssh), or what went wrong
+    (a string, for the assertion message)."""
+    try:
+        return stream_local_hosts(json.loads(proc.stdout))
+    except (ValueError, KeyError):
+        return "iperf3 failed (rc %d): %s %s" % (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
+
+
 def received_mbps(result: dict[str, Any]) -> float:
     """Total throughput seen by the receiver, in Mbit/s."""
     return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
