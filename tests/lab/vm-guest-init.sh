@@ -5,7 +5,8 @@
 # Protocol with the host, through the exchange directory /run/netlb/xfer (9p, read-write):
 #   from the host: script.sh (the user script), env (shell "export K=V" lines,
 #                  including NETLB_CWD, NETLB_NICS "MAC=NAME ...", NETLB_SHARES "PATH ...",
-#                  NETLB_PYTHON_TREES "PATH ...", NETLB_MODULES_DIR, NETLB_INIT);
+#                  NETLB_PYTHON_TREES "PATH ...", NETLB_PYTHON_SITE, NETLB_MODULES_DIR,
+#                  NETLB_INIT);
 #   from the guest: started (uptime when the script starts), output (its combined
 #                  stdout/stderr), rc (its exit status), init-error.
 # NETLB_INIT=systemd hands PID 1 to systemd instead, which runs the script as the unit
@@ -63,6 +64,16 @@ for path in $NETLB_PYTHON_TREES; do
     mount --bind "/run/netlb/python/$i" "$path" || die "bind $path"
     i=$((i + 1))
 done
+# Python compiles what it imports from a zip on every run - every Ansible module, sent
+# as a zip - with no bytecode cache: under TCG about half of each task's time. The lab's
+# Python gets a cache, in this guest only (tests/lab/guest_zipimport_cache.py).
+if [ -d "$NETLB_PYTHON_SITE" ]; then
+    hook=/run/netlb/python-hook
+    mkdir -p "$hook"
+    cp "${NETLB_STAGE2%/*}/guest_zipimport_cache.py" "$hook/_netlb_lab_zipimport_cache.py" || die "zipimport cache"
+    echo "import _netlb_lab_zipimport_cache" >"$hook/_netlb_lab_zipimport_cache.pth"
+    mount -t overlay overlay -o "lowerdir=$hook:$NETLB_PYTHON_SITE" "$NETLB_PYTHON_SITE" || die "overlay $NETLB_PYTHON_SITE"
+fi
 
 # The guest kernel's modules (a directory under the repository's .build) for modprobe.
 ver=$(uname -r)

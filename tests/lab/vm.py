@@ -37,6 +37,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sysconfig
 import sys
 import tempfile
 import time
@@ -282,7 +283,8 @@ class VmGuest:
                  f"export NETLB_INIT={self.init}",
                  f"export NETLB_NICS={shlex.quote(' '.join(f'{n.mac}={n.name}' for n in self.nics))}",
                  f"export NETLB_SHARES={shlex.quote(' '.join(self.shares))}",
-                 f"export NETLB_PYTHON_TREES={shlex.quote(' '.join(python_trees))}"]  # fmt: skip
+                 f"export NETLB_PYTHON_TREES={shlex.quote(' '.join(python_trees))}",
+                 f"export NETLB_PYTHON_SITE={shlex.quote(sysconfig.get_path('purelib'))}"]  # fmt: skip
         lines += [f"export {k}={shlex.quote(str(v))}" for k, v in self.env.items()]
         (xfer / "env").write_text("\n".join(lines) + "\n")
         cmd = self._qemu_argv(self.kernel, accel)

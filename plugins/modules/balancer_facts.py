@@ -1,0 +1,180 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: balancer_facts
+short_description: What a host offers the netlb.multiwan balancer (kernel, systemd, udev, cgroup v2, bpffs, VRF)
+version_added: "0.2.0"
+description:
+  - Reads, in one step, what the C(netlb.multiwan.balancer) role must know about a host before it
+    changes anything, and returns it as the fact C(netlb_multiwan).
+  - It replaces full fact gathering for the role, which took most of a no-change run's time on a
+    slow host, and reads only C(/proc), C(/sys), C(/run) and C(/etc/os-release).
+  - Needs neither pyroute2 nor bpftool, so it also runs before the role installs them.
+author:
+  - netlb.multiwan contributors (@netlb)
+options: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
+attributes:
+  facts:
+    support: full
+  check_mode:
+    support: full
+    details: It only reads.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Linux only.
+seealso:
+  - module: netlb.multiwan.balancer_info
+  - module: ansible.builtin.setup
+"""
+
+EXAMPLES = r"""
+- name: Learn what the host offers
+  netlb.multiwan.balancer_facts:
+
+- name: Require VRF support
+  ansible.builtin.assert:
+    that: ansible_facts.netlb_multiwan.vrf.supported
+    fail_msg: "{{ ansible_facts.netlb_multiwan.vrf.reason }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts added to the host.
+  returned: always
+  type: dict
+  contains:
+    netlb_multiwan:
+      description: What the host offers the balancer.
+      returned: always
+      type: dict
+      contains:
+        kernel:
+          description: The running kernel's release.
+          type: str
+          sample: 6.1.0-27-amd64
+        systemd:
+          description: >-
+            Whether systemd runs as PID 1 (C(sd_booted()): C(/run/systemd/system) exists), so units
+            can be started now, not only enabled for the next boot.
+          type: bool
+          sample: true
+        udev:
+          description: >-
+            Whether udevd runs (its control socket exists). Without it (containers) systemd has no
+            device units to bind an uplink's unit to.
+          type: bool
+          sample: true
+        cgroup2:
+          description: Mount point of the cgroup v2 file system, or null.
+          type: str
+          sample: /sys/fs/cgroup
+        bpffs:
+          description: Mount point of the BPF file system, or null.
+          type: str
+          sample: /sys/fs/bpf
+        vrf:
+          description: VRF support of the running kernel.
+          type: dict
+          contains:
+            loaded:
+              description: Whether the vrf driver is loaded or built in (C(/sys/module/vrf)).
+              type: bool
+            supported:
+              description: Whether VRF devices can be created (loaded, built in, or an installed module that may load).
+              type: bool
+            reason:
+              description: Why, in one sentence.
+              type: str
+          sample: {loaded: false, supported: true, reason: vrf driver available in modules.dep}
+        os_family:
+          description: >-
+            The distribution family, named as the C(ansible_facts.os_family) of C(ansible.builtin.setup)
+            for the families the role knows (C(Debian), C(RedHat), C(Suse), C(Archlinux), C(Alpine)),
+            from C(/etc/os-release); null when unknown.
+          type: str
+          sample: Debian
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup
+from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+
+# os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
+OS_FAMILIES = (
+    ("Debian", ("debian", "ubuntu", "raspbian", "linuxmint", "pop")),
+    ("RedHat", ("rhel", "fedora", "centos", "rocky", "almalinux", "ol", "amzn")),
+    ("Suse", ("suse", "opensuse", "sles", "opensuse-leap", "opensuse-tumbleweed")),
+    ("Archlinux", ("arch", "manjaro", "endeavouros")),
+    ("Alpine", ("alpine",)),
+)
+
+
+def os_release(path="/etc/os-release"):
+    values = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                if sep and not key.startswith("#"):
+                    values[key] = value.strip().strip("\"'")
+    except (IOError, OSError):
+        pass
+    return values
+
+
+def os_family(release):
+    words = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
+    for word in words:
+        for family, members in OS_FAMILIES:
+            if word.lower() in members:
+                return family
+    return None
+
+
+def collect(root="/"):
+    """The fact, from the files under *root* (tests point it at a fake tree)."""
+    def at(path):
+        return os.path.join(root, path.lstrip("/"))
+
+    try:
+        with open(at("/proc/mounts")) as handle:
+            mounts_text = handle.read()
+    except (IOError, OSError):
+        mounts_text = ""
+    supported, reason = nl.vrf_support(sys_module=at("/sys/module/vrf"), lib_modules=at("/lib/modules"),
+                                       cmdline=at("/proc/cmdline"))
+    return {
+        "kernel": nl.kernel_release(),
+        "systemd": os.path.isdir(at("/run/systemd/system")),
+        "udev": os.path.exists(at("/run/udev/control")),
+        "cgroup2": cgroup.cgroup2_mount(mounts_text),
+        "bpffs": next((point for point, kind in cgroup.mounts(mounts_text) if kind == "bpf"), None),
+        "vrf": {"loaded": os.path.isdir(at("/sys/module/vrf")), "supported": supported, "reason": reason},
+        "os_family": os_family(os_release(at("/etc/os-release"))),
+    }
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module.exit_json(changed=False, ansible_facts={"netlb_multiwan": collect()})
+
+
+if __name__ == "__main__":
+    main()

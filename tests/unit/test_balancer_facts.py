@@ -1,0 +1,55 @@
+"""netlb.multiwan.balancer_facts on a fake tree: each fact from its file."""
+import pytest
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.modules import balancer_facts
+
+MOUNTS = """sysfs /sys sysfs rw 0 0
+tmpfs /sys/fs/cgroup tmpfs ro 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nsdelegate 0 0
+bpf /sys/fs/bpf bpf rw 0 0
+"""
+
+
+def tree(tmp_path, files):
+    for path, text in files.items():
+        target = tmp_path / path.lstrip("/")
+        if text is None:
+            target.mkdir(parents=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    return str(tmp_path)
+
+
+def test_a_systemd_host_with_vrf_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(nl, "kernel_release", lambda: "6.1.0-27-amd64")
+    root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/run/systemd/system": None, "/run/udev/control": "",
+                           "/sys/module/vrf": None, "/etc/os-release": 'ID=ubuntu\nID_LIKE="debian"\n'})
+    assert balancer_facts.collect(root) == {
+        "kernel": "6.1.0-27-amd64", "systemd": True, "udev": True,
+        "cgroup2": "/sys/fs/cgroup/unified", "bpffs": "/sys/fs/bpf",
+        "vrf": {"loaded": True, "supported": True, "reason": "vrf driver loaded"},
+        "os_family": "Debian",
+    }
+
+
+def test_a_container_without_systemd_udev_cgroup2_or_vrf(tmp_path, monkeypatch):
+    monkeypatch.setattr(nl, "kernel_release", lambda: "6.18.0")
+    root = tree(tmp_path, {"/proc/mounts": "proc /proc proc rw 0 0\n", "/etc/os-release": "ID=gentoo\n"})
+    facts = balancer_facts.collect(root)
+    assert (facts["systemd"], facts["udev"], facts["cgroup2"], facts["bpffs"], facts["os_family"]) == (
+        False, False, None, None, None)
+    assert facts["vrf"]["loaded"] is False and facts["vrf"]["supported"] is False
+    assert "has no VRF support" in facts["vrf"]["reason"]
+
+
+@pytest.mark.parametrize("release, family", [
+    ({"ID": "debian"}, "Debian"),
+    ({"ID": "rocky", "ID_LIKE": "rhel centos fedora"}, "RedHat"),
+    ({"ID": "opensuse-leap", "ID_LIKE": "suse opensuse"}, "Suse"),
+    ({"ID": "somethingnew", "ID_LIKE": "arch"}, "Archlinux"),
+    ({}, None),
+])
+def test_os_family_matches_what_setup_reports(release, family):
+    assert balancer_facts.os_family(release) == family
