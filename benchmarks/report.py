@@ -170,7 +170,7 @@ def provisioning_section(prov: dict) -> list[str]:
 
 def vm_section(vm: dict, host_ceiling_share: float | None = None) -> list[str]:
     lines = ["## (e) VRF steering in the VM lab kernel (Debian's, under QEMU) %s" % vm.get("kernel", ""), "",
-             "Another kernel (Debian's linux.vm, one emulated CPU, BPF interpreted): compare these rows "
+             "Another kernel (Debian's linux-image under QEMU, emulated CPUs): compare these rows "
              "with each other, not with the host's.", ""]
     if "ceilings" in vm and host_ceiling_share:
         share = ceiling_sum(vm["ceilings"]) / sum(vm["rates"])
@@ -263,8 +263,8 @@ def notes(results: dict) -> list[str]:
     busiest = max((s["loadavg"][0] for s in samples.values()), default=0)
     others = max((s["vm_processes"] for s in samples.values()), default=0)
     if busiest > cores / 2 or others:
-        out.append("Shared machine: %d cores, 1-minute load average up to %.1f, up to %d linux.vm processes of "
-                   "other sessions running next to this one. Throughput is shaped by tbf and barely affected; "
+        out.append("Shared machine: %d cores, 1-minute load average up to %.1f, up to %d QEMU guests running "
+                   "(this run's own VM guest included). Throughput is shaped by tbf and barely affected; "
                    "connect() rates are CPU-bound, which is why they are compared block by block on the CPU clock; "
                    "the VM guest is slowed down as a whole (provisioning times above all)." % (
                        cores, busiest, others))
