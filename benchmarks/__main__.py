@@ -5,9 +5,11 @@
   python -m benchmarks --no-vm    leave out the VM part (Debian's kernel under QEMU)
 
 Order: the VM guest (provisioning, VRF steering) boots first and runs on its
-own while the host measures (two labs: three uplinks, then two). The guest is
-the longer part; the host's connect() rates, which are CPU-bound, are compared
-on the CPU clock, block by block, so that load next to them cancels out.
+own while the host measures (two labs: three uplinks, then two; makespan on
+both, connect() cost and the hook's cost per number of uplinks on the second).
+The guest is the longer part; the host's connect() rates, which are CPU-bound,
+are compared on the CPU clock, block by block, so that load next to them
+cancels out.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.host import host_testbed, measure_connect_cost
+from benchmarks.host import host_testbed, measure_connect_cost, measure_hook_scaling
 from benchmarks.report import render_chart, render_markdown
+from benchmarks.stats import integer_weights
 from benchmarks.testbed import (build_connect_rate, measure_ceilings, measure_efficiency, measure_hook_ns,
                                 measure_makespan)
 from benchmarks.vm_guest import RESULT_MARKER
@@ -36,7 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TWO_LINKS = [40.0, 20.0]
 THREE_LINKS = [40.0, 20.0, 10.0]
+# Makespan transfers: a multiple of the weight sum, so that a split exactly in
+# the weights' ratio exists (2:1 -> 8/4; 4:2:1 -> 8/4/2, where 12 would leave
+# even the best integer split at 0.857 of the ideal).
 TRANSFERS = 12
+TRANSFERS_THREE = 2 * sum(integer_weights(THREE_LINKS))
 
 PARAMS = {
     "full": {"reps": 3, "seconds": 2, "parallels": [1, 2, 4, 10], "makespan_reps": 5, "ideal_seconds": 4,
@@ -54,9 +61,9 @@ def log(line: str) -> None:
     print("%s %s" % (time.strftime("%H:%M:%S"), line), flush=True)
 
 
-def transfer_bytes(rates: list[float], ideal_seconds: float) -> int:
-    """Bytes per transfer so that all of them take ideal_seconds at the nominal rates."""
-    return int(sum(rates) * 1e6 / 8 * ideal_seconds / TRANSFERS)
+def transfer_bytes(rates: list[float], ideal_seconds: float, transfers: int = TRANSFERS) -> int:
+    """Bytes per transfer so that *transfers* of them take ideal_seconds at the nominal rates."""
+    return int(sum(rates) * 1e6 / 8 * ideal_seconds / transfers)
 
 
 def _vm_guests() -> int:
@@ -138,7 +145,13 @@ def run(params: dict, with_vm: bool) -> dict:
                      "ceilings": measure_ceilings(bed, methods.single(), reps, seconds, log)}
             # The single uplink is the same 40 Mbit/s link as with two: measured there.
             three["runs"] = measure_efficiency(bed, methods.all(single=False), parallels, reps, seconds, log)
-        results["three"] = three
+            results["three"] = three
+            nbytes = transfer_bytes(THREE_LINKS, params["ideal_seconds"], TRANSFERS_THREE)
+            log("makespan: %d transfers of %d bytes" % (TRANSFERS_THREE, nbytes))
+            # Without the single uplink: the slowest run, and the two-link makespan shows that link alone.
+            results["makespan3"] = {"rates": THREE_LINKS, "transfers": TRANSFERS_THREE, "bytes_each": nbytes,
+                                    "runs": measure_makespan(bed, methods.all(single=False),
+                                                             params["makespan_reps"], TRANSFERS_THREE, nbytes, log)}
 
         log("two uplinks %s Mbit/s" % TWO_LINKS)
         with host_testbed("nlbbench2", TWO_LINKS, connect_rate, log) as (bed, methods):
@@ -148,14 +161,16 @@ def run(params: dict, with_vm: bool) -> dict:
             nbytes = transfer_bytes(TWO_LINKS, params["ideal_seconds"])
             log("makespan: %d transfers of %d bytes" % (TRANSFERS, nbytes))
             results["makespan"] = {"rates": TWO_LINKS, "transfers": TRANSFERS, "bytes_each": nbytes,
-                                   "runs": measure_makespan(bed, methods.all() + [methods.slots()],
-                                                            params["makespan_reps"], TRANSFERS, nbytes, log)}
+                                   "runs": measure_makespan(bed, methods.all(), params["makespan_reps"],
+                                                            TRANSFERS, nbytes, log)}
             results["load"]["connect"] = load_sample()
             log("connect() rates")
             results["connect"] = measure_connect_cost(bed, methods, params, log)
             log("hook run time (kernel BPF stats)")
             results["hook_ns"] = measure_hook_ns(bed, [methods.bpf(p) for p in ("random", "weighted", "round_robin")],
                                                  {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
+            log("hook run time vs number of uplinks (kernel BPF stats)")
+            results["hook_scaling"] = measure_hook_scaling(bed, params["hook_count"], log)
         if wait_vm:
             log("waiting for the VM guest")
             results["vm"] = wait_vm()

@@ -13,26 +13,32 @@ goes via uplink 0. Then, one at a time:
   new mark, and masquerade fixes the source address chosen before it;
 - bpf_<policy>: this collection's program, fwmark steering, attached by
   netlb.multiwan.cgroup_bpf_attach to a cgroup the traffic runs in. Uplink 0
-  stays in the main table (no mark), the others get theirs.
-- bpf_rr_slots (two links 2:1, makespan only): a what-if. The weighted policy
-  picks at random; round_robin over the slots (uplink 0, uplink 0, uplink 1)
-  shows what a deterministic weighted policy would reach.
+  stays in the main table (no mark), the others get theirs. weighted is a
+  deterministic smooth weighted rotation in the ratio of the link rates (2:1
+  exactly over every 3 sequential connects, 4:2:1 over every 7), random a
+  weighted random draw per connection, round_robin the rotation with equal
+  weights.
+
+Weights, policy and the selection table live in pinned maps that the control
+plane writes: a freshly attached program finds them empty and leaves every
+socket alone, so each attachment is converged (as the role's
+netlb.multiwan.balancer_maps does) before anything is measured.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from benchmarks.testbed import Log, Method, Testbed
+from benchmarks.testbed import Log, Method, Testbed, measure_hook_ns
 from benchmarks.stats import integer_weights
 from tests.integration.ansible_runner import run_cases
-from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import Lab, Uplink
 
 POLICIES = ("random", "weighted", "round_robin")
-SLOTS = "rr_slots"
+HOOK_SCALING_COUNTS = (2, 4, 8, 16)  # up to MW_MAX_UPLINKS
 CLOCKS = ("wall", "cpu")
 NFT_TABLE = "netlb_bench"
 MARK_PRIORITY = 1000
@@ -82,6 +88,22 @@ def nft_ruleset(lab: Lab, weights: list[int]) -> str:
 """ % {"table": NFT_TABLE, "total": start, "map": ", ".join(ranges), "primary": primary}
 
 
+def attach_converged(objects: dict[str, tuple[TestCgroup, str]]) -> float:
+    """Attach each (cgroup, object) in one playbook run, with the maps shared
+    as the role pins them, then converge each attachment's maps: until then
+    the program steers nothing. Returns the playbook's seconds."""
+    cases = [{"id": key, "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir,
+                                  "shared_maps": SHARED_MAPS}} for key, (cg, obj) in objects.items()]
+    run = run_cases(cases, playbook="attach_cases.yml")
+    for key, (cg, obj) in objects.items():
+        result = run["results"].get(key)
+        if not result or result.get("failed"):
+            raise RuntimeError("attaching the %s program failed: %s" % (
+                key, (result or {}).get("msg") or run["output"][-3000:]))
+        converge(cg.pin_dir, obj)
+    return run["seconds"]
+
+
 class HostMethods:
     """The methods of one host lab, their cgroups and programs."""
 
@@ -94,8 +116,6 @@ class HostMethods:
         self.plain_cgroup = stack.enter_context(TestCgroup("bench_plain"))
         os.mkdir(self.plain_cgroup.path)  # no program: the attach module makes the others
         self.cgroups = {p: stack.enter_context(TestCgroup("bench_" + p)) for p in POLICIES}
-        if self.weights == [2, 1]:
-            self.cgroups[SLOTS] = stack.enter_context(TestCgroup("bench_" + SLOTS))
         self._attach_programs()
 
     def _attach_programs(self) -> None:
@@ -103,24 +123,9 @@ class HostMethods:
                    for i, (u, w) in enumerate(zip(self.lab.uplinks, self.weights))]
         for i in range(1, len(uplinks)):
             uplinks[i]["mark"] = mark(i)
-        cases = []
-        for key, cg in self.cgroups.items():
-            if key == SLOTS:
-                # What a deterministic weighted policy would do, emulated with
-                # round_robin over uplink 0 twice (main table, then its own
-                # table via mark) and uplink 1 once.
-                slots = [uplinks[0], dict(uplinks[0], name="up0b", mark=mark(0)), uplinks[1]]
-                obj = build_object(cg.tmp, slots, steering="fwmark", policy="round_robin", name=key)
-            else:
-                obj = build_object(cg.tmp, uplinks, steering="fwmark", policy=key, name=key)
-            cases.append({"id": key, "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}})
-        run = run_cases(cases, playbook="attach_cases.yml")
-        for key in self.cgroups:
-            result = run["results"].get(key)
-            if not result or result.get("failed"):
-                raise RuntimeError("attaching the %s program failed: %s" % (
-                    key, (result or {}).get("msg") or run["output"][-3000:]))
-        self.log("  attached %s with cgroup_bpf_attach (%.1f s)" % (", ".join(self.cgroups), run["seconds"]))
+        seconds = attach_converged({key: (cg, build_object(cg.tmp, uplinks, steering="fwmark", policy=key, name=key))
+                                    for key, cg in self.cgroups.items()})
+        self.log("  attached and converged %s with cgroup_bpf_attach (%.1f s)" % (", ".join(self.cgroups), seconds))
 
     # -- methods -----------------------------------------------------------
     def single(self) -> Method:
@@ -158,12 +163,6 @@ class HostMethods:
 
     def bpf(self, policy: str) -> Method:
         return Method("bpf_" + policy, "netlb fwmark, " + policy, self.cgroups[policy].path, prog_cgroup=True)
-
-    def slots(self) -> Method | None:
-        if SLOTS not in self.cgroups:
-            return None
-        return Method("bpf_" + SLOTS, "what-if: round_robin over 2:1 slots", self.cgroups[SLOTS].path,
-                      prog_cgroup=True)
 
     def all(self, single: bool = True) -> list[Method]:
         return ([self.single()] if single else []) + [self.ecmp(), self.nft()] + [self.bpf(p) for p in POLICIES]
@@ -207,3 +206,35 @@ def measure_connect_cost(bed: Testbed, methods: HostMethods, p: dict, log: Log) 
         log("  %-7s %s" % (group, " ".join("%s=%.0f/s (cpu %.0f/s)" % (
             k, statistics.median(v), statistics.median(out["cpu"][group][k])) for k, v in out["wall"][group].items())))
     return out
+
+
+def measure_hook_scaling(bed: Testbed, count: int, log: Log,
+                         counts: Sequence[int] = HOOK_SCALING_COUNTS) -> dict[str, dict[str, float]]:
+    """ns per udp connect of the weighted program with n uplinks, kernel BPF
+    stats as in measure_hook_ns: the program reads a precomputed rotation, so
+    its cost should not grow with n. {"udp": {"2": ns, "4": ns, ...}}.
+
+    Every uplink i gets mark(i), uplink 0 included, so every connect pays the
+    same setsockopt whatever n (with uplink 0 in main, 1/n of them would skip
+    it). Interfaces repeat the lab's: fwmark steering compiles in only the
+    mark, and a mark without an `ip rule` routes via main, all that an unsent
+    udp connect needs. Each program gets a cgroup of its own, removed again
+    when measured."""
+    lab = bed.lab
+    with contextlib.ExitStack() as stack:
+        cgroups = {n: stack.enter_context(TestCgroup("bench_hook%d" % n)) for n in counts}
+        objects: dict[str, tuple[TestCgroup, str]] = {}
+        for n, cg in cgroups.items():
+            uplinks = [{"name": "up%d" % i, "interface": lab.uplinks[i % len(lab.uplinks)].interface, "weight": 1}
+                       for i in range(n)]
+            for i in range(n):
+                uplinks[i]["mark"] = mark(i)
+            key = "hook%d" % n
+            objects[key] = (cg, build_object(cg.tmp, uplinks, steering="fwmark", policy="weighted", name=key))
+        seconds = attach_converged(objects)
+        log("  attached and converged weighted programs with %s uplinks (%.1f s)" % (
+            ", ".join(map(str, counts)), seconds))
+        methods = {n: Method("bpf_weighted_%d" % n, "netlb fwmark, weighted, %d uplinks" % n, cg.path,
+                             prog_cgroup=True) for n, cg in cgroups.items()}
+        ns = measure_hook_ns(bed, list(methods.values()), {"udp": count}, log)
+    return {"udp": {str(n): ns[m.key]["udp"] for n, m in methods.items()}}

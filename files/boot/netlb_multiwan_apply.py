@@ -15,12 +15,13 @@ run it after a reboot:
                                      netlb-multiwan-bpf.service
 
 Each step is idempotent: what is already there is left alone, so running it on
-a host Ansible just provisioned changes nothing. It uses only the standard
-library, ip(8) and bpftool(8): at boot there is no controller to ask.
+a host Ansible just provisioned changes nothing. At boot there is no controller
+to ask: the bpf step runs the collection's own engine (module_utils, installed
+by the role under /usr/local/lib/netlb-multiwan); the uplink step still has its
+own netlink code (issue 12 moves it onto the engine too).
 """
 
 import functools
-import hashlib
 import ipaddress
 import json
 import os
@@ -28,13 +29,12 @@ import subprocess
 import sys
 
 STATE_FILE = os.environ.get("NETLB_MULTIWAN_STATE", "/etc/netlb-multiwan/balancer.json")
-DIGEST_LEN = 16  # pin directory name: sha256 prefix of the object, as cgroup_bpf_attach does
+# The collection's module_utils, installed by the role (the engine the modules run).
+LIB = os.environ.get("NETLB_MULTIWAN_LIB", "/usr/local/lib/netlb-multiwan")
 FWMASK = 0xFFFFFFFF
 # As netlb.multiwan.vrf keeps it: a VRF lookup that finds no route stops in the
 # VRF instead of falling through to the next rule (the main table).
 UNREACHABLE_METRIC = "4278198272"
-# bpftool attach-type argument and program name of each hook.
-HOOKS = {"connect4": "mw_connect4", "connect6": "mw_connect6"}
 
 
 class ApplyError(Exception):
@@ -176,60 +176,29 @@ def apply_uplink(state, name):
 
 # -- program -----------------------------------------------------------------
 
-def cgroup2_mount():
-    with open("/proc/mounts") as handle:
-        for line in handle:
-            fields = line.split()
-            if fields[2] == "cgroup2":
-                return fields[1]
-    raise ApplyError("no cgroup2 file system is mounted")
-
-
-def bpffs_mounted(path):
-    with open("/proc/mounts") as handle:
-        mounts = [line.split() for line in handle]
-    best = max((m for m in mounts if path == m[1] or path.startswith(m[1].rstrip("/") + "/")),
-               key=lambda m: len(m[1]), default=None)
-    return best is not None and best[2] == "bpf"
-
-
-def attached_ids(cgroup, hook_name):
-    out = run(["bpftool", "-j", "cgroup", "show", cgroup]).stdout
-    progs = json.loads(out) if out.strip() else []
-    if not isinstance(progs, list):
-        raise ApplyError("bpftool cgroup show %s: %s" % (cgroup, out.strip()))
-    attach_types = ("cgroup_inet%s_connect" % hook_name[-1], hook_name)
-    return set(p["id"] for p in progs if p.get("attach_type") in attach_types)
-
-
-def prog_id(pin):
-    return json.loads(run(["bpftool", "-j", "prog", "show", "pinned", pin]).stdout)["id"]
-
-
 def apply_bpf(state):
-    obj = state["object"]
-    with open(obj, "rb") as handle:
-        key = hashlib.sha256(handle.read()).hexdigest()[:DIGEST_LEN]
-    if not bpffs_mounted("/sys/fs/bpf"):
-        run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])
-    root = cgroup2_mount()
-    for attachment in state["attachments"]:
-        cgroup = os.path.normpath(os.path.join(root, attachment["cgroup"].lstrip("/")))
-        if not os.path.isdir(cgroup):
-            if attachment.get("slice"):
-                raise ApplyError("%s is missing: is %s started?" % (cgroup, attachment["slice"]))
-            os.makedirs(cgroup)
-        pin_path = os.path.join(attachment["pin_dir"], key)
-        if not os.path.isdir(pin_path):
-            log("load %s into %s" % (obj, pin_path))
-            os.makedirs(attachment["pin_dir"], exist_ok=True)
-            run(["bpftool", "prog", "loadall", obj, pin_path, "pinmaps", os.path.join(pin_path, "maps")])
-        for hook in state["attach_types"]:
-            pin = os.path.join(pin_path, HOOKS[hook])
-            if prog_id(pin) not in attached_ids(cgroup, hook):
-                log("attach %s at %s of %s" % (HOOKS[hook], hook, cgroup))
-                run(["bpftool", "cgroup", "attach", cgroup, hook, "pinned", pin, "multi"])
-    log("program attached")
+    """The engine's own code (module_utils, installed by the role under LIB):
+    what netlb.multiwan.cgroup_bpf_attach does for each attachment, then the
+    runtime maps converged to the state document."""
+    sys.path.insert(0, LIB)
+    from ansible_collections.netlb.multiwan.plugins.module_utils import attach, cli, datapath
+    from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+
+    try:
+        for attachment in state["attachments"]:
+            attacher = attach.Attacher(cli.Host({
+                "cgroup": attachment["cgroup"], "object": state["object"], "pin_dir": attachment["pin_dir"],
+                "attach_types": state["attach_types"], "shared_maps": list(datapath.Maps.NAMES),
+                "create_cgroup": not attachment.get("slice"), "state": "present"}))
+            attacher.prepare()
+            attacher.read_state()
+            attacher.present()
+            for action in attacher.actions:
+                log(action)
+        changes = cli.converge_maps(state, Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
+    except (attach.AttachError, BpftoolError, datapath.DatapathError) as exc:
+        raise ApplyError(str(exc))
+    log("program attached; maps: %s" % (", ".join(changes) or "already converged"))
 
 
 def main(argv=None):

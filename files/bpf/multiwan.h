@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Types and constants shared by the balancer program and its rendered config.
+/* Types and constants shared by the balancer program, its rendered config and
+ * the control plane (plugins/module_utils/selection.py and the engine).
  *
- * The per-host part (uplinks, policy, steering, excluded prefixes) is
- * rendered into multiwan_config.h from multiwan_config.h.j2; everything else
- * is static so that one reviewed program serves every host.
+ * The header rendered per host (multiwan_config.h) holds only what is fixed
+ * for the host: how each uplink slot is steered (VRF device or mark). All that
+ * changes at runtime - weights, drained or down uplinks, the selection tables,
+ * excluded prefixes, the policy - lives in pinned maps the control plane writes.
  */
 #ifndef NETLB_MULTIWAN_H
 #define NETLB_MULTIWAN_H
@@ -18,11 +20,16 @@
 #define MW_SOCK_DGRAM 2
 #define MW_IFNAMSIZ 16
 
-/* Policies: how an uplink is picked for a new socket. */
-#define MW_POLICY_RANDOM 0      /* uniform, as the original write-up */
-#define MW_POLICY_WEIGHTED 1    /* random, proportional to weight */
-#define MW_POLICY_ROUND_ROBIN 2 /* uplink 0, 1, ..., n-1, 0, ... */
-#define MW_POLICY_HASH_DST 3    /* same destination, same uplink; weighted */
+#define MW_MAX_UPLINKS 16
+#define MW_ROTATION_MAX 1024 /* selection.ROTATION_MAX */
+#define MW_BUCKETS 4096      /* selection.BUCKETS; a power of two: the index is a mask */
+#define MW_NO_UPLINK 0xff    /* selection.NO_UPLINK: leave the socket alone */
+#define MW_MAX_EXCLUDES 256
+
+/* Policies, in mw_control.policy. */
+#define MW_POLICY_RANDOM 0      /* a random rotation entry: weighted at random */
+#define MW_POLICY_ROTATION 1    /* the next rotation entry (weighted, round_robin) */
+#define MW_POLICY_HASH_DST 2    /* the destination's bucket: same destination, same uplink */
 
 /* Steering: how a socket is put on an uplink. */
 #define MW_STEER_VRF 0    /* SO_BINDTODEVICE to the uplink's VRF device */
@@ -31,20 +38,43 @@
 struct mw_uplink {
 	char dev[MW_IFNAMSIZ]; /* VRF device; "" = main table, leave the socket */
 	__u32 mark;            /* fwmark; 0 = main table, leave the socket */
+};
+
+/* What the program picks from. The control plane fills the entry the program
+ * does not read, then flips mw_control.active: a connect sees the old
+ * selection or the new one, never half of each. */
+struct mw_selection {
+	__u32 rotation_len; /* 0: no usable uplink, every socket is left alone */
+	__u8 rotation[MW_ROTATION_MAX];
+	__u8 buckets[MW_BUCKETS];
+};
+
+struct mw_control {
+	__u32 active; /* 0 or 1: the mw_selection entry in use */
+	__u32 policy; /* MW_POLICY_* */
+};
+
+/* Runtime state per uplink slot: written by the control plane (role, the
+ * netlb-multiwan command, the health tracker), read back by status. The
+ * program reads only the selection computed from it. */
+struct mw_uplink_state {
 	__u32 weight;
+	__u32 drained; /* administratively out (netlb-multiwan drain) */
+	__u32 down;    /* the health tracker found it down */
 };
 
-struct mw_prefix4 {
-	__u32 addr; /* host byte order */
-	__u32 mask;
+struct mw_lpm4 {
+	__u32 prefixlen;
+	__u8 addr[4];
 };
 
-struct mw_prefix6 {
-	__u32 addr[4]; /* host byte order, word by word */
-	__u32 mask[4];
+struct mw_lpm6 {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
-/* Value of the counters map: one entry per uplink, then MW_SKIPPED_SLOT. */
+/* Per CPU: one entry per uplink slot, then MW_MAX_UPLINKS for sockets never
+ * steered. Kept (pinned) across weight changes and program replacement. */
 struct mw_counters {
 	__u64 steered; /* sockets given to this uplink (main uplink: left alone) */
 	__u64 errors;  /* bpf_setsockopt failures; the connect went on unsteered */

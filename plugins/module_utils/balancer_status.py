@@ -206,6 +206,8 @@ class Collector(object):
             "table": "main" if in_main else table,
             "mark": None if in_main or steering != "fwmark" else mark,
             "weight": entry.get("weight", 1),
+            # As recorded by the role or `netlb-multiwan drain`; the maps follow it.
+            "drained": bool(entry.get("drained")),
         }
         up.update(self.link(interface))
         up["addresses"] = addresses.get(interface, [])
@@ -304,8 +306,11 @@ class Collector(object):
         return progs
 
     def counters(self, pin_path):
-        """([{steered, errors}] per slot of the object's counters map, None) or (None, reason)."""
-        counters_map = os.path.join(pin_path, "maps", COUNTERS_MAP)
+        """([{steered, errors}] per slot of the counters map, None) or (None, reason). The map is
+        shared by every object loaded at the attachment (<pin_dir>/maps), else the object's own."""
+        counters_map = os.path.join(os.path.dirname(pin_path), "maps", COUNTERS_MAP)
+        if not os.path.exists(counters_map):
+            counters_map = os.path.join(pin_path, "maps", COUNTERS_MAP)
         dump, err = self.command_json("bpftool", ["map", "dump", "pinned", counters_map])
         if dump is None:
             return None, err
@@ -418,7 +423,7 @@ class Collector(object):
         uplinks = result["uplinks"]
         readable = [a["counters"] for a in result["attachments"] if a["counters"] is not None]
         for att in result["attachments"]:
-            if att["counters"] is not None and len(att["counters"]) != len(uplinks) + 1:
+            if att["counters"] is not None and len(att["counters"]) < len(uplinks) + 1:
                 self.problem("attachment %s: counters map has %d slots, the state file has %d uplinks "
                              "(+1 skipped): the object was built for other uplinks"
                              % (att["cgroup"], len(att["counters"]), len(uplinks)))
@@ -433,7 +438,8 @@ class Collector(object):
         for i, up in enumerate(uplinks):
             up["connections"] = total(i, "steered")
             up["errors"] = total(i, "errors")
-        result["skipped"] = total(len(uplinks), "steered")
+        # The last slot counts sockets never steered (MW_MAX_UPLINKS in the program).
+        result["skipped"] = sum(c[-1]["steered"] for c in readable if c)
         result["connections"] = sum(up["connections"] for up in uplinks)
         for up in uplinks:
             up["share"] = round(100.0 * up["connections"] / result["connections"], 1) if result["connections"] else None
@@ -465,8 +471,8 @@ def _counter_value(value):
 def counter_slots(dump):
     """[{steered, errors}] by slot from ``bpftool -j map dump``.
 
-    mw_counters is a plain BPF_MAP_TYPE_ARRAY updated atomically; a per-CPU
-    variant ("values": [{"cpu", "value"}]) is summed over CPUs all the same.
+    mw_counters is per CPU ("values": [{"cpu", "value"}]), summed here; an
+    older object's plain array ("value") reads the same.
     """
     slots = {}
     for entry in dump or []:
@@ -507,6 +513,8 @@ def link_state(up):
         return "down"
     if up["carrier"] is False:
         return "no-carrier"
+    if up.get("drained"):
+        return "drained"
     return up["operstate"] or "?"
 
 

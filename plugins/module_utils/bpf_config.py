@@ -198,4 +198,5 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
     ctx = build_context(filled, steering=steering, policy=policy, exclude=exclude, host=host)
     if not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
         raise ConfigError("uplinks", "no uplink to balance")
-    return {"bpf": ctx, "routing": routing}
+    return {"bpf": ctx, "routing": routing,
+            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]]}

@@ -50,13 +50,21 @@ class Bpftool(object):
         _rc, out, _err = self.run(*args)
         return json.loads(out) if out.strip() else None
 
-    def loadall(self, obj, pin_dir):
-        """Load every program of ``obj``, pinning programs in pin_dir and maps in pin_dir/maps."""
+    def loadall(self, obj, pin_dir, reuse=None):
+        """Load every program of ``obj``, pinning programs in pin_dir and maps in pin_dir/maps.
+        ``reuse``: {map name: pinned path} of existing maps the object uses instead of new ones."""
         # Without -j: bpftool prints the verifier log as text only then.
-        argv = [self.path, "prog", "loadall", obj, pin_dir, "pinmaps", pin_dir + "/maps"]
+        argv = [self.path, "prog", "loadall", obj, pin_dir]
+        for name, path in sorted((reuse or {}).items()):
+            argv += ["map", "name", name, "pinned", path]
+        argv += ["pinmaps", pin_dir + "/maps"]
         rc, out, err = self.module.run_command(argv)
         if rc != 0:
             raise BpftoolError(argv, rc, out, err)
+
+    def pin_map(self, pinned, path):
+        """Pin the map pinned at ``pinned`` at ``path`` too."""
+        self.run("map", "pin", "pinned", pinned, path)
 
     def prog_id(self, pinned):
         info = self.json("prog", "show", "pinned", pinned)

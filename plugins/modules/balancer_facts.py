@@ -18,9 +18,17 @@ description:
   - It replaces full fact gathering for the role, which took most of a no-change run's time on a
     slow host, and reads only C(/proc), C(/sys), C(/run) and C(/etc/os-release).
   - Needs neither pyroute2 nor bpftool, so it also runs before the role installs them.
+  - Also returns the state document the role recorded on its last run (C(recorded)), which says
+    what exists on the host, so a run can remove what the new plan lacks (an uplink taken out of
+    the inventory, a changed steering) and keep what an operator changed at runtime (a drained
+    uplink).
 author:
   - netlb.multiwan contributors (@netlb)
-options: {}
+options:
+  state_file:
+    description: The state document the role writes; read into C(recorded).
+    type: path
+    default: /etc/netlb-multiwan/balancer.json
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -107,8 +115,19 @@ ansible_facts:
             from C(/etc/os-release); null when unknown.
           type: str
           sample: Debian
+        recorded:
+          description: >-
+            The state document at O(state_file) as the role last wrote it (and C(netlb-multiwan drain)
+            and C(weight) changed it), or null when there is none or it cannot be read (then
+            C(recorded_error) says why).
+          type: dict
+          sample: {version: 1, steering: fwmark, uplinks: [{name: wifi, table: 100, mark: 256, drained: true}]}
+        recorded_error:
+          description: Why O(state_file) exists but could not be read, else null.
+          type: str
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -148,10 +167,31 @@ def os_family(release):
     return None
 
 
-def collect(root="/"):
+DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
+
+
+def recorded_state(path):
+    """(the state document, None) or (None, why not): None, None when there is none."""
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except (IOError, OSError) as exc:
+        if not os.path.exists(path):
+            return None, None
+        return None, "cannot read %s: %s" % (path, exc)
+    except ValueError as exc:
+        return None, "%s is not JSON: %s" % (path, exc)
+    if not isinstance(doc, dict) or not isinstance(doc.get("uplinks"), list):
+        return None, "%s is not a balancer state document" % path
+    return doc, None
+
+
+def collect(root="/", state_file=DEFAULT_STATE_FILE):
     """The fact, from the files under *root* (tests point it at a fake tree)."""
     def at(path):
         return os.path.join(root, path.lstrip("/"))
+
+    recorded, recorded_error = recorded_state(at(state_file))
 
     try:
         with open(at("/proc/mounts")) as handle:
@@ -168,12 +208,18 @@ def collect(root="/"):
         "bpffs": next((point for point, kind in cgroup.mounts(mounts_text) if kind == "bpf"), None),
         "vrf": {"loaded": os.path.isdir(at("/sys/module/vrf")), "supported": supported, "reason": reason},
         "os_family": os_family(os_release(at("/etc/os-release"))),
+        "recorded": recorded,
+        "recorded_error": recorded_error,
     }
 
 
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.exit_json(changed=False, ansible_facts={"netlb_multiwan": collect()})
+    module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE)),
+                           supports_check_mode=True)
+    facts = collect(state_file=module.params["state_file"])
+    if facts["recorded_error"]:
+        module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
+    module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})
 
 
 if __name__ == "__main__":

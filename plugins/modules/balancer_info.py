@@ -106,7 +106,9 @@ balancer:
       type: str
       sample: 5f0c7a1b2c3d4e5f
     uplinks:
-      description: One entry per uplink, in counter slot order.
+      description:
+        - One entry per uplink, in counter slot order.
+        - C(drained) is true while an operator has drained it (C(netlb-multiwan drain NAME)).
       type: list
       elements: dict
       sample:
@@ -122,6 +124,7 @@ balancer:
           table: 100
           mark: 256
           weight: 1
+          drained: false
           gateway: 10.0.0.1
           gateway6: null
           routes: [default via 10.0.0.1 dev wlp1s0]

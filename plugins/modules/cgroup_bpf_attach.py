@@ -58,6 +58,18 @@ options:
       - Both bpftool spellings are accepted (V(connect4) and V(cgroup_inet4_connect)).
     type: list
     elements: str
+  shared_maps:
+    description:
+      - Maps, by name, that outlive the object. The first object pins them at
+        C(<pin_dir>/maps/<name>); every object loaded later uses those maps instead of new ones,
+        so counters and runtime state survive replacing the program.
+      - A later object whose map of that name differs in type, key, value or size fails to load,
+        and nothing changes. So does an object that lacks one of the maps (the error names
+        O(shared_maps)).
+      - V(state=absent) removes them with the rest.
+    type: list
+    elements: str
+    default: []
   state:
     description:
       - V(present) loads and attaches. V(absent) detaches this module's programs from the cgroup,
@@ -76,7 +88,8 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Maps are per loaded object, so a replacement starts with fresh counters.
+  - Maps are per loaded object, so a replacement starts with fresh counters, except the maps
+    named in O(shared_maps).
   - Pins live on bpffs, which does not survive a reboot; the C(netlb.multiwan.balancer) role
     installs a unit that runs the attachment again at boot.
 seealso:
@@ -133,304 +146,11 @@ actions:
   elements: str
 """
 
-import json
-import os
-import platform
-import re
-import shutil
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object
-from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
-from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
-
-STATE_FILE = "/run/netlb-multiwan/cgroup_bpf_attach.json"
-DIGEST_LEN = 16  # hex characters naming a pin subdirectory
-MIN_KERNEL = (5, 8)
-DIGEST_DIR_RE = re.compile(r"[0-9a-f]{%d}" % DIGEST_LEN)
-
-
-class AttachError(Exception):
-    def __init__(self, field, message):
-        super(AttachError, self).__init__("%s: %s" % (field, message) if field else message)
-        self.field = field
-
-
-def kernel_version(release=None):
-    match = re.match(r"(\d+)\.(\d+)", release or platform.release())
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-
-
-def load_state():
-    try:
-        with open(STATE_FILE) as handle:
-            return json.load(handle)
-    except (IOError, OSError, ValueError):
-        return {}
-
-
-def save_state(state):
-    if not state:  # nothing to remember: leave nothing behind in /run
-        try:
-            os.unlink(STATE_FILE)
-        except OSError:
-            pass  # absent already
-        try:
-            os.rmdir(os.path.dirname(STATE_FILE))
-        except OSError:
-            pass  # absent, or it holds other files
-        return
-    os.makedirs(os.path.dirname(STATE_FILE), exist_ok=True)
-    tmp = STATE_FILE + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(state, handle, indent=1, sort_keys=True)
-    os.rename(tmp, STATE_FILE)
-
-
-class Attacher(object):
-    def __init__(self, module):
-        self.module = module
-        self.p = module.params
-        self.actions = []
-        self.warnings = []
-
-    # -- discovery and validation (nothing changes here) ----------------------
-
-    def prepare(self):
-        if kernel_version() < MIN_KERNEL:
-            raise AttachError(None, "kernel %s is older than 5.8, which cgroup sock_addr programs with "
-                                    "bpf_setsockopt need" % platform.release())
-        self.mount = cg.cgroup2_mount()
-        if self.mount is None:
-            raise AttachError("cgroup", "no cgroup2 file system is mounted (see /proc/mounts); mount one, "
-                                        "e.g. 'mount -t cgroup2 none /sys/fs/cgroup'")
-        try:
-            self.cgroup = cg.resolve_cgroup(self.p["cgroup"], self.mount)
-        except cg.CgroupError as exc:
-            raise AttachError(exc.field, str(exc).split(": ", 1)[1])
-        bpftool = self.module.get_bin_path("bpftool") or shutil.which("bpftool", path="/usr/sbin:/sbin")
-        if not bpftool:
-            raise AttachError(None, "bpftool not found on the managed host; install it (Debian/Ubuntu: "
-                                    "bpftool or linux-tools-$(uname -r); RHEL/Fedora: bpftool)")
-        self.bpftool = Bpftool(self.module, bpftool)
-
-        self.pin_dir = os.path.normpath(self.p["pin_dir"])
-        if "." in os.path.basename(self.pin_dir):
-            raise AttachError("pin_dir", "bpffs refuses names with a dot (%s)" % self.pin_dir)
-        self.bpffs = cg.mount_of(self.pin_dir, "bpf")
-        self.need_bpffs_mount = False
-        if self.bpffs is None:
-            if self.pin_dir.startswith("/sys/fs/bpf/"):
-                self.need_bpffs_mount = True
-            else:
-                raise AttachError("pin_dir", "%s is not on a bpf file system (mount bpffs there, or use a path "
-                                             "under /sys/fs/bpf)" % self.pin_dir)
-
-        self.want_hooks = {}
-        if self.p["state"] == "present":
-            obj = self.p["object"]
-            if not obj:
-                raise AttachError("object", "is required when state=present")
-            if not os.path.isfile(obj):
-                raise AttachError("object", "%s does not exist on the managed host" % obj)
-            try:
-                hooks = bpf_object.hooks(obj)
-            except bpf_object.ObjectError as exc:
-                raise AttachError("object", "%s is not a BPF object: %s" % (obj, exc))
-            if not hooks:
-                raise AttachError("object", "%s has no program in a cgroup section (e.g. SEC(\"cgroup/connect4\"))" % obj)
-            if self.p["attach_types"]:
-                for i, name in enumerate(self.p["attach_types"]):
-                    short = bpf_object.short_attach_type(name)
-                    if short not in bpf_object.ATTACH_TYPES:
-                        raise AttachError("attach_types[%d]" % i, "unknown attach type %r (known: %s)"
-                                          % (name, ", ".join(bpf_object.ATTACH_TYPES)))
-                    if short not in hooks:
-                        raise AttachError("attach_types[%d]" % i, "%s has no program for %s (it has: %s)"
-                                          % (obj, short, ", ".join(sorted(hooks))))
-                    self.want_hooks[short] = hooks[short]
-            else:
-                self.want_hooks = hooks
-            self.digest = bpf_object.digest(obj)
-            self.pin_path = os.path.join(self.pin_dir, self.digest[:DIGEST_LEN])
-
-    def pinned_objects(self):
-        """{digest prefix: {program name: prog id}} of the objects pinned in pin_dir."""
-        found = {}
-        if self.need_bpffs_mount or not os.path.isdir(self.pin_dir):
-            return found
-        for entry in sorted(os.listdir(self.pin_dir)):
-            path = os.path.join(self.pin_dir, entry)
-            if not DIGEST_DIR_RE.fullmatch(entry) or not os.path.isdir(path):
-                continue
-            progs = {}
-            for name in os.listdir(path):
-                if name == "maps":
-                    continue
-                try:
-                    progs[name] = self.bpftool.prog_id(os.path.join(path, name))
-                except BpftoolError:
-                    continue
-            found[entry] = progs
-        return found
-
-    def attached(self):
-        if not os.path.isdir(self.cgroup):
-            return []
-        return self.bpftool.cgroup_programs(self.cgroup)
-
-    def read_state(self):
-        self.pinned = self.pinned_objects()
-        ours = {}
-        for key, progs in self.pinned.items():
-            for name, prog_id in progs.items():
-                ours[prog_id] = (key, name)
-        self.ours = ours
-        self.ours_attached = [dict(p, pin=ours[p["id"]][0]) for p in self.attached() if p["id"] in ours]
-        return {
-            "cgroup": self.cgroup,
-            "exists": os.path.isdir(self.cgroup),
-            "objects": sorted(self.pinned),
-            "hooks": sorted("%s: %s (object %s)" % (p["attach_type"], p["name"], p["pin"])
-                            for p in self.ours_attached),
-        }
-
-    # -- changes ---------------------------------------------------------------
-
-    def present(self):
-        key = self.digest[:DIGEST_LEN]
-        plan_load = key not in self.pinned
-        attached_new = set(p["attach_type"] for p in self.ours_attached if p["pin"] == key)
-        to_attach = [h for h in sorted(self.want_hooks) if h not in attached_new]
-        to_detach = [p for p in self.ours_attached
-                     if p["pin"] != key or p["attach_type"] not in self.want_hooks]
-        stale = [k for k in self.pinned if k != key]
-
-        if self.need_bpffs_mount:
-            self.actions.append("mount bpffs at /sys/fs/bpf")
-        if not os.path.isdir(self.cgroup):
-            if not self.p["create_cgroup"]:
-                raise AttachError("cgroup", "%s does not exist and create_cgroup is false" % self.cgroup)
-            self.actions.append("create cgroup %s" % self.cgroup)
-        if plan_load:
-            self.actions.append("load %s into %s" % (self.p["object"], self.pin_path))
-        for hook in to_attach:
-            self.actions.append("attach %s at %s" % (self.want_hooks[hook], hook))
-        for prog in to_detach:
-            self.actions.append("detach %s (id %s, object %s) from %s"
-                                % (prog["name"], prog["id"], prog["pin"], prog["attach_type"]))
-        for k in stale:
-            self.actions.append("unpin object %s" % k)
-        after = {
-            "cgroup": self.cgroup,
-            "exists": True,
-            "objects": [key],
-            "hooks": sorted("%s: %s (object %s)" % (h, n, key) for h, n in self.want_hooks.items()),
-        }
-        if self.module.check_mode or not self.actions:
-            return after
-
-        state = load_state()
-        if self.need_bpffs_mount:
-            self.run_cmd(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"])
-        # Load before anything else changes: a verifier rejection must leave
-        # the host as it was (no cgroup, no pin directory).
-        if plan_load:
-            made_pin_dir = not os.path.isdir(self.pin_dir)
-            os.makedirs(self.pin_dir, exist_ok=True)
-            try:
-                self.bpftool.loadall(self.p["object"], self.pin_path)
-            except BpftoolError as exc:
-                shutil.rmtree(self.pin_path, ignore_errors=True)
-                if made_pin_dir:
-                    shutil.rmtree(self.pin_dir, ignore_errors=True)
-                raise AttachError("object", "the kernel refused to load %s (verifier or loader):\n%s"
-                                  % (self.p["object"], exc.last_lines()))
-        made_cgroup = False
-        if not os.path.isdir(self.cgroup):
-            os.makedirs(self.cgroup)
-            made_cgroup = True
-            state.setdefault(self.cgroup, {})["created_cgroup"] = True
-            save_state(state)
-        # Gapless: the new program is attached (multi) before the old one goes.
-        done = []
-        try:
-            for hook in to_attach:
-                self.bpftool.attach(self.cgroup, hook, os.path.join(self.pin_path, self.want_hooks[hook]))
-                done.append(hook)
-        except BpftoolError as exc:
-            self.undo_attach(done, plan_load)
-            if made_cgroup:
-                os.rmdir(self.cgroup)
-                state.pop(self.cgroup, None)
-                save_state(state)
-            raise AttachError(None, "attaching at %s failed: %s (a program attached there without the "
-                                    "'multi' flag blocks others); nothing of this run is left attached"
-                              % (self.cgroup, exc.detail))
-        for prog in to_detach:
-            self.bpftool.detach(self.cgroup, prog["attach_type"], prog["id"])
-        for k in stale:
-            shutil.rmtree(os.path.join(self.pin_dir, k))
-        return after
-
-    def undo_attach(self, hooks, loaded):
-        """Roll back this run's attachments (and its load) after a failure."""
-        for hook in hooks:
-            try:
-                prog_id = self.bpftool.prog_id(os.path.join(self.pin_path, self.want_hooks[hook]))
-                self.bpftool.detach(self.cgroup, hook, prog_id)
-            except BpftoolError:
-                pass
-        if loaded:
-            shutil.rmtree(self.pin_path, ignore_errors=True)
-
-    def absent(self):
-        for prog in self.ours_attached:
-            self.actions.append("detach %s (id %s) from %s" % (prog["name"], prog["id"], prog["attach_type"]))
-        for k in sorted(self.pinned):
-            self.actions.append("unpin object %s" % k)
-        state = load_state()
-        remove_cgroup = (state.get(self.cgroup, {}).get("created_cgroup") and os.path.isdir(self.cgroup)
-                         and self.cgroup != self.mount)
-        if remove_cgroup:
-            if cg.procs(self.cgroup) or cg.children(self.cgroup):
-                self.warnings.append("cgroup %s was created by this module but still has processes or "
-                                     "children; left in place" % self.cgroup)
-                remove_cgroup = False
-            else:
-                self.actions.append("remove cgroup %s" % self.cgroup)
-        pin_dir_empty_after = os.path.isdir(self.pin_dir) and set(os.listdir(self.pin_dir)) <= set(self.pinned)
-        if pin_dir_empty_after and self.pinned:
-            self.actions.append("remove %s" % self.pin_dir)
-        after = {"cgroup": self.cgroup, "exists": os.path.isdir(self.cgroup) and not remove_cgroup,
-                 "objects": [], "hooks": []}
-        if self.module.check_mode or not self.actions:
-            return after
-        for prog in self.ours_attached:
-            self.bpftool.detach(self.cgroup, prog["attach_type"], prog["id"])
-        for k in self.pinned:
-            shutil.rmtree(os.path.join(self.pin_dir, k))
-        if pin_dir_empty_after and self.pinned:
-            os.rmdir(self.pin_dir)
-        if remove_cgroup:
-            os.rmdir(self.cgroup)
-            state.pop(self.cgroup, None)
-            save_state(state)
-        return after
-
-    def run_cmd(self, argv):
-        rc, out, err = self.module.run_command(argv)
-        if rc != 0:
-            raise AttachError(None, "%s failed: %s" % (" ".join(argv), (err or out).strip()))
-
-    def result_programs(self):
-        if self.module.check_mode:
-            return [{"attach_type": p["attach_type"], "name": p["name"], "id": p["id"]} for p in self.ours_attached]
-        self.read_state()
-        return sorted(({"attach_type": p["attach_type"], "name": p["name"], "id": p["id"]}
-                       for p in self.ours_attached), key=lambda p: p["attach_type"])
+from ansible_collections.netlb.multiwan.plugins.module_utils.attach import AttachError, Attacher
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import BpftoolError
 
 
 def render(state):
@@ -448,6 +168,7 @@ def main():
             object=dict(type="path"),
             pin_dir=dict(type="path", required=True),
             attach_types=dict(type="list", elements="str"),
+            shared_maps=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
         required_if=[("state", "present", ["object"])],

@@ -22,6 +22,7 @@ from tests.integration.ansible_runner import ROOT
 
 sys.path.insert(0, str(ROOT / ".build" / "collections"))
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_config  # noqa: E402
+from ansible_collections.netlb.multiwan.plugins.module_utils.balancer_status import counter_slots  # noqa: E402
 from ansible_collections.netlb.multiwan.plugins.module_utils.cgroup import cgroup2_mount  # noqa: E402
 
 BPF_DIR = ROOT / "files" / "bpf"
@@ -39,7 +40,26 @@ def build_object(out_dir: str, uplinks: list[dict], *, steering: str, policy: st
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
                     "-I%s" % build, "-I%s" % BPF_DIR, "-I/usr/include/%s-linux-gnu" % arch, *extra_cflags,
                     "-c", str(BPF_DIR / "multiwan.bpf.c"), "-o", obj], check=True, capture_output=True, text=True)
+    # What the role's state file would say at runtime (weights, policy, exclusions): converge() reads it.
+    Path(obj + ".runtime.json").write_text(json.dumps({
+        "uplinks": [{"weight": u.get("weight", 1)} for u in uplinks], "policy": policy,
+        "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]]}))
     return obj
+
+
+def converge(pin_dir: str, obj: str) -> list[str]:
+    """The runtime maps of the attachment at *pin_dir* to *obj*'s runtime state,
+    as the role's netlb.multiwan.balancer_maps does."""
+    from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath
+    from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool
+
+    runtime = json.loads(Path(obj + ".runtime.json").read_text())
+    maps = datapath.Maps(Bpftool(cli.Host(), "bpftool"), pin_dir + "/maps")
+    return maps.converge(runtime["uplinks"], runtime["policy"], runtime["exclude"])
+
+
+SHARED_MAPS = ["mw_control", "mw_selection", "mw_cursor", "mw_uplink_state", "mw_counters", "mw_exclude4",
+               "mw_exclude6"]
 
 
 class TestCgroup:
@@ -103,20 +123,12 @@ class TestCgroup:
         return json.loads(proc.stdout)
 
     def counters(self) -> dict:
-        """{slot: {steered, errors}} from the pinned counters map."""
-        maps = list(Path(self.pin_dir).glob("*/maps/mw_counters"))
+        """{slot: {steered, errors}} from the pinned counters map, summed over CPUs."""
+        maps = list(Path(self.pin_dir).glob("maps/mw_counters")) or list(Path(self.pin_dir).glob("*/maps/mw_counters"))
         assert len(maps) == 1, maps
         out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(maps[0])],
                              capture_output=True, text=True, check=True).stdout
-        result = {}
-        for entry in json.loads(out):
-            value = entry.get("formatted", {}).get("value") or entry.get("value")
-            key = entry.get("formatted", {}).get("key", entry.get("key"))
-            if isinstance(key, list):
-                key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
-            if isinstance(value, dict):
-                result[int(key)] = value
-        return result
+        return dict(enumerate(counter_slots(json.loads(out))))
 
 
 def _forget_created_cgroup(path: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.integration.guest import report
 from tests.integration.ansible_runner import run_cases
-from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, in_throwaway_netns, received_mbps, stream_local_hosts
 
 RESULT_MARKER = "NETLB-BPF-VRF-RESULT "
@@ -27,10 +27,17 @@ UPLINKS = [{"name": "mobile", "interface": "usb0", "weight": 1},
            {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 1}]
 
 
-def attach(cg: TestCgroup, obj: str) -> dict:
-    run = run_cases([{"id": "a", "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}}],
-                    playbook="attach_cases.yml")
-    return run["results"].get("a", {"failed": True, "msg": run["output"][-2000:]})
+def attach(cg: TestCgroup, obj: str, ours: bool = True) -> dict:
+    """Attach *obj*; ours: with the balancer's shared maps, converged after (the write-up's
+    program has no such maps)."""
+    args = {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}
+    if ours:
+        args["shared_maps"] = SHARED_MAPS
+    run = run_cases([{"id": "a", "args": args}], playbook="attach_cases.yml")
+    result = run["results"].get("a", {"failed": True, "msg": run["output"][-2000:]})
+    if ours and not result.get("failed"):
+        converge(cg.pin_dir, obj)
+    return result
 
 
 def in_cgroup(cg: TestCgroup, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -84,7 +91,7 @@ def main() -> dict:
             original = str(Path(cg.tmp) / "original.bpf.o")
             subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,
                             "-c", str(HERE / "bpf" / "original.bpf.c"), "-o", original], check=True)
-            facts["attach_original"] = attach(cg, original)
+            facts["attach_original"] = attach(cg, original, ours=False)
             facts["dns_original"] = dns_lookups(cg)
         finally:
             stub.kill()

@@ -23,7 +23,7 @@ import tempfile
 import pytest
 
 from tests.integration.ansible_runner import ROOT, failed_cleanly, run_cases, run_playbook
-from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink
 
 pytestmark = pytest.mark.hostkernel
@@ -65,9 +65,11 @@ class Balancer:
     def __init__(self, lab, cg):
         self.lab, self.cg = lab, cg
         self.object = build_object(cg.tmp, [MOBILE, WIFI], steering="fwmark", policy="round_robin")
-        run = run_cases([{"id": "a", "args": {"cgroup": cg.name, "object": self.object, "pin_dir": cg.pin_dir}}],
+        run = run_cases([{"id": "a", "args": {"cgroup": cg.name, "object": self.object, "pin_dir": cg.pin_dir,
+                                              "shared_maps": SHARED_MAPS}}],
                         playbook="attach_cases.yml")
         assert run["rc"] == 0 and run["results"]["a"]["changed"], run["output"][-3000:]
+        converge(cg.pin_dir, self.object)
         usb, wifi = lab.uplinks
         self.state_file = os.path.join(cg.tmp, "balancer.json")
         self.write_state({
@@ -166,10 +168,10 @@ def test_counters_and_uplinks_match_the_connections_made(balancer):
     assert att["exists"] and att["current"] and att["object"] == status["object_digest"] and att["pinned"] == [att["object"]]
     assert [(h["attach_type"], h["ok"], [p["name"] for p in h["programs"]]) for h in att["hooks"]] == [
         ("connect4", True, ["mw_connect4"]), ("connect6", True, ["mw_connect6"])]
-    # The counters map of the plain ARRAY type: one value per slot, uplinks then "skipped".
-    assert att["counters"] == [{"steered": decisions["none"], "errors": 0},
-                               {"steered": decisions["mark:0x100"], "errors": 0},
-                               {"steered": 4, "errors": 0}]
+    # The per-CPU counters map, summed: one slot per possible uplink, then "skipped".
+    assert att["counters"][:2] == [{"steered": decisions["none"], "errors": 0},
+                                   {"steered": decisions["mark:0x100"], "errors": 0}]
+    assert att["counters"][-1] == {"steered": 4, "errors": 0} and len(att["counters"]) == 17
 
     # The command the role installed (status.yml), run by the host's own python3.
     with open(balancer.command) as handle:

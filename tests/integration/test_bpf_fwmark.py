@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from tests.integration.ansible_runner import failed_cleanly, run_cases
-from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
 
 pytestmark = pytest.mark.hostkernel
@@ -41,11 +41,14 @@ def cgroup():
 
 
 def attach(cg, obj, *, check=False, diff=False, **extra):
-    args = {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir}
+    args = {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir, "shared_maps": SHARED_MAPS}
     args.update(extra)
     run = run_cases([{"id": "a", "args": args}], check=check, diff=diff, playbook="attach_cases.yml")
     assert run["rc"] == 0, run["output"][-3000:]
-    return run["results"]["a"]
+    result = run["results"]["a"]
+    if not check and not result.get("failed") and args.get("state", "present") == "present":
+        converge(cg.pin_dir, obj)
+    return result
 
 
 def build(cg, policy, uplinks=(MOBILE, WIFI), name=None, **kw):
@@ -103,9 +106,10 @@ def test_policies_over_1000_connects(lab, cgroup):
     got6 = collections.Counter(cgroup.probe(["--dst", SERVER6, "--count", "400"], lab.client_netns)["decisions"])
     assert set(got6) == {"none", "mark:0x100"} and min(got6.values()) > 100, got6
 
-    # Counters: per uplink, readable with bpftool (this object saw the 400 IPv6 connects).
+    # Counters: per uplink and per CPU, readable with bpftool, and kept (pinned at
+    # <pin_dir>/maps) while four objects replaced each other: 3 x 1000 + 400 connects.
     counters = cgroup.counters()
-    assert counters[0]["steered"] + counters[1]["steered"] == 400 and counters[1]["errors"] == 0
+    assert counters[0]["steered"] + counters[1]["steered"] == 3400 and counters[1]["errors"] == 0, counters
 
 
 def test_never_steered_destinations(lab, cgroup):
@@ -120,10 +124,10 @@ def test_never_steered_destinations(lab, cgroup):
 
 
 def test_gapless_replace(lab, cgroup):
-    # Every uplink carries a mark, so an unsteered socket shows as "none".
-    both = (dict(MOBILE, mark=0x200), WIFI)
-    first = build(cgroup, "round_robin", both, name="first")
-    second = build(cgroup, "weighted", (dict(MOBILE, mark=0x200, weight=2), WIFI), name="second")
+    # Every uplink carries a mark, so an unsteered socket shows as "none". The two objects
+    # differ in what is compiled in (a mark); weights alone would not reload the program.
+    first = build(cgroup, "round_robin", (dict(MOBILE, mark=0x200), WIFI), name="first")
+    second = build(cgroup, "weighted", (dict(MOBILE, mark=0x300, weight=2), WIFI), name="second")
     attach(cgroup, first)
     probe = {}
     worker = threading.Thread(target=lambda: probe.update(
@@ -138,7 +142,8 @@ def test_gapless_replace(lab, cgroup):
     assert len(probe["decisions"]) > 100 and "none" not in probe["decisions"]
     hooks = collections.Counter(p["attach_type"] for p in result["programs"])
     assert hooks == {"connect4": 1, "connect6": 1}
-    assert len(os.listdir(cgroup.pin_dir)) == 1
+    pinned = os.listdir(cgroup.pin_dir)
+    assert len(pinned) == 2 and "maps" in pinned, "the old object stays pinned: %s" % pinned
 
 
 def test_idempotence_check_mode_and_absent(lab, cgroup):
@@ -182,6 +187,7 @@ def test_bad_inputs_fail_cleanly_and_change_nothing(lab, cgroup):
         "unknown_hook": ({"object": obj, "attach_types": ["connect9"]}, "attach_types[0]"),
         "hook_not_in_object": ({"object": obj, "attach_types": ["sendmsg4"]}, "attach_types[0]"),
         "pin_not_bpffs": ({"object": obj, "pin_dir": "/tmp/netlb-not-bpffs"}, "pin_dir"),
+        "shared_map_not_in_object": ({"object": obj, "shared_maps": ["mw_nonexistent"]}, "shared_maps"),
     }
     for cid, (args, field) in cases.items():
         full = {"cgroup": cgroup.name, "pin_dir": cgroup.pin_dir}

@@ -3,7 +3,7 @@ import pytest
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object as o
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
-from ansible_collections.netlb.multiwan.plugins.modules import cgroup_bpf_attach as attach
+from ansible_collections.netlb.multiwan.plugins.module_utils import attach
 
 HYBRID = """tmpfs /sys/fs/cgroup tmpfs rw 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0

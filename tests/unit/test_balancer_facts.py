@@ -30,7 +30,7 @@ def test_a_systemd_host_with_vrf_loaded(tmp_path, monkeypatch):
         "kernel": "6.1.0-27-amd64", "systemd": True, "udev": True,
         "cgroup2": "/sys/fs/cgroup/unified", "bpffs": "/sys/fs/bpf",
         "vrf": {"loaded": True, "supported": True, "reason": "vrf driver loaded"},
-        "os_family": "Debian",
+        "os_family": "Debian", "recorded": None, "recorded_error": None,
     }
 
 
@@ -53,3 +53,19 @@ def test_a_container_without_systemd_udev_cgroup2_or_vrf(tmp_path, monkeypatch):
 ])
 def test_os_family_matches_what_setup_reports(release, family):
     assert balancer_facts.os_family(release) == family
+
+
+def test_the_recorded_state_document_is_returned(tmp_path, monkeypatch):
+    monkeypatch.setattr(nl, "kernel_release", lambda: "6.1.0")
+    doc = '{"version": 1, "uplinks": [{"name": "wifi", "table": 100, "drained": true}]}'
+    root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": doc})
+    facts = balancer_facts.collect(root)
+    assert facts["recorded"]["uplinks"][0]["drained"] is True and facts["recorded_error"] is None
+
+
+@pytest.mark.parametrize("text, why", [("{not json", "is not JSON"), ('{"uplinks": 3}', "not a balancer state")])
+def test_an_unreadable_state_document_is_reported_not_raised(tmp_path, monkeypatch, text, why):
+    monkeypatch.setattr(nl, "kernel_release", lambda: "6.1.0")
+    root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": text})
+    facts = balancer_facts.collect(root)
+    assert facts["recorded"] is None and why in facts["recorded_error"]

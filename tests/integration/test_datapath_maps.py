@@ -1,0 +1,173 @@
+"""The maps-driven data plane on this machine's kernel: the control plane
+(module_utils/datapath.py) converges the pinned maps, the loaded program
+follows them with no reload.
+
+Three uplinks with fwmark steering in a throw-away network namespace (a veth
+pair and one table per mark: UDP connect() needs a route, nothing is sent);
+the program is attached to a test cgroup and connect_probe.py reads back each
+socket's mark.
+"""
+import collections
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from tests.integration.ansible_runner import run_cases
+from tests.integration.bpf_lab import TestCgroup, build_object
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool
+
+pytestmark = pytest.mark.hostkernel
+
+UPLINKS = [{"name": "mobile", "interface": "usb0"},
+           {"name": "wifi", "interface": "wlp1s0", "mark": 11},
+           {"name": "lte", "interface": "wwan0", "mark": 12}]
+DECISION = {"none": 0, "mark:0xb": 1, "mark:0xc": 2}
+SHARED_MAPS = list(datapath.Maps.NAMES)
+
+
+class Runner:
+    """What Bpftool needs of an AnsibleModule."""
+
+    def run_command(self, argv):
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def netns():
+    name = "nlbdp-%s" % uuid.uuid4().hex[:6]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in ("link add d0 type veth peer name d1", "link set d0 up", "link set d1 up", "link set lo up", "addr add 10.9.0.2/16 dev d0",
+                    "route add default dev d0", "route add default dev d0 table 11",
+                    "route add default dev d0 table 12", "rule add fwmark 11 lookup 11",
+                    "rule add fwmark 12 lookup 12"):
+            subprocess.run(["ip", "-n", name, *cmd.split()], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def attach(cg, obj):
+    args = {"cgroup": cg.path, "object": obj, "pin_dir": cg.pin_dir, "attach_types": ["connect4"],
+            "shared_maps": SHARED_MAPS}
+    run = run_cases([{"id": "a", "args": args}], playbook="attach_cases.yml")
+    result = run["results"]["a"]
+    assert not result.get("failed"), result
+    return result
+
+
+@pytest.fixture(scope="module")
+def attached(netns):
+    with TestCgroup("dp") as cg:
+        obj = build_object(cg.tmp, UPLINKS, steering="fwmark", policy="weighted")
+        attach(cg, obj)
+        yield cg, datapath.Maps(Bpftool(Runner(), "bpftool"), cg.pin_dir + "/maps")
+
+
+def connects(cg, netns, count, dsts=("100.64.0.1",)):
+    args = ["--count", str(count)]
+    for dst in dsts:
+        args += ["--dst", dst]
+    return [DECISION[d] for d in cg.probe(args, netns=netns)["decisions"]]
+
+
+def prog_id(cg):
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", cg.path], capture_output=True, text=True, check=True)
+    return [p["id"] for p in json.loads(out.stdout)]
+
+
+def steered(cg):
+    """Per slot, the per-CPU counters summed."""
+    out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", cg.pin_dir + "/maps/mw_counters"],
+                         capture_output=True, text=True, check=True).stdout
+    return [sum(v["value"]["steered"] for v in entry["formatted"]["values"]) for entry in json.loads(out)]
+
+
+def state(*weights, drained=()):
+    return [{"weight": w, "drained": slot in drained} for slot, w in enumerate(weights)]
+
+
+def test_before_any_state_every_socket_is_left_alone(attached, netns):
+    cg, _maps = attached
+    assert set(connects(cg, netns, 20)) == {0}
+
+
+def test_weights_are_followed_exactly_and_change_without_a_reload(attached, netns):
+    cg, maps = attached
+    assert maps.converge(state(2, 1, 1), "weighted")
+    assert maps.converge(state(2, 1, 1), "weighted") == []   # converged: nothing to write
+    program = prog_id(cg)
+    assert collections.Counter(connects(cg, netns, 400)) == {0: 200, 1: 100, 2: 100}
+    assert maps.converge(state(1, 1, 2), "weighted") == ["uplink 0 state", "uplink 2 state", "selection"]
+    assert collections.Counter(connects(cg, netns, 400)) == {0: 100, 1: 100, 2: 200}
+    assert prog_id(cg) == program
+
+
+def test_a_drained_uplink_gets_nothing_until_undrained(attached, netns):
+    cg, maps = attached
+    maps.converge(state(1, 1, 1, drained=(1,)), "round_robin")
+    assert 1 not in connects(cg, netns, 100)
+    maps.converge(state(1, 1, 1), "round_robin")
+    assert collections.Counter(connects(cg, netns, 99)) == {0: 33, 1: 33, 2: 33}
+
+
+def test_hash_dst_draining_one_uplink_moves_only_its_destinations(attached, netns):
+    cg, maps = attached
+    maps.converge(state(1, 1, 1), "hash_dst")
+    dsts = ["100.%d.%d.%d" % (64 + i // 65536, (i // 256) % 256, i % 256) for i in range(1000)]
+    before = connects(cg, netns, 1, dsts)
+    assert set(before) == {0, 1, 2}
+    maps.converge(state(1, 1, 1, drained=(2,)), "hash_dst")
+    after = connects(cg, netns, 1, dsts)
+    moved = [i for i in range(1000) if before[i] != after[i]]
+    assert moved and all(before[i] == 2 for i in moved) and 2 not in after
+
+
+def test_excluded_prefixes_are_a_map_too(attached, netns):
+    cg, maps = attached
+    maps.converge(state(0, 1, 0), "weighted", exclude=["100.64.0.0/24"])
+    assert set(connects(cg, netns, 10, ("100.64.0.9",))) == {0}
+    assert set(connects(cg, netns, 10, ("100.64.1.9",))) == {1}
+    maps.converge(state(0, 1, 0), "weighted")
+    assert set(connects(cg, netns, 10, ("100.64.0.9",))) == {1}
+
+
+def test_a_new_program_keeps_counters_and_runtime_state(attached, netns):
+    cg, maps = attached
+    maps.converge(state(2, 1, 1), "weighted")
+    connects(cg, netns, 40)
+    before, program = steered(cg), prog_id(cg)
+    # The same program built elsewhere: another object digest, so the module replaces it.
+    other = build_object(cg.tmp, UPLINKS, steering="fwmark", policy="weighted", name="replacement",
+                         extra_cflags=("-fdebug-prefix-map=/=/elsewhere/",))
+    assert attach(cg, other)["changed"]
+    assert prog_id(cg) != program and len(prog_id(cg)) == 1
+    assert steered(cg) == before   # the same counters map
+    assert collections.Counter(connects(cg, netns, 400)) == {0: 200, 1: 100, 2: 100}   # and the same selection
+    assert [a - b for a, b in zip(steered(cg), before)][:3] == [200, 100, 100]
+
+
+def test_the_command_drains_and_records_it(attached, netns, tmp_path):
+    from ansible_collections.netlb.multiwan.plugins.module_utils import cli
+
+    cg, maps = attached
+    doc = {"policy": "round_robin", "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
+           "uplinks": [dict(u, weight=1) for u in UPLINKS]}
+    path = tmp_path / "balancer.json"
+    path.write_text(json.dumps(doc))
+    assert cli.main(["--state", str(path), "drain", "wifi"]) == 0
+    assert cli.load(str(path))["uplinks"][1]["drained"] is True
+    assert 1 not in connects(cg, netns, 100)
+    assert cli.main(["--state", str(path), "undrain", "wifi"]) == 0
+    assert collections.Counter(connects(cg, netns, 99)) == {0: 33, 1: 33, 2: 33}
+    assert cli.main(["--state", str(path), "weight", "lte", "2"]) == 0
+    assert sorted(collections.Counter(connects(cg, netns, 99)).values()) == [33, 33, 33]   # round_robin: equal
+    doc = cli.load(str(path))
+    doc["policy"] = "weighted"
+    cli.save(str(path), doc)
+    assert cli.main(["--state", str(path), "weight", "lte", "2"]) == 0   # recorded already: maps converge
+    assert collections.Counter(connects(cg, netns, 100)) == {0: 25, 1: 25, 2: 50}

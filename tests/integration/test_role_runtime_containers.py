@@ -1,0 +1,198 @@
+"""The runtime state of a provisioned host: weights, drains, removed uplinks, absent after a restart.
+
+One systemd container (tests/lab/containers.py) with three uplinks and fwmark steering:
+usb0 (main table), wlp1s0 (table 100, mark 0x100) and enp2s0 (table 101, mark 0x200),
+policy `weighted`. Connects come from the balanced cgroup in the container, one UDP
+connect() at a time; each socket's SO_MARK says which uplink the program picked
+(0 = main table). In order:
+
+1. weights 2:1:1 -> 400 connects land exactly 200/100/100;
+2. a role run with weights 1:1:2 changes the maps, not the program (same ids), keeps
+   the counters, and the next 400 connects land 100/100/200;
+3. `netlb-multiwan drain wifi` -> wifi gets no connect; a role run keeps the drain and
+   changes nothing; so does a restart of the container (systemd boots again);
+   `undrain` brings it back;
+4. lte taken out of the inventory -> its table, rules and unit are gone: the host looks
+   exactly like one provisioned without it;
+5. balancer_state=absent after that restart -> the blank host again.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ansible_runner import site_over_ssh
+from tests.integration.test_role_containers import SNAPSHOT
+from tests.lab.containers import ContainerFleet, containers_available
+from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
+from tests.lab.netlab import SERVER4, Uplink
+
+pytestmark = pytest.mark.containers
+
+CGROUP = "multiwan"
+MAIN, WIFI, LTE = 0, 0x100, 0x200
+# Sequential UDP connects (nothing is sent); prints each socket's mark as JSON.
+MARK_PROBE = """import json, socket, sys
+marks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((sys.argv[2], 9))
+    marks.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_MARK))
+    s.close()
+print(json.dumps(marks))
+"""
+PROBE_PATH = "/root/mark_probe.py"
+PROGS = "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP)
+
+
+def uplinks(guest, weights, with_lte=True):
+    usb, wifi, lte = guest.uplinks
+    out = [{"name": "mobile", "interface": "usb0", "gateway": usb.gateway, "weight": weights[0]},
+           {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "table": 100, "mark": WIFI,
+            "weight": weights[1]}]
+    if with_lte:
+        out.append({"name": "lte", "interface": "enp2s0", "gateway": lte.gateway, "table": 101, "mark": LTE,
+                    "weight": weights[2]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def facts():
+    reason = containers_available()
+    if reason:
+        pytest.skip(reason)
+    spec = GuestSpec("edge", [Uplink("usb0"), Uplink("wlp1s0"), Uplink("enp2s0")])
+    with tempfile.TemporaryDirectory(prefix="netlb-runtime-test-") as tmp, \
+            ContainerFleet([spec], name="nlbrt") as fleet:
+        guest = fleet.guests[0]
+        common = {**fleet.host_vars(guest),
+                  "balancer_manage_packages": False,  # no package mirror reachable from the container
+                  "balancer_build_on": "controller",
+                  "balancer_build_cache": str(Path(tmp, "build")),
+                  "balancer_steering": "fwmark",
+                  "balancer_policy": "weighted",
+                  "balancer_cgroup": CGROUP}
+
+        def inventory(name, **host):
+            path = Path(tmp, name + ".json")
+            path.write_text(json.dumps({"multiwan": {"hosts": {"edge": {**common, **host}}}}))
+            return path
+
+        inv_211 = inventory("w211", balancer_uplinks=uplinks(guest, (2, 1, 1)))
+        inv_112 = inventory("w112", balancer_uplinks=uplinks(guest, (1, 1, 2)))
+        inv_two = inventory("two", balancer_uplinks=uplinks(guest, (1, 1), with_lte=False))
+
+        def ssh(command: str) -> str:
+            proc = fleet.ssh(guest, command)
+            return proc.stdout + proc.stderr
+
+        def snapshot() -> dict:
+            return {key: ssh(command) for key, command in SNAPSHOT.items()}
+
+        def marks(count: int) -> collections.Counter:
+            out = fleet.ssh(guest, in_cgroup(CGROUP, "python3 %s %d %s" % (PROBE_PATH, count, SERVER4)))
+            assert out.returncode == 0, out.stdout + out.stderr
+            return collections.Counter(json.loads(out.stdout))
+
+        def status() -> dict:
+            return json.loads(fleet.ssh(guest, "netlb-multiwan status --json").stdout)
+
+        def prog_ids() -> list:
+            return sorted(p["id"] for p in json.loads(fleet.ssh(guest, PROGS).stdout or "[]"))
+
+        f: dict = {"blank": snapshot()}
+        ssh("echo %s | base64 -d > %s" % (base64.b64encode(MARK_PROBE.encode()).decode(), PROBE_PATH))
+        f["run_211"] = site_over_ssh(fleet, inv_211)
+        f["marks_211"] = marks(400)
+        f["progs_211"], f["status_211"] = prog_ids(), status()
+
+        f["run_112"] = site_over_ssh(fleet, inv_112)
+        f["progs_112"] = prog_ids()
+        f["marks_112"] = marks(400)
+        f["status_112"] = status()
+
+        f["drain"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
+        f["marks_drained"] = marks(100)
+        f["run_drained"] = site_over_ssh(fleet, inv_112)
+        f["marks_drained_after_run"] = marks(100)
+        fleet.restart(guest)
+        f["marks_drained_after_restart"] = marks(100)
+        f["status_drained"] = status()
+        f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
+        f["marks_undrained"] = marks(400)
+
+        f["run_two"] = site_over_ssh(fleet, inv_two)
+        f["removed"] = snapshot()
+        f["absent"] = site_over_ssh(fleet, inv_two, "-e", "balancer_state=absent")
+        f["after_absent"] = snapshot()
+        f["run_fresh_two"] = site_over_ssh(fleet, inv_two)
+        f["fresh_two"] = snapshot()
+        f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
+    return f
+
+
+def assert_same(before: dict, after: dict, keys) -> None:
+    # A container restart re-creates the lab's veths: new MACs, so new link-local addresses,
+    # peer ifindexes (mgmt0@ifN) and the order the kernel lists fe80::/64 routes in.
+    def lab_neutral(text):
+        text = re.sub(r"@if\d+", "@ifN", text)
+        text = re.sub(r"(link/ether|brd) [0-9a-f:]{17}", r"\1 MAC", text)
+        text = re.sub(r"fe80::[0-9a-f:]+", "fe80::X", text)
+        return sorted(text.splitlines())
+
+    differ = [k for k in keys if lab_neutral(before[k]) != lab_neutral(after[k])]
+    assert not differ, "\n".join("`%s` changed:\n--- before\n%s\n--- after\n%s" % (k, before[k], after[k])
+                                 for k in differ)
+
+
+def connections(status: dict) -> dict:
+    return {u["name"]: u["connections"] for u in status["uplinks"]}
+
+
+def test_weights_2_1_1_give_exactly_200_100_100(facts):
+    assert facts["run_211"]["rc"] == 0, facts["run_211"]["output"][-3000:]
+    assert facts["marks_211"] == {MAIN: 200, WIFI: 100, LTE: 100}, facts["marks_211"]
+
+
+def test_new_weights_update_the_maps_without_reloading_or_resetting(facts):
+    run = facts["run_112"]
+    assert run["rc"] == 0 and run["changed"] > 0, run["output"][-3000:]
+    assert facts["progs_112"] == facts["progs_211"] and len(facts["progs_211"]) == 2
+    assert facts["marks_112"] == {MAIN: 100, WIFI: 100, LTE: 200}, facts["marks_112"]
+    before, after = connections(facts["status_211"]), connections(facts["status_112"])
+    assert after == {"mobile": before["mobile"] + 100, "wifi": before["wifi"] + 100, "lte": before["lte"] + 200}
+
+
+def test_a_drain_holds_through_a_role_run_and_a_restart(facts):
+    assert facts["drain"].returncode == 0, facts["drain"].stdout + facts["drain"].stderr
+    for key in ("marks_drained", "marks_drained_after_run", "marks_drained_after_restart"):
+        got = facts[key]
+        assert WIFI not in got and set(got) == {MAIN, LTE} and sum(got.values()) == 100, (key, got)
+    run = facts["run_drained"]
+    assert run["rc"] == 0 and run["changed"] == 0, run["output"][-3000:]
+    wifi = next(u for u in facts["status_drained"]["uplinks"] if u["name"] == "wifi")
+    assert wifi["drained"] is True, facts["status_drained"]
+
+
+def test_undrain_brings_the_uplink_back(facts):
+    assert facts["undrain"].returncode == 0, facts["undrain"].stdout + facts["undrain"].stderr
+    assert facts["marks_undrained"] == {MAIN: 100, WIFI: 100, LTE: 200}, facts["marks_undrained"]
+
+
+def test_a_removed_uplink_leaves_nothing_behind(facts):
+    assert facts["run_two"]["rc"] == 0, facts["run_two"]["output"][-3000:]
+    assert facts["run_fresh_two"]["rc"] == 0, facts["run_fresh_two"]["output"][-3000:]
+    assert "lookup 101" not in facts["removed"]["rule4"] and "table 101" not in facts["removed"]["route4"]
+    assert_same(facts["fresh_two"], facts["removed"], ("link", "addr", "route4", "route6", "rule4", "rule6",
+                                                        "cgroups", "units"))
+
+
+def test_absent_after_a_restart_restores_the_blank_host(facts):
+    assert facts["absent"]["rc"] == 0, facts["absent"]["output"][-3000:]
+    assert_same(facts["blank"], facts["after_absent"], SNAPSHOT)
