@@ -79,12 +79,14 @@ def save(path, doc):
             os.unlink(tmp)
 
 
-def converge_maps(doc, bpftool):
-    """Every attachment's maps to the document's runtime state; the changes."""
+def converge_maps(doc, bpftool, check_mode=False):
+    """Every attachment's maps to the document's runtime state; the changes, as "cgroup: change"."""
     changes = []
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")
-        changes += maps.converge(doc["uplinks"], doc["policy"], doc.get("exclude", []))
+        changes += ["%s: %s" % (attachment["cgroup"], c)
+                    for c in maps.converge(doc["uplinks"], doc["policy"], doc.get("exclude", []),
+                                           check_mode=check_mode)]
     return changes
 
 

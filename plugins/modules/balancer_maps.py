@@ -62,7 +62,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import datapath
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
-from ansible_collections.netlb.multiwan.plugins.module_utils.cli import load
+from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load
 
 
 def main():
@@ -76,15 +76,10 @@ def main():
     except (IOError, OSError, ValueError) as exc:
         module.fail_json(msg="state_file: cannot read %s: %s" % (path, to_native(exc)), field="state_file")
     bpftool = module.get_bin_path("bpftool", required=True, opt_dirs=["/usr/sbin", "/sbin"])
-    changes = []
     try:
-        for attachment in doc.get("attachments", []):
-            maps = datapath.Maps(Bpftool(module, bpftool), attachment["pin_dir"] + "/maps")
-            changes += ["%s: %s" % (attachment["cgroup"], c)
-                        for c in maps.converge(doc["uplinks"], doc["policy"], doc.get("exclude", []),
-                                               check_mode=module.check_mode)]
+        changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
     except (BpftoolError, datapath.DatapathError, KeyError) as exc:
-        module.fail_json(msg="converging the maps failed: %s" % to_native(exc), changes=changes)
+        module.fail_json(msg="converging the maps failed: %s" % to_native(exc))
     result = dict(changed=bool(changes), changes=changes)
     if module._diff:
         result["diff"] = {"prepared": "".join("+ %s\n" % c for c in changes)}
