@@ -16,25 +16,19 @@ run it after a reboot:
 
 Each step is idempotent: what is already there is left alone, so running it on
 a host Ansible just provisioned changes nothing. At boot there is no controller
-to ask: the bpf step runs the collection's own engine (module_utils, installed
-by the role under /usr/local/lib/netlb-multiwan); the uplink step still has its
-own netlink code (issue 12 moves it onto the engine too).
+to ask: both steps run the collection's own engine (module_utils, installed by
+the role under /usr/local/lib/netlb-multiwan), the code the modules run, so a
+boot applies what a role run applies, with the same checks.
 """
 
 import functools
-import ipaddress
 import json
 import os
-import subprocess
 import sys
 
 STATE_FILE = os.environ.get("NETLB_MULTIWAN_STATE", "/etc/netlb-multiwan/balancer.json")
 # The collection's module_utils, installed by the role (the engine the modules run).
 LIB = os.environ.get("NETLB_MULTIWAN_LIB", "/usr/local/lib/netlb-multiwan")
-FWMASK = 0xFFFFFFFF
-# As netlb.multiwan.vrf keeps it: a VRF lookup that finds no route stops in the
-# VRF instead of falling through to the next rule (the main table).
-UNREACHABLE_METRIC = "4278198272"
 
 
 class ApplyError(Exception):
@@ -44,18 +38,6 @@ class ApplyError(Exception):
 def log(message):
     # systemd puts stdout in the journal under the unit's name.
     print("netlb-multiwan-apply: %s" % message, flush=True)
-
-
-def run(argv, check=True):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
-    if check and proc.returncode != 0:
-        raise ApplyError("%s: %s" % (" ".join(argv), proc.stderr.strip() or "exit %d" % proc.returncode))
-    return proc
-
-
-def ip_json(*args):
-    out = run(["ip", "-j"] + list(args)).stdout
-    return json.loads(out) if out.strip() else []
 
 
 def load_state(path=STATE_FILE):
@@ -69,109 +51,29 @@ def load_state(path=STATE_FILE):
     return state
 
 
+def use_engine():
+    if LIB not in sys.path:
+        sys.path.insert(0, LIB)
+
+
 # -- routing -----------------------------------------------------------------
 
-def link(name):
-    found = ip_json("-d", "link", "show", "dev", name) if os.path.isdir("/sys/class/net/" + name) else []
-    return found[0] if found else None
-
-
-def global_ipv6(ifname):
-    """IPv6 addresses the kernel drops when the interface changes master."""
-    found = []
-    for entry in ip_json("-6", "addr", "show", "dev", ifname, "scope", "global"):
-        for addr in entry.get("addr_info", []):
-            if addr.get("family") == "inet6":
-                found.append("%s/%s" % (addr["local"], addr["prefixlen"]))
-    return found
-
-
-def ensure_vrf(uplink):
-    vrf, table, ifname = uplink["vrf"], uplink["table"], uplink["interface"]
-    current = link(vrf)
-    if current is None:
-        log("create %s (table %d)" % (vrf, table))
-        run(["ip", "link", "add", vrf, "type", "vrf", "table", str(table)])
-    elif current.get("linkinfo", {}).get("info_kind") != "vrf":
-        raise ApplyError("%s exists and is not a VRF" % vrf)
-    run(["ip", "link", "set", vrf, "up"])
-    iface = link(ifname)
-    if iface is None:
-        raise ApplyError("interface %s does not exist (yet)" % ifname)
-    if iface.get("master") != vrf:
-        saved = global_ipv6(ifname)
-        log("enslave %s to %s" % (ifname, vrf))
-        run(["ip", "link", "set", ifname, "master", vrf])
-        have = set(global_ipv6(ifname))
-        for addr in saved:
-            if addr not in have:
-                run(["ip", "-6", "addr", "add", addr, "dev", ifname, "nodad"])
-    run(["ip", "link", "set", ifname, "up"])
-    families = ["-4"] + (["-6"] if os.path.isdir("/proc/sys/net/ipv6") else [])
-    for family in families:
-        run(["ip", family, "route", "replace", "unreachable", "default", "metric", UNREACHABLE_METRIC,
-             "table", str(table), "proto", "static"])
-    for family, gateway in (("-4", uplink.get("gateway")), ("-6", uplink.get("gateway6"))):
-        if gateway:
-            run(["ip", family, "route", "replace", "default", "via", gateway, "table", str(table),
-                 "proto", "static"])
-
-
-def connected_prefixes(ifname):
-    """(family flag, prefix, source) of the interface's link routes, as fwmark_table copies them."""
-    found = []
-    for entry in ip_json("addr", "show", "dev", ifname):
-        for addr in entry.get("addr_info", []):
-            iface = ipaddress.ip_interface("%s/%s" % (addr["local"], addr["prefixlen"]))
-            if iface.version == 6 and (iface.ip.is_link_local or iface.network.prefixlen == 128):
-                continue
-            if iface.version == 4 and iface.network.prefixlen == 32:
-                continue
-            found.append(("-%d" % iface.version, str(iface.network), str(iface.ip)))
-    return found
-
-
-def ensure_fwmark_table(uplink, priority):
-    table, ifname, mark = str(uplink["table"]), uplink["interface"], uplink["mark"]
-    if link(ifname) is None:
-        raise ApplyError("interface %s does not exist (yet)" % ifname)
-    families = set()
-    for family, prefix, source in connected_prefixes(ifname):
-        argv = ["ip", family, "route", "replace", prefix, "dev", ifname, "table", table, "proto", "static"]
-        if family == "-4":
-            argv += ["scope", "link", "src", source]
-        else:
-            argv += ["metric", "256"]
-        run(argv)
-    for family, gateway in (("-4", uplink.get("gateway")), ("-6", uplink.get("gateway6"))):
-        if gateway:
-            run(["ip", family, "route", "replace", "default", "via", gateway, "dev", ifname, "table", table,
-                 "proto", "static"])
-            families.add(family)
-    for family in sorted(families):
-        rules = ip_json(family, "rule", "show")
-        present = any(r.get("priority") == priority and r.get("table") == table
-                      and int(str(r.get("fwmark", "0")), 0) == mark for r in rules)
-        if not present:
-            log("add rule fwmark %#x lookup %s (%s)" % (mark, table, family))
-            run(["ip", family, "rule", "add", "pref", str(priority), "fwmark", "%#x/%#x" % (mark, FWMASK),
-                 "lookup", table])
-
-
-def apply_uplink(state, name):
-    for uplink in state["uplinks"]:
-        if uplink["name"] == name:
-            break
-    else:
-        raise ApplyError("no uplink %r in %s" % (name, STATE_FILE))
-    if state["steering"] == "vrf" and uplink.get("vrf"):
-        ensure_vrf(uplink)
-    elif state["steering"] == "fwmark" and uplink.get("mark"):
-        ensure_fwmark_table(uplink, state["rule_priority"])
-    else:
+def apply_uplink(state, name, netlink=None):
+    """What netlb.multiwan.vrf or netlb.multiwan.fwmark_table did for this uplink."""
+    use_engine()
+    from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl, uplink_routing, vrf_model
+    try:
+        kind, actions, warnings = uplink_routing.apply_uplink(state, name, netlink=netlink)
+    except (uplink_routing.RoutingError, vrf_model.ValidationError, nl.NetlinkError, nl.NetnsNotFound) as exc:
+        raise ApplyError(str(exc))
+    for text in warnings:
+        log("warning: %s" % text)
+    for action in actions:
+        log(action)
+    if kind is None:
         log("%s stays in the main table: nothing to do" % name)
-        return
-    log("uplink %s routed" % name)
+    else:
+        log("uplink %s routed%s" % (name, "" if actions else " (already in place)"))
 
 
 # -- program -----------------------------------------------------------------
@@ -180,7 +82,7 @@ def apply_bpf(state):
     """The engine's own code (module_utils, installed by the role under LIB):
     what netlb.multiwan.cgroup_bpf_attach does for each attachment, then the
     runtime maps converged to the state document."""
-    sys.path.insert(0, LIB)
+    use_engine()
     from ansible_collections.netlb.multiwan.plugins.module_utils import attach, cli, datapath
     from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
@@ -195,7 +97,10 @@ def apply_bpf(state):
             attacher.present()
             for action in attacher.actions:
                 log(action)
-        changes = cli.converge_maps(state, Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
+        # From the document as it is now, not as it was when this unit started:
+        # `netlb-multiwan drain` may have changed it while the program was attached.
+        with cli.locked(STATE_FILE):
+            changes = cli.converge_maps(load_state(), Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
     except (attach.AttachError, BpftoolError, datapath.DatapathError) as exc:
         raise ApplyError(str(exc))
     log("program attached; maps: %s" % (", ".join(changes) or "already converged"))

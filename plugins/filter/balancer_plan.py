@@ -4,9 +4,10 @@
 """Filters of the netlb.multiwan.balancer role.
 
 balancer_plan turns a host's inventory (balancer_uplinks and friends)
-into the validated context of files/bpf/multiwan_config.h.j2. Validation lives
-in module_utils/bpf_config.py, shared with the tests, so the same rules guard
-every name and number that ends up in C source.
+into the validated context of files/bpf/multiwan_config.h.j2. The plan lives
+in plugin_utils/plan.py, shared with the tests; its rules are the collection's
+one schema (module_utils/schema.py, which the modules use too), so the same
+rules guard every name and number that ends up in C source or on a host.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -51,25 +52,34 @@ EXAMPLES = r"""
 - name: Context for the BPF config header
   ansible.builtin.set_fact:
     balancer_plan: "{{ balancer_uplinks | netlb.multiwan.balancer_plan(steering='vrf', policy='random') }}"
+
+- name: fwmark steering, with prefixes that are never steered
+  ansible.builtin.set_fact:
+    balancer_plan: >-
+      {{ balancer_uplinks | netlb.multiwan.balancer_plan(steering='fwmark', policy='weighted',
+         exclude=['10.0.0.0/8', '2001:db8::/32']) }}
 """
 
 RETURN = r"""
 _value:
-  description: C(bpf) (mw_* variables of multiwan_config.h.j2) and C(routing) (list of uplinks outside main).
+  description:
+    - C(bpf) (mw_* variables of multiwan_config.h.j2), C(routing) (list of uplinks outside main)
+      and C(exclude) (the excluded prefixes, normalised).
   type: dict
 """
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_config
+from ansible_collections.netlb.multiwan.plugins.module_utils.schema import SchemaError
+from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan
 
 
 def balancer_plan(uplinks, steering, policy, exclude=None, host=None):
     try:
-        ctx = bpf_config.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host)
-    except bpf_config.ConfigError as exc:
+        ctx = plan.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host)
+    except SchemaError as exc:
         # Name the inventory variable: uplinks[1].weight -> balancer_uplinks[1].weight
-        raise AnsibleFilterError("balancer_%s: %s" % (exc.field, str(exc).split(": ", 1)[1]))
+        raise AnsibleFilterError("balancer_%s: %s" % (exc.field, exc.message))
     return ctx
 
 

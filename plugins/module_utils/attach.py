@@ -21,6 +21,7 @@ import shutil
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
+from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
 STATE_FILE = "/run/netlb-multiwan/cgroup_bpf_attach.json"
@@ -320,9 +321,10 @@ class Attacher(object):
         return after
 
     def run_cmd(self, argv):
-        rc, out, err = self.module.run_command(argv)
-        if rc != 0:
-            raise AttachError(None, "%s failed: %s" % (" ".join(argv), (err or out).strip()))
+        try:
+            runner.CmdRunner(argv[0], module=self.module).run(*argv[1:])
+        except runner.CommandError as exc:
+            raise AttachError(None, str(exc))
 
     def result_programs(self):
         if self.module.check_mode:

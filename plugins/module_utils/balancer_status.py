@@ -8,9 +8,11 @@ and compares it with the live kernel: uplink links, addresses, VRF masters,
 routing tables and fwmark rules (sysfs and ``ip -j``), and the cgroup
 attachments and per-uplink counters of the program (``bpftool -j``). Read only.
 
-The same file is the module_utils of netlb.multiwan.balancer_info and, with a
-shebang the role prepends, the command /usr/local/sbin/netlb-multiwan-status on
-managed hosts. So: Python standard library only, nothing from ansible.
+The same file is the module_utils of netlb.multiwan.balancer_info and, installed
+by the role under /usr/local/lib/netlb-multiwan with the engine, the command
+/usr/local/sbin/netlb-multiwan-status on managed hosts (a wrapper calling main).
+So it imports the Python standard library and module_utils/runner (stdlib only
+itself), nothing from ansible.
 
     netlb-multiwan-status [--json] [--state FILE]
 
@@ -27,9 +29,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 
 DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
 STATE_VERSION = 1
@@ -61,18 +63,12 @@ class Host(object):
             self.which = which
 
     def which(self, name):
-        path = os.pathsep.join([os.environ.get("PATH", "")] + list(SBIN_DIRS))
-        return shutil.which(name, path=path)
+        return runner.which(name, dirs=SBIN_DIRS)
 
     def run(self, argv):
-        """(rc, stdout, stderr); rc 127 when the command cannot be started."""
-        env = dict(os.environ, LC_ALL="C")
-        try:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                                  env=env, timeout=COMMAND_TIMEOUT, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return 127, "", str(exc)
-        return proc.returncode, proc.stdout, proc.stderr
+        """(rc, stdout, stderr) in the C locale; rc 127 when the command cannot be started,
+        124 when it ran longer than COMMAND_TIMEOUT (runner.subprocess_executor)."""
+        return runner.subprocess_executor(timeout=COMMAND_TIMEOUT, environ_update={"LC_ALL": "C"})(argv)
 
     def read(self, path):
         """Stripped text of a file, or None when it cannot be read (a down link's carrier: EINVAL)."""
@@ -104,13 +100,14 @@ class Collector(object):
         """Parsed JSON output of ``tool -j args``, or (None, reason)."""
         if not self.tools[tool]:
             return None, "%s not found" % tool
-        rc, out, err = self.host.run([self.tools[tool], "-j"] + list(args))
-        if rc != 0:
-            return None, "; ".join(line.strip() for line in (err or out).strip().splitlines()) or "rc %d" % rc
+        command = runner.CmdRunner(self.tools[tool], ["-j"], executor=self.host.run)
         try:
-            return json.loads(out) if out.strip() else [], None
+            data = command.json(*args)
+        except runner.CommandError as exc:
+            return None, "; ".join(line.strip() for line in str(exc.detail).splitlines()) or "rc %d" % exc.rc
         except ValueError as exc:
             return None, "unreadable JSON from %s: %s" % (tool, exc)
+        return [] if data is None else data, None
 
     # -- state file --------------------------------------------------------
 

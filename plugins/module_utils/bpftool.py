@@ -12,55 +12,41 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
-
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpf_object import short_attach_type
+from ansible_collections.netlb.multiwan.plugins.module_utils.runner import CmdRunner, CommandError, module_executor
 
 
-class BpftoolError(Exception):
-    def __init__(self, argv, rc, out, err):
-        self.argv, self.rc, self.out, self.err = argv, rc, out, err
-        detail = (err or out or "").strip()
-        try:
-            detail = json.loads(out).get("error", detail)
-        except (ValueError, AttributeError):
-            pass
-        super(BpftoolError, self).__init__("%s failed (rc=%s): %s" % (" ".join(argv[:4]), rc, detail))
-        self.detail = detail
+class BpftoolError(CommandError):
+    """A failed bpftool command; ``detail`` is bpftool's JSON "error" when it printed one."""
 
-    def last_lines(self, count=15):
-        text = "\n".join(x for x in (self.err, self.out) if x)
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return "\n".join(lines[-count:])
+    max_args = 4  # "bpftool -j prog loadall": not every map it was given
 
 
 class Bpftool(object):
+    """bpftool at ``path``, run through ``module``'s run_command (an AnsibleModule or cli.Host)."""
+
     def __init__(self, module, path):
         self.module = module
         self.path = path
+        execute = module_executor(module)
+        self.runner = CmdRunner(path, ["-j"], executor=execute, error=BpftoolError)
+        self.text_runner = CmdRunner(path, executor=execute, error=BpftoolError)
 
-    def run(self, *args, **kwargs):
-        argv = [self.path, "-j"] + list(args)
-        rc, out, err = self.module.run_command(argv)
-        if rc != 0 and kwargs.get("check", True):
-            raise BpftoolError(argv, rc, out, err)
-        return rc, out, err
+    def run(self, *args, check=True):
+        return self.runner.run(*args, check=check)
 
     def json(self, *args):
-        _rc, out, _err = self.run(*args)
-        return json.loads(out) if out.strip() else None
+        return self.runner.json(*args)
 
     def loadall(self, obj, pin_dir, reuse=None):
         """Load every program of ``obj``, pinning programs in pin_dir and maps in pin_dir/maps.
         ``reuse``: {map name: pinned path} of existing maps the object uses instead of new ones."""
         # Without -j: bpftool prints the verifier log as text only then.
-        argv = [self.path, "prog", "loadall", obj, pin_dir]
+        args = ["prog", "loadall", obj, pin_dir]
         for name, path in sorted((reuse or {}).items()):
-            argv += ["map", "name", name, "pinned", path]
-        argv += ["pinmaps", pin_dir + "/maps"]
-        rc, out, err = self.module.run_command(argv)
-        if rc != 0:
-            raise BpftoolError(argv, rc, out, err)
+            args += ["map", "name", name, "pinned", path]
+        args += ["pinmaps", pin_dir + "/maps"]
+        self.text_runner.run(*args)
 
     def pin_map(self, pinned, path):
         """Pin the map pinned at ``pinned`` at ``path`` too."""

@@ -11,6 +11,9 @@
 Each change is recorded in the state document first (so the next boot applies
 it too), then the pinned maps of every attachment are converged to it: the
 program follows from the next connect, with no reload and no counter reset.
+Writers of the document (this command, the boot unit, balancer_maps) take
+turns (``locked``), so a drain made while the boot unit attaches is not lost:
+the unit converges from the document as it is once the program is attached.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,17 +21,17 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, runner, schema
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
 DEFAULT_STATE_FILE = balancer_status.DEFAULT_STATE_FILE
-MAX_WEIGHT = 1000
 
 
 class Host(object):
@@ -39,19 +42,31 @@ class Host(object):
         self.params, self.check_mode = dict(params or {}), check_mode
 
     def get_bin_path(self, name):
-        for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/sbin", "/sbin"]:
-            path = os.path.join(directory, name)
-            if directory and os.access(path, os.X_OK):
-                return path
-        return None
+        """In PATH, then /usr/sbin and /sbin; None when absent."""
+        return runner.which(name)
 
     def run_command(self, argv):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        out, err = proc.communicate()
-        return proc.returncode, out, err
+        """(rc, out, err); rc 127 when the command cannot be started (runner.subprocess_executor)."""
+        return runner.subprocess_executor()(argv)
 
 
 Subprocess = Host
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold the state document's lock: a flock on its directory, which save()'s
+    atomic rename leaves in place (a lock on the file would be on the old inode)."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def maps_pinned(attachment):
+    return os.path.isdir(attachment["pin_dir"] + "/maps")
 
 
 def load(path):
@@ -114,19 +129,29 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command in (None, "status"):
         return balancer_status.main(["--state", args.state] + (["--json"] if getattr(args, "json", False) else []))
-    if args.command == "weight" and not 0 <= args.weight <= MAX_WEIGHT:
-        parser.error("weight: must be 0-%d, got %d" % (MAX_WEIGHT, args.weight))
-    doc = load(args.state)
     if args.command == "weight":
-        set_uplink(doc, args.name, weight=args.weight)
-    else:
-        set_uplink(doc, args.name, drained=args.command == "drain")
-    save(args.state, doc)
-    try:
-        changes = converge_maps(doc, Bpftool(Host(), Host().get_bin_path("bpftool") or "bpftool"))
-    except (BpftoolError, OSError) as exc:
-        sys.stderr.write("netlb-multiwan: recorded in %s, but the maps were not updated: %s\n" % (args.state, exc))
-        return 1
+        try:
+            schema.weight(args.weight, "weight", allow_zero=True)
+        except schema.SchemaError as exc:
+            parser.error(str(exc))
+    with locked(args.state):
+        doc = load(args.state)
+        if args.command == "weight":
+            set_uplink(doc, args.name, weight=args.weight)
+        else:
+            set_uplink(doc, args.name, drained=args.command == "drain")
+        save(args.state, doc)
+        # Not attached yet (the boot unit is still on its way): it converges the
+        # maps from this document once it has attached the program.
+        waiting = [a["cgroup"] for a in doc["attachments"] if not maps_pinned(a)]
+        try:
+            changes = converge_maps(dict(doc, attachments=[a for a in doc["attachments"] if maps_pinned(a)]),
+                                    Bpftool(Host(), Host().get_bin_path("bpftool") or "bpftool"))
+        except (BpftoolError, datapath.DatapathError, OSError) as exc:
+            sys.stderr.write("netlb-multiwan: recorded in %s, but the maps were not updated: %s\n" % (args.state, exc))
+            return 1
+    changes += ["%s: not attached yet, applied when netlb-multiwan-bpf.service attaches the program" % cgroup
+                for cgroup in waiting]
     sys.stdout.write("%s %s: %s\n" % (args.command, args.name, ", ".join(changes) or "already so"))
     return 0
 

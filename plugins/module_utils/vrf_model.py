@@ -15,6 +15,8 @@ __metaclass__ = type
 import ipaddress
 import re
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+
 AF_INET = 2
 AF_INET6 = 10
 
@@ -23,11 +25,11 @@ AF_INET6 = 10
 # user adds but still stops lookups from falling through to the main table.
 UNREACHABLE_METRIC = 4278198272
 
-# 253 default, 254 main, 255 local: shared with the rest of the host.
-RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
-MAX_U32 = 2 ** 32 - 1
-
-IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# The rules for names, tables, addresses and numbers are the collection's one
+# schema (module_utils/schema.py); these names stay for the modules that use them.
+RESERVED_TABLES = schema.RESERVED_TABLES
+MAX_U32 = schema.U32
+IFNAME_RE = schema.IFNAME_RE
 
 SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254}
 SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
@@ -53,12 +55,8 @@ ROUTES_ARGUMENT_SPEC = dict(
 )
 
 
-class ValidationError(Exception):
-    """Bad input. ``field`` names the option so the user knows what to fix."""
-
-    def __init__(self, field, message):
-        super(ValidationError, self).__init__("%s: %s" % (field, message))
-        self.field = field
+# Bad input: ``field`` names the option so the user knows what to fix.
+ValidationError = schema.SchemaError
 
 
 def default_metric(family):
@@ -157,10 +155,7 @@ def normalise_network(value, field):
         return "default", AF_INET
     if text == "default6":
         return "default", AF_INET6
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValidationError(field, "%r is not a valid prefix (expected e.g. 'default' or '203.0.113.0/24')" % (value,))
+    net = ipaddress.ip_network(schema.prefix(text, field))
     family = AF_INET6 if net.version == 6 else AF_INET
     if net.prefixlen == 0:
         return "default", family
@@ -168,40 +163,24 @@ def normalise_network(value, field):
 
 
 def parse_address(value, field):
-    try:
-        return ipaddress.ip_address(str(value).strip())
-    except ValueError:
-        raise ValidationError(field, "%r is not a valid IP address" % (value,))
+    """schema.address, as an ipaddress object."""
+    return ipaddress.ip_address(schema.address(value, field))
 
 
 def validate_ifname(value, field):
-    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value):
-        raise ValidationError(
-            field, "%r is not a valid interface name (1-15 characters of A-Z a-z 0-9 _ . -)" % (value,))
-    if value in (".", ".."):
-        raise ValidationError(field, "%r is not a valid interface name" % (value,))
-    return value
+    return schema.ifname(value, field)
 
 
 def validate_table(table, field="table"):
     if table is None:
         raise ValidationError(field, "is required when state=present")
-    if isinstance(table, bool) or not isinstance(table, int):
-        raise ValidationError(field, "must be an integer, got %r" % (table,))
-    if table in RESERVED_TABLES:
-        raise ValidationError(
-            field, "%d is the kernel's '%s' table; pick another (1-252 or 256-4294967295)" % (table, RESERVED_TABLES[table]))
-    if table < 1 or table > MAX_U32:
-        raise ValidationError(field, "%d is out of range (1-252 or 256-4294967295)" % table)
-    return table
+    return schema.table(table, field)
 
 
 def validate_metric(value, field):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_U32:
-        raise ValidationError(field, "must be an integer 0-4294967295, got %r" % (value,))
-    return value
+    return schema.metric(value, field)
 
 
 def parse_user_route(spec, index, interfaces):

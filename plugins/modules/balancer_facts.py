@@ -115,6 +115,12 @@ ansible_facts:
             from C(/etc/os-release); null when unknown.
           type: str
           sample: Debian
+        python:
+          description: >-
+            The Python interpreter this module ran under. The role makes it the interpreter of
+            C(netlb-multiwan-apply), which runs the modules' engine (with pyroute2) at boot.
+          type: str
+          sample: /usr/bin/python3
         recorded:
           description: >-
             The state document at O(state_file) as the role last wrote it (and C(netlb-multiwan drain)
@@ -129,6 +135,7 @@ ansible_facts:
 
 import json
 import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -208,6 +215,8 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE):
         "bpffs": next((point for point, kind in cgroup.mounts(mounts_text) if kind == "bpf"), None),
         "vrf": {"loaded": os.path.isdir(at("/sys/module/vrf")), "supported": supported, "reason": reason},
         "os_family": os_family(os_release(at("/etc/os-release"))),
+        # The interpreter modules run under (it has pyroute2): the boot command's shebang.
+        "python": sys.executable,
         "recorded": recorded,
         "recorded_error": recorded_error,
     }

@@ -62,7 +62,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import datapath
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
-from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load
+from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load, locked
 
 
 def main():
@@ -71,13 +71,13 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["state_file"]
-    try:
-        doc = load(path)
-    except (IOError, OSError, ValueError) as exc:
-        module.fail_json(msg="state_file: cannot read %s: %s" % (path, to_native(exc)), field="state_file")
     bpftool = module.get_bin_path("bpftool", required=True, opt_dirs=["/usr/sbin", "/sbin"])
     try:
-        changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
+        with locked(path):  # netlb-multiwan and the boot unit write it too
+            doc = load(path)
+            changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
+    except (IOError, OSError, ValueError) as exc:
+        module.fail_json(msg="state_file: cannot read %s: %s" % (path, to_native(exc)), field="state_file")
     except (BpftoolError, datapath.DatapathError, KeyError) as exc:
         module.fail_json(msg="converging the maps failed: %s" % to_native(exc))
     result = dict(changed=bool(changes), changes=changes)

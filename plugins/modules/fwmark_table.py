@@ -112,43 +112,9 @@ actions:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
-
-U32 = 2 ** 32 - 1
-
-
-def family_name(family):
-    return "ipv6" if family == model.AF_INET6 else "ipv4"
-
-
-def render_rule(rule):
-    mask = "" if rule["fwmask"] == U32 else "/%#x" % rule["fwmask"]
-    return "%s: %d: from all fwmark %#x%s lookup %d" % (
-        family_name(rule["family"]), rule["priority"], rule["fwmark"], mask, rule["table"])
-
-
-def render_state(rules, routes, table):
-    lines = ["rules:"] + ["  - %s" % render_rule(r) for r in sorted(rules, key=render_rule)]
-    lines += ["routes (table %d):" % table] + ["  - %s" % r.render() for r in model.sort_routes(routes)]
-    return "\n".join(lines) + "\n"
-
-
-def validate(params):
-    model.validate_table(params["table"])
-    for field, low, high in (("mark", 1, U32), ("mask", 1, U32), ("priority", 1, 32765)):
-        value = params[field]
-        if isinstance(value, bool) or not low <= value <= high:
-            raise model.ValidationError(field, "must be %d-%d, got %r" % (low, high, value))
-    if params["mark"] & params["mask"] != params["mark"]:
-        raise model.ValidationError("mask", "%#x hides bits of mark %#x" % (params["mask"], params["mark"]))
-    interfaces = []
-    if params["interface"] is not None:
-        model.validate_ifname(params["interface"], "interface")
-        interfaces = [params["interface"]]
-    check = dict(name="fwmark", table=params["table"], interfaces=interfaces, routes=params["routes"],
-                 netns=params["netns"], state="present")
-    return model.validate_params(check)
+from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
+from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 
 
 def main():
@@ -156,8 +122,8 @@ def main():
         argument_spec=dict(
             table=dict(type="int", required=True),
             mark=dict(type="int", required=True),
-            mask=dict(type="int", default=U32),
-            priority=dict(type="int", default=10000),
+            mask=dict(type="int", default=routing.U32),
+            priority=dict(type="int", default=routing.DEFAULT_RULE_PRIORITY),
             interface=dict(type="str"),
             routes=model.ROUTES_ARGUMENT_SPEC,
             state=dict(type="str", default="present", choices=["present", "absent"]),
@@ -167,90 +133,27 @@ def main():
     )
     if not nl.HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=to_native(nl.PYROUTE2_IMPORT_ERROR))
-    p = module.params
     try:
-        user_routes = validate(p)
+        user_routes = routing.validate_fwmark(module.params)
     except model.ValidationError as exc:
         module.fail_json(msg=to_native(exc), field=exc.field)
     try:
-        link = nl.Netlink(p["netns"])
+        link = nl.Netlink(module.params["netns"])
     except nl.NetnsNotFound as exc:
         module.fail_json(msg="netns: %s" % to_native(exc), field="netns")
 
-    actions = []
     with link:
-        links = dict((lk.name, lk) for lk in link.links())
-        names = dict((lk.index, lk.name) for lk in links.values())
-        all_rules = link.fwmark_rules()
-        ours = [r for r in all_rules if r["fwmark"] == p["mark"] and r["fwmask"] == p["mask"] and r["table"] == p["table"]]
-        current_routes = link.routes(p["table"], names)
-        before = render_state(ours, current_routes, p["table"])
+        engine = routing.FwmarkTableEngine(module.params, link, user_routes, check_mode=module.check_mode)
+        try:
+            state = engine.run()
+        except routing.RoutingError as exc:
+            module.fail_json(msg=to_native(exc), field=exc.field)
+        except nl.NetlinkError as exc:
+            module.fail_json(msg="netlink: %s" % to_native(exc), actions=engine.actions)
 
-        if p["state"] == "absent":
-            for rule in ours:
-                actions.append("delete rule %s" % render_rule(rule))
-            for route in current_routes:
-                actions.append("delete route %s table %d" % (route.render(), p["table"]))
-            after_rules, after_routes = [], []
-            if actions and not module.check_mode:
-                for rule in ours:
-                    link.delete_fwmark_rule(rule["family"], rule["priority"], rule["fwmark"], rule["fwmask"], rule["table"])
-                link.flush_table(p["table"])
-        else:
-            for rule in all_rules:
-                if rule["fwmark"] == p["mark"] and rule["fwmask"] == p["mask"] and rule["table"] != p["table"]:
-                    module.fail_json(msg="mark: %#x already selects table %d (%s); one mark, one uplink"
-                                     % (p["mark"], rule["table"], render_rule(rule)), field="mark")
-            wanted = list(user_routes)
-            if p["interface"] is not None:
-                iface = links.get(p["interface"])
-                if iface is None:
-                    module.fail_json(msg="interface: %s does not exist" % p["interface"], field="interface")
-                wanted = model.connected_routes(p["interface"], [a["address"] for a in link.addresses(iface.index)]) + wanted
-                link_routes = [r for r in wanted if r.gateway is None and r.type == "unicast"]
-                for i, route in enumerate(user_routes):
-                    if route.gateway and not model.gateway_reachable(route.gateway, route.family, link_routes):
-                        module.fail_json(msg="routes[%d].gateway: %s is not in a prefix of %s"
-                                         % (i, route.gateway, p["interface"]), field="routes[%d].gateway" % i)
-            for i, route in enumerate(wanted):
-                if route.dev and route.dev not in links:
-                    module.fail_json(msg="routes[%d].interface: %s does not exist" % (i, route.dev), field="routes")
-            families = sorted(set(r.family for r in wanted))
-            have = set(r["family"] for r in ours if r["priority"] == p["priority"])
-            new_rules = [dict(family=f, priority=p["priority"], fwmark=p["mark"], fwmask=p["mask"], table=p["table"])
-                         for f in families if f not in have]
-            stale_rules = [r for r in ours if r["priority"] != p["priority"] or r["family"] not in families]
-            route_changes = model.plan_routes(wanted, current_routes)
-            for route in route_changes:
-                actions.append("add route %s table %d" % (route.render(), p["table"]))
-            for rule in new_rules:
-                actions.append("add rule %s" % render_rule(rule))
-            for rule in stale_rules:
-                actions.append("delete rule %s" % render_rule(rule))
-            after_rules = [r for r in ours if r not in stale_rules] + new_rules
-            after_routes = model.predict_routes(current_routes, route_changes)
-            if actions and not module.check_mode:
-                try:
-                    # Routes first: a rule pointing at an empty table would send marked
-                    # sockets to nowhere for a moment.
-                    for route in route_changes:
-                        link.replace_route(route, p["table"], links[route.dev].index if route.dev else None)
-                    for rule in new_rules:
-                        link.add_fwmark_rule(**rule)
-                    for rule in stale_rules:
-                        link.delete_fwmark_rule(rule["family"], rule["priority"], rule["fwmark"], rule["fwmask"], rule["table"])
-                except nl.NetlinkError as exc:
-                    module.fail_json(msg="netlink: %s" % to_native(exc), actions=actions)
-        if actions and not module.check_mode:
-            after_rules = [r for r in link.fwmark_rules()
-                           if r["fwmark"] == p["mark"] and r["fwmask"] == p["mask"] and r["table"] == p["table"]]
-            after_routes = link.routes(p["table"], dict((lk.index, lk.name) for lk in link.links()))
-
-    result = dict(changed=bool(actions), actions=actions,
-                  rules=[render_rule(r) for r in sorted(after_rules, key=render_rule)],
-                  routes=[r.render() for r in model.sort_routes(after_routes)])
+    result = dict(changed=bool(engine.actions), actions=engine.actions, rules=state["rules"], routes=state["routes"])
     if module._diff:
-        result["diff"] = dict(before=before, after=render_state(after_rules, after_routes, p["table"]))
+        result["diff"] = dict(before=state["before"], after=state["after"])
     module.exit_json(**result)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from tests.integration.ansible_runner import ROOT
 
 sys.path.insert(0, str(ROOT / ".build" / "collections"))
-from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_config  # noqa: E402
+from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan as bpf_config  # noqa: E402
 from ansible_collections.netlb.multiwan.plugins.module_utils.balancer_status import counter_slots  # noqa: E402
 from ansible_collections.netlb.multiwan.plugins.module_utils.cgroup import cgroup2_mount  # noqa: E402
 

@@ -32,6 +32,10 @@ UNITS = ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service"]
 IPERF = "iperf3 -c %s -P10 -t3 -J" % SERVER4
 IPERF_CGROUP = in_cgroup(CGROUP, IPERF)
 IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet " + IPERF
+# in_cgroup execs its command: no shell builtins (cd) in it.
+PROBE = in_cgroup(CGROUP, "%s %s --dst %s --count 100" % (
+    shlex.quote(str(ROOT / ".venv" / "bin" / "python")), shlex.quote(str(ROOT / "tests" / "integration" / "connect_probe.py")),
+    SERVER4))
 BOOT_VIEW = "cd %s && .venv/bin/python -m tests.integration.reboot %s/%s" % (shlex.quote(str(ROOT)), GUEST_CGROUP2, CGROUP)
 KERNEL = {
     "link": "ip -d link show",
@@ -39,6 +43,16 @@ KERNEL = {
     "rule4": "ip rule show",
     "cgroup": "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP),
 }
+
+
+def decisions(proc) -> dict:
+    """{decision: count} of the connect probe's sockets ("dev:wifi-vrf" or "none")."""
+    if proc.returncode != 0:
+        return {"error": proc.stdout + proc.stderr}
+    found: dict = {}
+    for decision in json.loads(proc.stdout)["decisions"]:
+        found[decision] = found.get(decision, 0) + 1
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +102,15 @@ def facts():
         f["state_file"] = ssh("cat /etc/netlb-multiwan/balancer.json")
         f["unit_files"] = ssh("ls /etc/systemd/system | grep -e netlb -e '[.]slice$'")
         f["boot_id"] = ssh("cat /proc/sys/kernel/random/boot_id")
+        # An operator's drain, made without Ansible, must survive the reboot.
+        f["drain"] = ssh("netlb-multiwan drain wifi; echo rc=$?")
         fleet.restart(guest)
         f["boot_id_after"] = ssh("cat /proc/sys/kernel/random/boot_id")
+        # The lab is ready before the balancer's units finish under TCG.
+        f["system_after_boot"] = ssh("systemctl is-system-running --wait")
         f["disk_upper_kept"] = ssh("test -e /etc/netlb-multiwan/balancer.json && echo kept")
+        f["drained_after_reboot"] = decisions(fleet.ssh(guest, PROBE))
+        f["undrain"] = ssh("netlb-multiwan undrain wifi; echo rc=$?")
         f["rebooted"] = observe()
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*'")
         f["verify"] = ssh("systemd-analyze verify --man=no /etc/systemd/system/netlb-multiwan-*.service"
@@ -153,6 +173,13 @@ def test_boot_units_bring_everything_back_without_ansible(facts):
         assert after[key] == before[key], "%s after reboot: missing %s, extra %s\n%s" % (
             key, sorted(set(before[key]) - set(after[key])), sorted(set(after[key]) - set(before[key])),
             facts["journal"])
+
+
+def test_a_drain_survives_the_reboot_and_undrain_brings_the_uplink_back(facts):
+    assert facts["drain"].strip().endswith("rc=0"), facts["drain"]
+    # round_robin over mobile (main table) and wifi (wifi-vrf): drained, every socket stays in the main table.
+    assert facts["drained_after_reboot"] == {"none": 100}, str(facts["drained_after_reboot"]) + facts["journal"]
+    assert facts["undrain"].strip().endswith("rc=0"), facts["undrain"]
 
 
 @pytest.mark.parametrize("started_from", ["iperf_cgroup", "iperf_slice"])

@@ -1,4 +1,6 @@
 """netlb.multiwan.balancer_facts on a fake tree: each fact from its file."""
+import sys
+
 import pytest
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
@@ -30,7 +32,7 @@ def test_a_systemd_host_with_vrf_loaded(tmp_path, monkeypatch):
         "kernel": "6.1.0-27-amd64", "systemd": True, "udev": True,
         "cgroup2": "/sys/fs/cgroup/unified", "bpffs": "/sys/fs/bpf",
         "vrf": {"loaded": True, "supported": True, "reason": "vrf driver loaded"},
-        "os_family": "Debian", "recorded": None, "recorded_error": None,
+        "os_family": "Debian", "python": sys.executable, "recorded": None, "recorded_error": None,
     }
 
 

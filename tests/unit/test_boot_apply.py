@@ -1,150 +1,154 @@
-"""files/boot/netlb_multiwan_apply.py (the boot-time re-apply command) with
-ip/bpftool faked: which commands it runs for each steering, and that it changes
-nothing when the state is already there. The real thing runs in the VM
-reboot test (tests/integration/test_role_vm.py)."""
+"""files/boot/netlb_multiwan_apply.py (the boot-time re-apply command): its
+uplink step runs the modules' engine (module_utils/uplink_routing) on the state
+document's entry, here against the fake netlink layer. The real thing runs in
+the VM reboot test (tests/integration/test_role_vm.py) and the container
+restart test (tests/integration/test_role_runtime_containers.py)."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
+from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as m
+
+from .fake_netlink import FakeNetlink
+
 SOURCE = Path(__file__).resolve().parents[2] / "files" / "boot" / "netlb_multiwan_apply.py"
 spec = importlib.util.spec_from_file_location("netlb_multiwan_apply", SOURCE)
 apply = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(apply)
 
+GW = [{"dst": "default", "gateway": "10.0.0.1"}]
 STATE = {
-    "version": 1, "steering": "vrf", "policy": "random", "ipv6": True, "rule_priority": 10000,
+    "version": 1, "steering": "vrf", "policy": "random", "ipv6": True, "rule_priority": 10000, "force": False,
     "object": "/var/lib/netlb-multiwan/multiwan.bpf.o", "attach_types": ["connect4", "connect6"],
     "attachments": [{"cgroup": "multiwan", "pin_dir": "/sys/fs/bpf/netlb_multiwan"}],
     "uplinks": [
         {"slot": 0, "name": "mobile", "interface": "usb0", "gateway": "192.0.2.1", "gateway6": None,
-         "vrf": None, "table": None, "mark": None, "weight": 1},
-        {"slot": 1, "name": "wifi", "interface": "wlp1s0", "gateway": "198.51.100.1", "gateway6": "2001:db8:2::1",
-         "vrf": "wifi-vrf", "table": 10, "mark": None, "weight": 1},
+         "vrf": None, "table": None, "mark": None, "routes": [], "weight": 1},
+        {"slot": 1, "name": "wifi", "interface": "wlp1s0", "gateway": "10.0.0.1", "gateway6": None,
+         "vrf": "wifi-vrf", "table": 10, "mark": None, "routes": GW, "weight": 1},
     ],
 }
 
 
-class FakeHost:
-    """Answers the `ip -j` queries from a tiny model and records changes."""
-
-    def __init__(self, links, addrs6=(), rules=()):
-        self.links, self.addrs6, self.rules, self.changes = links, list(addrs6), list(rules), []
-
-    def ip_json(self, *args):
-        if args[:3] == ("-d", "link", "show"):
-            return [self.links[args[-1]]] if args[-1] in self.links else []
-        if args[:2] == ("-6", "addr"):
-            return [{"addr_info": [{"family": "inet6", "local": a.split("/")[0], "prefixlen": int(a.split("/")[1])}
-                                   for a in self.addrs6]}]
-        if args[:1] == ("addr",):
-            return [{"addr_info": [{"family": "inet", "local": "198.51.100.2", "prefixlen": 24}]}]
-        if args[1:3] == ("rule", "show"):
-            return self.rules
-        raise AssertionError(args)
-
-    def run(self, argv, check=True):
-        self.changes.append(" ".join(argv))
-        if argv[:4] == ["ip", "link", "set", "wlp1s0"] and argv[4] == "master":
-            self.links["wlp1s0"]["master"] = argv[5]
-            self.addrs6 = []  # the kernel drops global IPv6 addresses on enslave
-
-        class Done:
-            returncode, stdout, stderr = 0, "", ""
-        return Done()
+def fwmark_state(**wifi):
+    return dict(STATE, steering="fwmark", uplinks=[STATE["uplinks"][0], dict(STATE["uplinks"][1], vrf=None, mark=16, **wifi)])
 
 
-@pytest.fixture
-def host(monkeypatch):
-    def make(**kw):
-        fake = FakeHost(**kw)
-        monkeypatch.setattr(apply, "ip_json", fake.ip_json)
-        monkeypatch.setattr(apply, "run", fake.run)
-        monkeypatch.setattr(apply.os.path, "isdir", lambda p: p == "/proc/sys/net/ipv6" or (
-            p.startswith("/sys/class/net/") and p.rsplit("/", 1)[1] in fake.links))
-        return fake
-    return make
+@pytest.fixture(autouse=True)
+def kernel(monkeypatch):
+    monkeypatch.setattr(routing, "current_sessions", set)
+    monkeypatch.setattr(nl, "vrf_support", lambda: (True, "fake"))
 
 
-def test_vrf_uplink_on_a_fresh_boot_creates_enslaves_and_restores_ipv6(host):
-    fake = host(links={"wlp1s0": {"ifname": "wlp1s0"}}, addrs6=["2001:db8:2::2/64"])
-    real_link = apply.link
-
-    def link(name):
-        if name == "wifi-vrf" and any("type vrf" in c for c in fake.changes):
-            return {"ifname": "wifi-vrf", "linkinfo": {"info_kind": "vrf"}}
-        return real_link(name)
-    apply.link = link
-    try:
-        apply.apply_uplink(STATE, "wifi")
-    finally:
-        apply.link = real_link
-    assert fake.changes == [
-        "ip link add wifi-vrf type vrf table 10",
-        "ip link set wifi-vrf up",
-        "ip link set wlp1s0 master wifi-vrf",
-        "ip -6 addr add 2001:db8:2::2/64 dev wlp1s0 nodad",
-        "ip link set wlp1s0 up",
-        "ip -4 route replace unreachable default metric 4278198272 table 10 proto static",
-        "ip -6 route replace unreachable default metric 4278198272 table 10 proto static",
-        "ip -4 route replace default via 198.51.100.1 table 10 proto static",
-        "ip -6 route replace default via 2001:db8:2::1 table 10 proto static",
-    ]
+def table(fake, number):
+    return sorted(r.render() for r in fake.tables.get(number, []))
 
 
-def test_vrf_uplink_already_in_place_only_reasserts(host):
-    fake = host(links={"wlp1s0": {"ifname": "wlp1s0", "master": "wifi-vrf"},
-                       "wifi-vrf": {"ifname": "wifi-vrf", "linkinfo": {"info_kind": "vrf"}}})
-    apply.apply_uplink(STATE, "wifi")
-    assert not any("add" in c.split()[:3] or "master" in c for c in fake.changes), fake.changes
+def test_vrf_uplink_on_a_fresh_boot_is_routed_as_the_module_routes_it(capsys):
+    fake = FakeNetlink()
+    apply.apply_uplink(STATE, "wifi", netlink=fake)
+    assert fake.links_[3].master == 9 and fake.links_[9].vrf_table == 10
+    assert "2001:db8:2::2/64" in fake.addrs[3]  # the kernel dropped it on enslave; put back
+    assert {"default via 10.0.0.1", "unreachable default metric 4278198272"} <= set(table(fake, 10))
+    out = capsys.readouterr().out
+    assert "create vrf wifi-vrf table 10" in out and "uplink wifi routed\n" in out
+    fake.calls.clear()
+    apply.apply_uplink(STATE, "wifi", netlink=fake)
+    assert fake.calls == [] and "uplink wifi routed (already in place)" in capsys.readouterr().out
 
 
-def test_a_non_vrf_device_with_the_vrf_name_is_refused(host):
-    host(links={"wlp1s0": {"ifname": "wlp1s0"}, "wifi-vrf": {"ifname": "wifi-vrf", "linkinfo": {"info_kind": "veth"}}})
-    with pytest.raises(apply.ApplyError, match="wifi-vrf exists and is not a VRF"):
-        apply.apply_uplink(STATE, "wifi")
+def test_boot_restores_a_missing_l3mdev_rule():
+    fake = FakeNetlink()
+    apply.apply_uplink(STATE, "wifi", netlink=fake)
+    fake.rules.clear()
+    fake.calls.clear()
+    apply.apply_uplink(STATE, "wifi", netlink=fake)
+    assert [c[0] for c in fake.calls] == ["add_l3mdev_rule", "add_l3mdev_rule"]
 
 
-def test_missing_interface_fails_so_systemd_retries(host):
-    host(links={})
-    with pytest.raises(apply.ApplyError, match="wlp1s0 does not exist"):
-        apply.apply_uplink(dict(STATE, steering="fwmark", uplinks=[dict(STATE["uplinks"][1], vrf=None, mark=10)]),
-                           "wifi")
+def test_boot_keeps_the_session_guard_and_honours_the_recorded_force(monkeypatch):
+    monkeypatch.setattr(routing, "current_sessions", lambda: {("10.0.0.2", "10.0.0.77")})
+    fake = FakeNetlink()
+    with pytest.raises(apply.ApplyError, match="wlp1s0 carries the current connection from 10.0.0.77"):
+        apply.apply_uplink(STATE, "wifi", netlink=fake)
+    assert fake.calls == []
+    apply.apply_uplink(dict(STATE, force=True), "wifi", netlink=fake)
+    assert fake.links_[3].master == 9
 
 
-def test_fwmark_uplink_copies_link_routes_and_adds_rules_once(host):
-    wifi = dict(STATE["uplinks"][1], vrf=None, mark=10, gateway6=None)
-    state = dict(STATE, steering="fwmark", uplinks=[STATE["uplinks"][0], wifi])
-    fake = host(links={"wlp1s0": {"ifname": "wlp1s0"}})
-    apply.apply_uplink(state, "wifi")
-    assert fake.changes == [
-        "ip -4 route replace 198.51.100.0/24 dev wlp1s0 table 10 proto static scope link src 198.51.100.2",
-        "ip -4 route replace default via 198.51.100.1 dev wlp1s0 table 10 proto static",
-        "ip -4 rule add pref 10000 fwmark 0xa/0xffffffff lookup 10",
-    ]
-    fake = host(links={"wlp1s0": {"ifname": "wlp1s0"}},
-                rules=[{"priority": 10000, "fwmark": "0xa", "table": "10"}])
-    apply.apply_uplink(state, "wifi")
-    assert not any("rule add" in c for c in fake.changes)
+def test_a_non_vrf_device_with_the_vrf_name_is_refused():
+    fake = FakeNetlink()
+    fake.links_[7] = nl.Link(7, "wifi-vrf", kind="veth", up=True)
+    with pytest.raises(apply.ApplyError, match="name: wifi-vrf exists and is a veth device, not a VRF"):
+        apply.apply_uplink(STATE, "wifi", netlink=fake)
 
 
-def test_main_table_uplink_needs_nothing(host, capsys):
-    fake = host(links={})
-    apply.apply_uplink(STATE, "mobile")
-    assert fake.changes == [] and "stays in the main table" in capsys.readouterr().out
+def test_missing_interface_fails_so_systemd_retries():
+    fake = FakeNetlink()
+    del fake.links_[3]
+    with pytest.raises(apply.ApplyError, match=r"interfaces\[0\]: interface wlp1s0 does not exist"):
+        apply.apply_uplink(STATE, "wifi", netlink=fake)
+    with pytest.raises(apply.ApplyError, match="interface: wlp1s0 does not exist"):
+        apply.apply_uplink(fwmark_state(), "wifi", netlink=fake)
+    assert fake.calls == []
 
 
-def test_unknown_uplink_and_bad_state_file(tmp_path, host):
-    host(links={})
-    with pytest.raises(apply.ApplyError, match="no uplink 'lte'"):
-        apply.apply_uplink(STATE, "lte")
+def test_fwmark_uplink_gets_its_routes_then_one_rule_with_the_full_mask():
+    fake = FakeNetlink()
+    apply.apply_uplink(fwmark_state(), "wifi", netlink=fake)
+    assert table(fake, 10) == ["10.0.0.0/24 dev wlp1s0 scope link src 10.0.0.2", "2001:db8:2::/64 dev wlp1s0 metric 256",
+                               "default via 10.0.0.1"]
+    # One rule per family the table has routes for (wlp1s0 has an IPv6 prefix too).
+    assert fake.fwmarks == [dict(family=f, priority=10000, fwmark=16, fwmask=routing.U32, table=10)
+                            for f in (m.AF_INET, m.AF_INET6)]
+    names = [c[0] for c in fake.calls]
+    assert names.index("replace_route") < names.index("add_fwmark_rule")  # routes before the rule
+    fake.calls.clear()
+    apply.apply_uplink(fwmark_state(), "wifi", netlink=fake)
+    assert fake.calls == []
+
+
+def test_fwmark_rule_follows_a_changed_priority():
+    fake = FakeNetlink()
+    apply.apply_uplink(fwmark_state(), "wifi", netlink=fake)
+    apply.apply_uplink(dict(fwmark_state(), rule_priority=9000), "wifi", netlink=fake)
+    assert [r["priority"] for r in fake.fwmarks] == [9000, 9000]
+
+
+def test_a_document_without_recorded_routes_routes_the_gateways():
+    wifi = dict(STATE["uplinks"][1])
+    del wifi["routes"]
+    fake = FakeNetlink()
+    apply.apply_uplink(dict(STATE, uplinks=[wifi]), "wifi", netlink=fake)
+    assert "default via 10.0.0.1" in table(fake, 10)
+
+
+def test_main_table_uplink_needs_nothing(capsys):
+    fake = FakeNetlink()
+    apply.apply_uplink(STATE, "mobile", netlink=fake)
+    assert fake.calls == [] and "stays in the main table" in capsys.readouterr().out
+
+
+def test_unknown_uplink_and_bad_state_file(tmp_path):
+    with pytest.raises(apply.ApplyError, match="no uplink 'lte' in the state document"):
+        apply.apply_uplink(STATE, "lte", netlink=FakeNetlink())
     bad = tmp_path / "balancer.json"
     bad.write_text(json.dumps(dict(STATE, version=7)))
     with pytest.raises(apply.ApplyError, match="unknown version 7"):
         apply.load_state(str(bad))
     with pytest.raises(apply.ApplyError, match="cannot read"):
         apply.load_state(str(tmp_path / "missing.json"))
+
+
+def test_a_bad_recorded_value_is_reported_not_applied():
+    fake = FakeNetlink()
+    with pytest.raises(apply.ApplyError, match="table"):
+        apply.apply_uplink(dict(STATE, uplinks=[dict(STATE["uplinks"][1], table=254)]), "wifi", netlink=fake)
+    assert fake.calls == []
 
 
 def test_usage(capsys):

@@ -162,3 +162,17 @@ def test_render_state_for_diff():
         "vrf: wifi-vrf", "table: 10", "state: up", "interfaces:", "  - wlp1s0", "routes (table 10):",
         "  - default via 10.0.0.1 dev wlp1s0", "  - unreachable default metric 4278198272",
     ]
+
+
+def test_validation_helpers_are_the_schemas():
+    addr = m.parse_address(" 2001:DB8::1 ", "gateway")
+    assert addr.version == 6 and str(addr) == "2001:db8::1"
+    assert m.normalise_network("10.1.2.3/8", "dst") == ("10.0.0.0/8", m.AF_INET)
+    assert m.normalise_network("::/0", "dst") == ("default", m.AF_INET6)
+    assert m.validate_metric(None, "metric") is None and m.validate_metric(5, "metric") == 5
+    assert m.validate_ifname("wlp1s0", "interface") == "wlp1s0"
+    assert m.validate_table(10) == 10
+    with pytest.raises(m.ValidationError, match="^table: is required when state=present$"):
+        m.validate_table(None)
+    with pytest.raises(m.ValidationError, match="^gateway: 'fe80::1%eth0' is not a valid IP address$"):
+        m.parse_address("fe80::1%eth0", "gateway")

@@ -1,13 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: netlb.multiwan contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Validate a host's uplinks and render them into the BPF program's config header.
+"""The controller's plan of a balancer host: its inventory checked at once,
+and the context of the BPF program's config header.
 
 files/bpf/multiwan.bpf.c is static; the per-host part is multiwan_config.h,
 rendered from files/bpf/multiwan_config.h.j2 with the context built here.
-Everything that ends up in C source is validated first: names and devices
-against a strict character set (no quote, backslash or comment can get in),
-marks, weights and prefixes by value.
+Everything that ends up in C source is validated first, by the collection's
+one schema (module_utils/schema.py, which the modules use too): names and
+devices against a strict character set (no quote, backslash or comment can
+get in), marks, weights and prefixes by value.
+
+Controller-side only (the balancer_plan filter and the tests), hence a
+plugin_util and not a module_util.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,42 +23,34 @@ import ipaddress
 import os
 import re
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+
 POLICIES = ("random", "weighted", "round_robin", "hash_dst")
 STEERINGS = ("vrf", "fwmark")
-MAX_UPLINKS = 16
-MAX_WEIGHT = 1000
-MAX_EXCLUDES = 32
-LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+MAX_UPLINKS = schema.MAX_UPLINKS
+MAX_WEIGHT = schema.MAX_WEIGHT
+MAX_EXCLUDES = schema.MAX_EXCLUDES
+LABEL_RE = schema.LABEL_RE
+IFNAME_RE = schema.IFNAME_RE
 TEMPLATE_NAME = "multiwan_config.h.j2"
 
-
-class ConfigError(Exception):
-    def __init__(self, field, message):
-        super(ConfigError, self).__init__("%s: %s" % (field, message))
-        self.field = field
+# The error of every check here is the schema's (field, message); the old name stays.
+ConfigError = schema.SchemaError
 
 
 def bpf_source_dir():
-    """files/bpf of this collection (works from a checkout and when installed)."""
+    """files/bpf of this collection (works from a checkout and when installed):
+    this file is <collection>/plugins/plugin_utils/plan.py."""
     here = os.path.dirname(os.path.abspath(__file__))
     return os.path.normpath(os.path.join(here, "..", "..", "files", "bpf"))
-
-
-def _int(value, field, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(field, "must be an integer %d-%d, got %r" % (low, high, value))
-    return value
 
 
 def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=None):
     """Validated template context. Uplinks are dicts as in the role's inventory:
     name, interface, weight, and vrf (vrf steering) or mark (fwmark steering);
     an uplink without vrf/mark stays in the main table."""
-    if steering not in STEERINGS:
-        raise ConfigError("steering", "must be one of %s, got %r" % (", ".join(STEERINGS), steering))
-    if policy not in POLICIES:
-        raise ConfigError("policy", "must be one of %s, got %r" % (", ".join(POLICIES), policy))
+    schema.choice(steering, "steering", STEERINGS)
+    schema.choice(policy, "policy", POLICIES)
     if not isinstance(uplinks, (list, tuple)) or not 1 <= len(uplinks) <= MAX_UPLINKS:
         raise ConfigError("uplinks", "needs 1 to %d uplinks" % MAX_UPLINKS)
     rendered, names, devs, marks = [], set(), set(), set()
@@ -61,24 +58,18 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
         field = "uplinks[%d]" % i
         if not isinstance(up, dict):
             raise ConfigError(field, "must be a dictionary")
-        name = up.get("name")
-        if not isinstance(name, str) or not LABEL_RE.fullmatch(name):
-            raise ConfigError(field + ".name", "%r is not a valid label (1-32 of A-Z a-z 0-9 _ -)" % (name,))
+        name = schema.label(up.get("name"), field + ".name")
         if name in names:
             raise ConfigError(field + ".name", "%s is used twice" % name)
         names.add(name)
-        interface = up.get("interface")
-        if not isinstance(interface, str) or not IFNAME_RE.fullmatch(interface):
-            raise ConfigError(field + ".interface", "%r is not a valid interface name" % (interface,))
-        weight = _int(up.get("weight", 1), field + ".weight", 1, MAX_WEIGHT)
+        interface = schema.ifname(up.get("interface"), field + ".interface")
+        weight = schema.weight(up.get("weight", 1), field + ".weight")
         dev, mark = "", 0
         if steering == "vrf":
             if up.get("mark") is not None:
                 raise ConfigError(field + ".mark", "is for fwmark steering; this host uses vrf steering")
             if up.get("vrf") is not None:
-                dev = up["vrf"]
-                if not isinstance(dev, str) or not IFNAME_RE.fullmatch(dev):
-                    raise ConfigError(field + ".vrf", "%r is not a valid device name (1-15 of A-Z a-z 0-9 _ . -)" % (dev,))
+                dev = schema.ifname(up["vrf"], field + ".vrf", kind="device")
                 if dev in devs:
                     raise ConfigError(field + ".vrf", "%s is used by two uplinks" % dev)
                 devs.add(dev)
@@ -86,7 +77,7 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
             if up.get("vrf") is not None:
                 raise ConfigError(field + ".vrf", "is for vrf steering; this host uses fwmark steering")
             if up.get("mark") is not None:
-                mark = _int(up["mark"], field + ".mark", 1, 2 ** 32 - 1)
+                mark = schema.mark(up["mark"], field + ".mark")
                 if mark in marks:
                     raise ConfigError(field + ".mark", "%#x is used by two uplinks" % mark)
                 marks.add(mark)
@@ -99,10 +90,7 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
     if len(exclude) > MAX_EXCLUDES:
         raise ConfigError("exclude", "at most %d prefixes" % MAX_EXCLUDES)
     for i, text in enumerate(exclude):
-        try:
-            net = ipaddress.ip_network(str(text), strict=False)
-        except ValueError:
-            raise ConfigError("exclude[%d]" % i, "%r is not a prefix in CIDR notation" % (text,))
+        net = ipaddress.ip_network(schema.prefix(text, "exclude[%d]" % i))
         if net.version == 4:
             exclude4.append({"text": str(net), "c_addr": "0x%08x" % int(net.network_address),
                              "c_mask": "0x%08x" % int(net.netmask)})
@@ -141,23 +129,15 @@ def render(context, template_dir=None):
     return env.get_template(TEMPLATE_NAME).render(**context)
 
 
-def _gateway(value, field, version):
-    try:
-        addr = ipaddress.ip_address(str(value))
-    except ValueError:
-        raise ConfigError(field, "%r is not an IP address" % (value,))
-    if addr.version != version:
-        raise ConfigError(field, "%s is not an IPv%d address" % (value, version))
-    return str(addr)
-
-
 def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
     """A host's whole inventory checked at once: {"bpf": template context,
-    "routing": one entry per extra uplink for the vrf / fwmark_table modules}.
+    "routing": one entry per extra uplink for the vrf / fwmark_table modules,
+    "exclude": the normalised prefixes}.
 
     Adds to build_context what routing needs: a table per extra uplink (not
     reserved, not shared), gateways of the right family, and the fwmark
     default (mark = table)."""
+    schema.choice(steering, "steering", STEERINGS)
     if not isinstance(uplinks, (list, tuple)):
         raise ConfigError("uplinks", "must be a list")
     filled, routing, tables = [], [], {}
@@ -170,9 +150,10 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
             up.get("table") is not None or up.get("mark") is not None)
         if extra:
             table = up.get("table")
-            if isinstance(table, bool) or not isinstance(table, int) or table in (0, 253, 254, 255) \
-                    or not 0 < table < 2 ** 32:
-                raise ConfigError(field + ".table", "needs a routing table other than 0, 253, 254, 255, got %r" % (table,))
+            if table is None:
+                raise ConfigError(field + ".table", "an uplink outside the main table needs a routing table (%s)"
+                                  % schema.TABLE_RANGE_TEXT)
+            schema.table(table, field + ".table")
             if table in tables:
                 raise ConfigError(field + ".table", "table %d is also used by %s" % (table, tables[table]))
             tables[table] = up.get("name")
@@ -182,9 +163,9 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
                 raise ConfigError(field + ".gateway", "an uplink outside the main table needs a gateway (or gateway6)")
             routes = []
             if up.get("gateway") is not None:
-                routes.append({"dst": "default", "gateway": _gateway(up["gateway"], field + ".gateway", 4)})
+                routes.append({"dst": "default", "gateway": schema.address(up["gateway"], field + ".gateway", 4)})
             if up.get("gateway6") is not None:
-                routes.append({"dst": "default", "gateway": _gateway(up["gateway6"], field + ".gateway6", 6)})
+                routes.append({"dst": "default", "gateway": schema.address(up["gateway6"], field + ".gateway6", 6)})
             entry = {"name": up.get("name"), "interface": up.get("interface"), "table": table, "routes": routes}
             if steering == "vrf":
                 entry["vrf"] = up["vrf"]

@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one set of rules for the values of a balancer's inventory and options.
+
+The controller-side plan (plugin_utils/plan.py, behind the balancer_plan and
+balancer_slice filters), the modules and the netlb-multiwan command check
+names, numbers and addresses with these functions, so one value is accepted
+or refused the same way everywhere. Each checker takes the value and the name
+of the field it came from, returns the normalised value, and raises
+SchemaError naming that field. Stdlib only: the engine that imports it also
+runs on the hosts, without Ansible (boot units, the netlb-multiwan command).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+
+U32 = 2 ** 32 - 1
+MAX_UPLINKS = 16
+MAX_WEIGHT = 1000
+MAX_EXCLUDES = 32
+# 253 default, 254 main, 255 local: shared with the rest of the host; 0 is "unspec".
+RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+TABLE_RANGE_TEXT = "1-252 or 256-%d" % U32
+# Below 32766 (the main table's rule) so that marked sockets are looked up first.
+RULE_PRIORITY_MIN = 1
+RULE_PRIORITY_MAX = 32765
+
+LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# A systemd slice name without ".slice": "-" separates the levels of the hierarchy.
+SLICE_RE = re.compile(r"([A-Za-z0-9_]+(-[A-Za-z0-9_]+)*)?")
+
+
+class SchemaError(Exception):
+    """A value that breaks a rule. ``field`` names it, ``message`` says why;
+    str() is "field: message"."""
+
+    def __init__(self, field, message):
+        super(SchemaError, self).__init__("%s: %s" % (field, message))
+        self.field = field
+        self.message = message
+
+
+def integer(value, field, low, high):
+    """An int in low..high; bool (an int subclass) and numeric strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SchemaError(field, "must be an integer %d-%d, got %r" % (low, high, value))
+    return value
+
+
+def choice(value, field, choices):
+    if value not in choices:
+        raise SchemaError(field, "must be one of %s, got %r" % (", ".join(choices), value))
+    return value
+
+
+def label(value, field):
+    """An uplink's name: it ends up in C source, unit names and map keys."""
+    if not isinstance(value, str) or not LABEL_RE.fullmatch(value):
+        raise SchemaError(field, "%r is not a valid label (1-32 of A-Z a-z 0-9 _ -)" % (value,))
+    return value
+
+
+def ifname(value, field, kind="interface"):
+    """A network device name as the kernel accepts it (dev_valid_name), restricted to
+    A-Z a-z 0-9 _ . - ; ``kind`` words the message ("interface", "device")."""
+    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value):
+        raise SchemaError(field, "%r is not a valid %s name (1-15 characters of A-Z a-z 0-9 _ . -)" % (value, kind))
+    if value in (".", ".."):
+        raise SchemaError(field, "%r is not a valid %s name" % (value, kind))
+    return value
+
+
+def table(value, field="table"):
+    """A routing table of the balancer's own: not 0 nor the kernel's 253-255."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemaError(field, "must be an integer (%s), got %r" % (TABLE_RANGE_TEXT, value))
+    if value in RESERVED_TABLES:
+        raise SchemaError(field, "%d is the kernel's '%s' table; pick another (%s)"
+                          % (value, RESERVED_TABLES[value], TABLE_RANGE_TEXT))
+    if not 1 <= value <= U32:
+        raise SchemaError(field, "%d is out of range (%s)" % (value, TABLE_RANGE_TEXT))
+    return value
+
+
+def mark(value, field="mark"):
+    """A firewall mark that selects an uplink (0 is "no mark")."""
+    return integer(value, field, 1, U32)
+
+
+def mark_mask(mark_value, mask, field="mask"):
+    """The mask of an fwmark rule; it must keep every bit of the (already checked) mark."""
+    integer(mask, field, 1, U32)
+    if mark_value & mask != mark_value:
+        raise SchemaError(field, "%#x hides bits of mark %#x" % (mask, mark_value))
+    return mask
+
+
+def rule_priority(value, field="priority"):
+    return integer(value, field, RULE_PRIORITY_MIN, RULE_PRIORITY_MAX)
+
+
+def weight(value, field="weight", allow_zero=False):
+    """An uplink's share of new connections: 1-MAX_WEIGHT in the inventory; the
+    netlb-multiwan command also takes 0 (no new connections)."""
+    return integer(value, field, 0 if allow_zero else 1, MAX_WEIGHT)
+
+
+def metric(value, field="metric"):
+    return integer(value, field, 0, U32)
+
+
+def _text(value):
+    # Zone indexes (fe80::1%eth0) are refused: routes name the interface separately.
+    if not isinstance(value, str) or "%" in value:
+        raise ValueError(value)
+    return value.strip()
+
+
+def address(value, field, version=None):
+    """An IP address (version 4 or 6 if given), normalised: '2001:DB8::0:1' -> '2001:db8::1'."""
+    try:
+        addr = ipaddress.ip_address(_text(value))
+    except ValueError:
+        raise SchemaError(field, "%r is not a valid IP address" % (value,))
+    if version is not None and addr.version != version:
+        raise SchemaError(field, "%s is not an IPv%d address" % (value, version))
+    return str(addr)
+
+
+def prefix(value, field, version=None):
+    """A prefix in CIDR notation, host bits cleared: '10.1.2.3/8' -> '10.0.0.0/8';
+    a bare address is its own /32 or /128."""
+    try:
+        net = ipaddress.ip_network(_text(value), strict=False)
+    except ValueError:
+        raise SchemaError(field, "%r is not a prefix in CIDR notation (e.g. 203.0.113.0/24)" % (value,))
+    if version is not None and net.version != version:
+        raise SchemaError(field, "%s is not an IPv%d prefix" % (value, version))
+    return str(net)
+
+
+def slice_name(value, field="balancer_slice"):
+    """A systemd slice name without .slice, or empty for none."""
+    if not isinstance(value, str) or not SLICE_RE.fullmatch(value):
+        raise SchemaError(field, "must be empty or words of [A-Za-z0-9_] joined by single dashes "
+                                 "(a systemd slice name without .slice), got %r" % (value,))
+    return value

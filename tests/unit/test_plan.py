@@ -1,0 +1,132 @@
+"""The controller's plan (plugin_utils/plan.py): validation and rendering of the
+per-host BPF config (what ends up in C), the routing entries, the balancer_plan filter."""
+import os
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netlb.multiwan.plugins.filter import balancer_plan
+from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan as b
+
+MOBILE = {"name": "mobile", "interface": "usb0", "weight": 2}
+WIFI = {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 1}
+
+
+def test_the_header_holds_only_what_is_fixed_per_host():
+    text = b.render(b.build_context([MOBILE, WIFI], "vrf", "weighted", ["10.0.0.0/8", "2001:db8:ab::/48"]))
+    assert "#define MW_STEERING MW_STEER_VRF" in text and "#define MW_NUM_UPLINKS 2" in text
+    assert '{ .dev = "wifi-vrf", .mark = 0 }, /* 1: wifi: wlp1s0 */' in text
+    # policy, weights and exclusions are runtime state, in maps
+    assert "POLICY" not in text and "weight" not in text and "10.0.0.0" not in text
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("name", 'wifi"; } int x = 1; /*'),
+    ("name", "a*/b"),
+    ("name", ""),
+    ("interface", "wl p1s0"),
+    ("interface", "x" * 16),
+    ("vrf", 'wifi-vrf", .mark = 1'),
+    ("vrf", "wifi\\vrf"),
+    ("weight", 0),
+    ("weight", -1),
+    ("weight", 1001),
+    ("weight", "2"),
+    ("weight", True),
+])
+def test_injection_and_bad_values_are_refused(field, bad):
+    up = dict(WIFI, **{field: bad})
+    with pytest.raises(b.ConfigError) as err:
+        b.build_context([MOBILE, up], "vrf", "random")
+    assert err.value.field == "uplinks[1].%s" % field
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(steering="ebpf"), "steering"),
+    (dict(policy="least_conn"), "policy"),
+    (dict(exclude=["10.0.0.0/33"]), "exclude[0]"),
+    (dict(exclude=["*/ evil"]), "exclude[0]"),
+])
+def test_bad_options(kwargs, field):
+    args = dict(uplinks=[MOBILE, WIFI], steering="vrf", policy="random")
+    args.update(kwargs)
+    with pytest.raises(b.ConfigError) as err:
+        b.build_context(**args)
+    assert err.value.field == field
+
+
+def test_duplicates_and_steering_mismatch():
+    with pytest.raises(b.ConfigError, match="uplinks\\[1\\].name: mobile is used twice"):
+        b.build_context([MOBILE, dict(WIFI, name="mobile")], "vrf", "random")
+    with pytest.raises(b.ConfigError, match="uplinks\\[1\\].mark: 0x100 is used by two uplinks"):
+        b.build_context([{"name": "a", "interface": "a0", "mark": 0x100},
+                         {"name": "c", "interface": "c0", "mark": 0x100}], "fwmark", "random")
+    with pytest.raises(b.ConfigError, match="uplinks\\[1\\].vrf: is for vrf steering"):
+        b.build_context([MOBILE, WIFI], "fwmark", "random")
+    with pytest.raises(b.ConfigError, match="only one uplink can stay in the main table"):
+        b.build_context([MOBILE, dict(MOBILE, name="m2", interface="usb1")], "vrf", "random")
+    with pytest.raises(b.ConfigError, match="uplinks: needs 1 to 16"):
+        b.build_context([], "vrf", "random")
+
+
+WIFI_ROUTED = dict(WIFI, table=10, gateway="10.0.0.1")
+
+
+def test_template_is_found_from_plugin_utils():
+    assert os.path.isfile(os.path.join(b.bpf_source_dir(), b.TEMPLATE_NAME))
+    assert b.ConfigError is schema.SchemaError
+
+
+def test_plan_gives_routing_per_extra_uplink_and_normalised_values():
+    got = b.plan([MOBILE, dict(WIFI_ROUTED, gateway6="2001:DB8::0:1")], "vrf", "weighted", ["10.1.2.3/8"], host="h1")
+    assert got["routing"] == [{"name": "wifi", "interface": "wlp1s0", "table": 10, "vrf": "wifi-vrf",
+                               "routes": [{"dst": "default", "gateway": "10.0.0.1"},
+                                          {"dst": "default", "gateway": "2001:db8::1"}]}]
+    assert got["exclude"] == ["10.0.0.0/8"] and got["bpf"]["mw_host"] == "h1"
+
+
+def test_plan_fwmark_mark_defaults_to_the_table():
+    got = b.plan([MOBILE, {"name": "wifi", "interface": "wlp1s0", "table": 100, "gateway": "10.0.0.1"}],
+                 "fwmark", "random")
+    assert got["routing"][0]["mark"] == 100 and got["bpf"]["mw_uplinks"][1]["mark"] == 100
+
+
+@pytest.mark.parametrize("change, steering, field, words", [
+    (dict(table=254), "vrf", "uplinks[1].table", "'main' table"),
+    (dict(table=0), "vrf", "uplinks[1].table", "'unspec' table"),
+    (dict(table=True), "vrf", "uplinks[1].table", "must be an integer"),
+    (dict(table=None), "vrf", "uplinks[1].table", "needs a routing table"),
+    (dict(table=2 ** 32), "vrf", "uplinks[1].table", "out of range"),
+    (dict(gateway="2001:db8::1"), "vrf", "uplinks[1].gateway", "is not an IPv4 address"),
+    (dict(gateway="10.0.0.300"), "vrf", "uplinks[1].gateway", "is not a valid IP address"),
+    (dict(gateway6="10.0.0.1"), "vrf", "uplinks[1].gateway6", "is not an IPv6 address"),
+    (dict(gateway=None), "vrf", "uplinks[1].gateway", "needs a gateway"),
+    (dict(vrf=None, mark=0, table=10), "fwmark", "uplinks[1].mark", "must be an integer 1-4294967295"),
+])
+def test_plan_refuses_bad_routing(change, steering, field, words):
+    up = dict(WIFI_ROUTED, **change)
+    if steering == "fwmark":
+        up.pop("vrf")
+    with pytest.raises(schema.SchemaError) as err:
+        b.plan([MOBILE, up], steering, "random")
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_plan_refuses_a_shared_table_and_nothing_to_balance():
+    with pytest.raises(b.ConfigError, match=r"uplinks\[2\].table: table 10 is also used by wifi"):
+        b.plan([MOBILE, WIFI_ROUTED, dict(WIFI_ROUTED, name="w2", interface="w2", vrf="w2-vrf")], "vrf", "random")
+    with pytest.raises(b.ConfigError, match="uplinks: must be a list"):
+        b.plan("mobile", "vrf", "random")
+
+
+def test_filter_names_the_inventory_variable():
+    with pytest.raises(AnsibleFilterError, match=r"^balancer_uplinks\[1\]\.weight: must be an integer 1-1000, got 0$"):
+        balancer_plan.balancer_plan([MOBILE, dict(WIFI_ROUTED, weight=0)], "vrf", "random")
+    with pytest.raises(AnsibleFilterError, match=r"^balancer_exclude\[0\]: "):
+        balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "vrf", "random", exclude=["10.0.0.0/33"])
+    with pytest.raises(AnsibleFilterError, match=r"^balancer_steering: must be one of vrf, fwmark"):
+        balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "ebpf", "random")
+    got = balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "vrf", "random", exclude=None, host="h")
+    assert got["routing"][0]["table"] == 10
