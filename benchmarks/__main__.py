@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchmarks.failover import measure_failover
 from benchmarks.host import host_testbed, measure_connect_cost, measure_hook_scaling
 from benchmarks.report import render_chart, render_markdown
 from benchmarks.stats import integer_weights
@@ -49,11 +50,11 @@ PARAMS = {
     "full": {"reps": 3, "seconds": 2, "parallels": [1, 2, 4, 10], "makespan_reps": 5, "ideal_seconds": 4,
              "connect_blocks": 150, "udp_count": 2000, "tcp_count": 200, "nft_rounds": 30, "nft_count": 1000,
              "hook_count": 20000, "hook_count_tcp": 2000,
-             "provision_reps": 1, "vm_makespan_reps": 3},
+             "provision_reps": 1, "vm_makespan_reps": 3, "failover_reps": 5},
     "quick": {"reps": 1, "seconds": 1, "parallels": [1, 2, 4, 10], "makespan_reps": 1, "ideal_seconds": 1.5,
               "connect_blocks": 20, "udp_count": 1000, "tcp_count": 100, "nft_rounds": 4, "nft_count": 300,
               "hook_count": 5000, "hook_count_tcp": 500,
-              "provision_reps": 1, "vm_makespan_reps": 1},
+              "provision_reps": 1, "vm_makespan_reps": 1, "failover_reps": 1},
 }
 
 
@@ -171,6 +172,8 @@ def run(params: dict, with_vm: bool) -> dict:
                                                  {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
             log("hook run time vs number of uplinks (kernel BPF stats)")
             results["hook_scaling"] = measure_hook_scaling(bed, params["hook_count"], log)
+        log("failover: the health tracker under a connect loop")
+        results["failover"] = measure_failover(params["failover_reps"], log)
         if wait_vm:
             log("waiting for the VM guest")
             results["vm"] = wait_vm()
@@ -186,13 +189,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition, short runs (development)")
     parser.add_argument("--no-vm", action="store_true", help="leave out the VM part")
     parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results[/quick])")
+    parser.add_argument("--only-failover", action="store_true",
+                        help="measure the failover section alone and put it into the existing latest.json")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, cgroups, BPF)")
     params = dict(PARAMS["quick" if args.quick else "full"], quick=args.quick)
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
-    results = run(params, with_vm=not args.no_vm)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_failover:
+        results = json.loads((out / "latest.json").read_text())
+        t0 = time.monotonic()
+        results["failover"] = measure_failover(params["failover_reps"], log)
+        results["params"]["failover_reps"] = params["failover_reps"]
+        results["failover_measured"] = {"commit": machine()["commit"], "seconds": round(time.monotonic() - t0, 1),
+                                        "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    else:
+        results = run(params, with_vm=not args.no_vm)
     guest_log = results.get("vm", {}).pop("log", None)
     if guest_log is not None:
         (out / "latest-vm.log").write_text(guest_log)

@@ -43,6 +43,12 @@ options:
     type: list
     elements: str
     default: []
+  track:
+    description:
+      - The role's tracking defaults (C(balancer_track_*) as a dict of method, interval_ms, timeout_ms, down, up,
+        quorum, targets), or null when uplinks are tracked only if they ask to be.
+      - The result's C(track) maps each uplink's name to its merged settings, or null when it is not tracked.
+    type: dict
   host:
     description: Host name, for the header's comment.
     type: str
@@ -74,9 +80,10 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.schema import Schem
 from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan
 
 
-def balancer_plan(uplinks, steering, policy, exclude=None, host=None):
+def balancer_plan(uplinks, steering, policy, exclude=None, host=None, track=None):
     try:
-        ctx = plan.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host)
+        ctx = plan.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host,
+                        track=track)
     except SchemaError as exc:
         # Name the inventory variable: uplinks[1].weight -> balancer_uplinks[1].weight
         raise AnsibleFilterError("balancer_%s: %s" % (exc.field, exc.message))

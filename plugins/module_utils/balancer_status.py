@@ -30,8 +30,9 @@ import json
 import os
 import re
 import sys
+import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import runner
+from ansible_collections.netlb.multiwan.plugins.module_utils import health, runner
 
 DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
 STATE_VERSION = 1
@@ -405,6 +406,7 @@ class Collector(object):
         addresses = self.addresses() if self.tools["ip"] else {}
         uplinks = [self.uplink(state, entry, addresses) for entry in entries]
         result["uplinks"] = uplinks
+        self.add_health(state, entries, uplinks)
         result["rules"] = self.rules(state, uplinks) if self.tools["ip"] else []
 
         mount = self.host.cgroup2_mount()
@@ -414,6 +416,20 @@ class Collector(object):
             self.problem("the state file lists no attachment: the program balances nothing")
         self.add_counters(result)
         return result
+
+    def add_health(self, state, entries, uplinks):
+        """What netlb-multiwan-track decided (the health file), per tracked uplink."""
+        recorded = health.read_health(state.get("health_file") or health.HEALTH_FILE)
+        for entry, up in zip(entries, uplinks):
+            if not isinstance(entry.get("track"), dict):
+                up["health"] = None
+                continue
+            found = recorded.get(up["name"])
+            up["health"] = dict(found) if found else {"state": "unknown", "reason": "the tracker has not reported"}
+            if up["health"]["state"] == "down":
+                self.problem("%s: down since %s (health tracker: %s)" % (
+                    up["name"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(up["health"].get("since") or 0)),
+                    up["health"].get("reason")))
 
     def add_counters(self, result):
         """Per-uplink counters summed over every attachment (each has its own maps)."""
@@ -512,6 +528,8 @@ def link_state(up):
         return "no-carrier"
     if up.get("drained"):
         return "drained"
+    if (up.get("health") or {}).get("state") == "down":
+        return "failed"  # the link is up, its probes are not answered
     return up["operstate"] or "?"
 
 
@@ -548,6 +566,15 @@ def render(status):
                         if present is not None]
             routes = "; default route %s" % ", ".join(defaults) if defaults else ""
             lines.append("  %s: %s%s" % (up["name"], ", ".join(up["addresses"]) or "no address", routes))
+            tracked = up.get("health")
+            if tracked:
+                figures = ["rtt %.1f ms" % tracked["rtt_ms"]] if tracked.get("rtt_ms") is not None else []
+                if tracked.get("loss") is not None:
+                    figures.append("loss %.0f%%" % (100 * tracked["loss"]))
+                since = (" since " + time.strftime("%H:%M:%S", time.localtime(tracked["since"]))
+                         if tracked.get("since") else "")
+                extra = "; " + ", ".join(figures) if figures else ""
+                lines.append("    health: %s%s (%s)%s" % (tracked["state"], since, tracked.get("reason", ""), extra))
     if status["attachments"]:
         lines += ["", "attachments:"]
         for att in status["attachments"]:

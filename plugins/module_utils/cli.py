@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, runner, schema
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, health, runner, schema
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
 DEFAULT_STATE_FILE = balancer_status.DEFAULT_STATE_FILE
@@ -94,14 +94,23 @@ def save(path, doc):
             os.unlink(tmp)
 
 
-def converge_maps(doc, bpftool, check_mode=False):
+def runtime_uplinks(doc, states=None):
+    """The document's uplinks with the health tracker's word: ``down`` for a tracked
+    uplink the health file (or the tracker's own ``states``, {name: {"state": ...}})
+    has down. The file outlives a stopped tracker: fail-open on the last state."""
+    recorded = states if states is not None else health.read_health(doc.get("health_file") or health.HEALTH_FILE)
+    return [dict(up, down=isinstance(up.get("track"), dict) and recorded.get(up["name"], {}).get("state") == "down")
+            for up in doc["uplinks"]]
+
+
+def converge_maps(doc, bpftool, check_mode=False, states=None):
     """Every attachment's maps to the document's runtime state; the changes, as "cgroup: change"."""
     changes = []
+    uplinks = runtime_uplinks(doc, states)
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")
         changes += ["%s: %s" % (attachment["cgroup"], c)
-                    for c in maps.converge(doc["uplinks"], doc["policy"], doc.get("exclude", []),
-                                           check_mode=check_mode)]
+                    for c in maps.converge(uplinks, doc["policy"], doc.get("exclude", []), check_mode=check_mode)]
     return changes
 
 

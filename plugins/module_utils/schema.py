@@ -151,3 +151,40 @@ def slice_name(value, field="balancer_slice"):
         raise SchemaError(field, "must be empty or words of [A-Za-z0-9_] joined by single dashes "
                                  "(a systemd slice name without .slice), got %r" % (value,))
     return value
+
+
+TRACK_METHODS = ("icmp", "tcp", "dns")
+TRACK_LIMITS = {"interval_ms": (50, 60000), "timeout_ms": (10, 60000), "down": (1, 100), "up": (1, 100),
+                "quorum": (1, 16), "port": (0, 65535)}  # port 0: the method's own
+MAX_TRACK_TARGETS = 8
+
+
+def track(value, field, defaults):
+    """An uplink's health tracking: None (off), or the settings with ``defaults`` (the
+    role's balancer_track_*) under the uplink's own; targets may stay empty (the
+    tracker then probes the uplink's gateway)."""
+    if value is False or (value is None and defaults is None):
+        return None
+    merged = dict(defaults or {})
+    if value not in (None, True):
+        if not isinstance(value, dict):
+            raise SchemaError(field, "must be a dictionary (targets, method, interval_ms, timeout_ms, down, up, "
+                                     "quorum, port) or false, got %r" % (value,))
+        unknown = sorted(set(value) - set(TRACK_LIMITS) - {"targets", "method"})
+        if unknown:
+            raise SchemaError(field + "." + unknown[0], "is not a tracking setting")
+        merged.update(value)
+    choice(merged.get("method", "icmp"), field + ".method", TRACK_METHODS)
+    for name, (low, high) in TRACK_LIMITS.items():
+        if merged.get(name) is not None:
+            integer(merged[name], field + "." + name, low, high)
+    targets = merged.get("targets") or []
+    if not isinstance(targets, (list, tuple)) or len(targets) > MAX_TRACK_TARGETS:
+        raise SchemaError(field + ".targets", "must be a list of at most %d IP addresses" % MAX_TRACK_TARGETS)
+    merged["targets"] = [address(t, "%s.targets[%d]" % (field, i)) for i, t in enumerate(targets)]
+    if merged.get("timeout_ms") and merged.get("interval_ms") and merged["timeout_ms"] > 10 * merged["interval_ms"]:
+        raise SchemaError(field + ".timeout_ms", "at most 10 intervals, got %d ms for %d ms"
+                          % (merged["timeout_ms"], merged["interval_ms"]))
+    if merged["targets"] and merged.get("quorum", 1) > len(merged["targets"]):
+        raise SchemaError(field + ".quorum", "%d is more than the %d targets" % (merged["quorum"], len(merged["targets"])))
+    return merged

@@ -109,6 +109,7 @@ balancer:
       description:
         - One entry per uplink, in counter slot order.
         - C(drained) is true while an operator has drained it (C(netlb-multiwan drain NAME)).
+        - C(health) is what the health tracker (C(netlb-multiwan-track)) decided, null for an untracked uplink.
       type: list
       elements: dict
       sample:
@@ -133,7 +134,15 @@ balancer:
           connections: 25
           errors: 0
           share: 50.0
+          health: {state: up, since: 1764675000.5, reason: 4 good probe rounds in a row, rtt_ms: 0.4, loss: 0.0,
+                   transitions: 2, probes_sent: 1200, probes_lost: 12}
       contains:
+        health:
+          description:
+            - C(state) V(up), V(down) or V(unknown) (the tracker has not reported), C(since) (Unix time of the
+              last transition), C(reason), C(rtt_ms) and C(loss) of the last probe round, C(transitions),
+              C(probes_sent), C(probes_lost). Null when the uplink is not tracked.
+          type: dict
         table:
           description: The uplink's routing table; V(main) for the uplink whose sockets are left alone.
           type: raw

@@ -129,14 +129,16 @@ def render(context, template_dir=None):
     return env.get_template(TEMPLATE_NAME).render(**context)
 
 
-def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
+def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=None):
     """A host's whole inventory checked at once: {"bpf": template context,
     "routing": one entry per extra uplink for the vrf / fwmark_table modules,
     "exclude": the normalised prefixes}.
 
     Adds to build_context what routing needs: a table per extra uplink (not
     reserved, not shared), gateways of the right family, and the fwmark
-    default (mark = table)."""
+    default (mark = table). ``track``: the role's tracking defaults (None: no
+    uplink is tracked unless it says so); "track" maps each uplink's name to its
+    settings, or None when it is not tracked."""
     schema.choice(steering, "steering", STEERINGS)
     if not isinstance(uplinks, (list, tuple)):
         raise ConfigError("uplinks", "must be a list")
@@ -179,5 +181,12 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None):
     ctx = build_context(filled, steering=steering, policy=policy, exclude=exclude, host=host)
     if not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
         raise ConfigError("uplinks", "no uplink to balance")
-    return {"bpf": ctx, "routing": routing,
+    if track is not None:  # the role's own knobs first, named as the role names them
+        try:
+            schema.track(None, "track", track)
+        except schema.SchemaError as exc:
+            raise schema.SchemaError(exc.field.replace("track.", "track_", 1), exc.message)
+    tracking = dict((up.get("name"), schema.track(up.get("track"), "uplinks[%d].track" % i, track))
+                    for i, up in enumerate(uplinks))
+    return {"bpf": ctx, "routing": routing, "track": tracking,
             "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]]}

@@ -12,9 +12,13 @@ connect() at a time; each socket's SO_MARK says which uplink the program picked
 3. `netlb-multiwan drain wifi` -> wifi gets no connect; a role run keeps the drain and
    changes nothing; so does a restart of the container (systemd boots again);
    `undrain` brings it back;
-4. lte taken out of the inventory -> its table, rules and unit are gone: the host looks
+4. the health tracker (netlb-multiwan-track, a systemd service): wifi's far end loses
+   its carrier -> no connect goes to wifi and status says it failed; the tracker killed
+   with SIGKILL -> systemd restarts it, it rereads the health file and wifi stays out;
+   the carrier back -> wifi gets its share again; the metrics file parses;
+5. lte taken out of the inventory -> its table, rules and unit are gone: the host looks
    exactly like one provisioned without it;
-5. balancer_state=absent after that restart -> the blank host again.
+6. balancer_state=absent after that restart -> the blank host again.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import collections
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +53,8 @@ for _ in range(int(sys.argv[1])):
 print(json.dumps(marks))
 """
 PROBE_PATH = "/root/mark_probe.py"
+METRICS = "/run/netlb_multiwan.prom"
+TRACKER_PID = "systemctl show -p MainPID --value netlb-multiwan-track.service"
 PROGS = "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP)
 
 
@@ -77,6 +84,7 @@ def facts():
                   "balancer_build_cache": str(Path(tmp, "build")),
                   "balancer_steering": "fwmark",
                   "balancer_policy": "weighted",
+                  "balancer_metrics_textfile": METRICS,
                   "balancer_cgroup": CGROUP}
 
         def inventory(name, **host):
@@ -127,6 +135,28 @@ def facts():
         f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
         f["marks_undrained"] = marks(400)
 
+        wifi_peer = fleet._labs[guest.name].uplinks[1].peer
+        inet = fleet._labs[guest.name]
+        f["track_active"] = ssh("systemctl is-active netlb-multiwan-track.service")
+        inet.inet_exec(["ip", "link", "set", wifi_peer, "down"])
+        time.sleep(1.0)
+        f["marks_wifi_dead"] = marks(100)
+        f["status_wifi_dead"] = status()
+        f["status_text_wifi_dead"] = ssh("netlb-multiwan status")
+        f["tracker_pid"] = ssh(TRACKER_PID).strip()
+        ssh("kill -9 %s" % f["tracker_pid"])
+        f["marks_tracker_killed"] = marks(100)
+        time.sleep(3.0)  # RestartSec=1
+        f["tracker_pid_restarted"] = ssh(TRACKER_PID).strip()
+        f["health_after_restart"] = json.loads(ssh("cat /run/netlb-multiwan/health.json"))
+        f["marks_after_restart"] = marks(100)
+        inet.inet_exec(["ip", "link", "set", wifi_peer, "up"])
+        time.sleep(3.0)
+        f["marks_wifi_back"] = marks(400)
+        time.sleep(1.5)
+        f["metrics"] = ssh("cat %s" % METRICS)
+        f["counters_for_metrics"] = status()
+
         f["run_two"] = site_over_ssh(fleet, inv_two)
         f["removed"] = snapshot()
         f["absent"] = site_over_ssh(fleet, inv_two, "-e", "balancer_state=absent")
@@ -135,6 +165,38 @@ def facts():
         f["fresh_two"] = snapshot()
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
     return f
+
+
+def test_the_tracker_takes_a_dead_uplink_out_and_puts_it_back(facts):
+    assert facts["track_active"].strip() == "active", facts["journal"]
+    assert facts["marks_wifi_dead"][WIFI] == 0 and sum(facts["marks_wifi_dead"].values()) == 100, \
+        str(facts["marks_wifi_dead"]) + facts["journal"]
+    wifi = next(u for u in facts["status_wifi_dead"]["uplinks"] if u["name"] == "wifi")
+    assert wifi["health"]["state"] == "down" and "no carrier" in wifi["health"]["reason"], wifi
+    assert any(p.startswith("wifi: down since") for p in facts["status_wifi_dead"]["problems"])
+    assert "health: down" in facts["status_text_wifi_dead"], facts["status_text_wifi_dead"]
+    assert facts["marks_wifi_back"] == {MAIN: 100, WIFI: 100, LTE: 200}, str(facts["marks_wifi_back"]) + facts["journal"]
+
+
+def test_a_killed_tracker_leaves_balancing_on_and_systemd_restarts_it(facts):
+    assert facts["marks_tracker_killed"][WIFI] == 0, facts["marks_tracker_killed"]  # fail-open on the last state
+    assert facts["tracker_pid_restarted"] not in ("", "0", facts["tracker_pid"]), facts["journal"]
+    wifi = facts["health_after_restart"]["uplinks"]["wifi"]
+    assert wifi["state"] == "down" and wifi["transitions"] >= 1, wifi  # reread, not started afresh as up
+    assert facts["marks_after_restart"][WIFI] == 0, facts["marks_after_restart"]
+
+
+def test_the_metrics_file_parses_and_counts_what_the_maps_count(facts):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(facts["metrics"])}
+    steered = {s.labels["uplink"]: s.value for s in families["netlb_multiwan_sockets_steered"].samples}
+    status = facts["counters_for_metrics"]
+    assert steered == {u["name"]: u["connections"] for u in status["uplinks"]}, (steered, facts["metrics"])
+    up = {s.labels["uplink"]: s.value for s in families["netlb_multiwan_uplink_up"].samples}
+    assert up == {"mobile": 1, "wifi": 1, "lte": 1}
+    transitions = {s.labels["uplink"]: s.value for s in families["netlb_multiwan_uplink_transitions"].samples}
+    assert transitions["wifi"] >= 2 and transitions["mobile"] == 0
 
 
 def assert_same(before: dict, after: dict, keys) -> None:

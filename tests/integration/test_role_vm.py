@@ -28,7 +28,7 @@ pytestmark = pytest.mark.vm
 
 CGROUP = "multiwan"
 PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
-UNITS = ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service"]
+UNITS = ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service", "netlb-multiwan-track.service"]
 IPERF = "iperf3 -c %s -P10 -t3 -J" % SERVER4
 IPERF_CGROUP = in_cgroup(CGROUP, IPERF)
 IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet " + IPERF
@@ -137,7 +137,8 @@ def test_iperf_uses_both_uplinks(facts, started_from):
 
 def test_role_installs_boot_units_and_state_file(facts):
     assert facts["unit_files"].split() == ["multiwan.slice", "netlb-multiwan-bpf.service",
-                                           "netlb-multiwan-uplink-wifi.service"], facts["unit_files"]
+                                           "netlb-multiwan-track.service", "netlb-multiwan-uplink-wifi.service"], \
+        facts["unit_files"]
     state = json.loads(facts["state_file"])
     assert state["steering"] == "vrf" and state["policy"] == "round_robin"
     assert [u["name"] for u in state["uplinks"]] == ["mobile", "wifi"]
@@ -166,7 +167,7 @@ def test_the_guest_really_rebooted_under_systemd(facts):
 
 
 def test_boot_units_bring_everything_back_without_ansible(facts):
-    assert facts["rebooted"]["units"].split() == ["enabled"] * 2 + ["active"] * 2, \
+    assert facts["rebooted"]["units"].split() == ["enabled"] * 3 + ["active"] * 3, \
         facts["rebooted"]["units"] + facts["journal"]
     before, after = json.loads(facts["applied"]["boot_view"]), json.loads(facts["rebooted"]["boot_view"])
     for key in before:

@@ -134,7 +134,20 @@ def test_markdown_of_older_results_says_not_measured():
     assert "### Makespan: three uplinks\n\nNot measured in this run." in text
     assert "### Hook cost vs number of uplinks\n\nNot measured in this run." in text
     rows = [ln for ln in text.splitlines() if ln.endswith("| not measured |")]
-    assert len(rows) == 2 and "4:2:1" in rows[0] and "uplinks (the costliest" in rows[1]
+    assert len(rows) == 3 and "4:2:1" in rows[0] and "uplinks (the costliest" in rows[1] and "failover" in rows[2]
+    assert "## Failover (health tracker, host kernel, fwmark steering)\n\nNot measured in this run." in text
+
+
+def test_failover_section_and_targets():
+    results = fake_results()
+    run = {"detection": 0.12, "recovery": 1.1, "failed_after_detection": 0, "connects": 1400}
+    results["failover"] = {"carrier": [run] * 5, "silent": [dict(run, detection=1.6)] + [dict(run, detection=1.0)] * 4}
+    text = render_markdown(results)
+    assert "| carrier | 0.120 s (0.120–0.120) | 1.100 s (1.100–1.100) | 0 | 15 s | 40 s |" in text
+    found = {t["target"]: t["met"] for t in targets(results)}
+    assert found["carrier: no new connect to the uplink after <= 0.3 s"] is True
+    assert found["silent: no new connect to the uplink after <= 1.5 s"] is False  # one repetition took 1.6 s
+    assert found["recovery: connects again <= 3 s after the repair"] is True
 
 
 def test_transfers_allow_an_exact_split():

@@ -130,3 +130,24 @@ def test_filter_names_the_inventory_variable():
         balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "ebpf", "random")
     got = balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "vrf", "random", exclude=None, host="h")
     assert got["routing"][0]["table"] == 10
+
+
+TRACK = {"method": "icmp", "targets": [], "interval_ms": 250, "timeout_ms": 500, "down": 3, "up": 4, "quorum": 1,
+         "port": 0}
+
+
+def test_plan_tracks_every_uplink_unless_it_opts_out():
+    planned = b.plan([MOBILE, dict(WIFI_ROUTED, track={"targets": ["9.9.9.9"], "up": 8})], "vrf", "random",
+                     track=TRACK)["track"]
+    assert planned["mobile"] == TRACK
+    assert planned["wifi"] == dict(TRACK, targets=["9.9.9.9"], up=8)
+    assert b.plan([dict(MOBILE, track=False), WIFI_ROUTED], "vrf", "random", track=TRACK)["track"]["mobile"] is None
+    assert b.plan([MOBILE, WIFI_ROUTED], "vrf", "random")["track"] == {"mobile": None, "wifi": None}
+
+
+def test_filter_names_the_tracking_knob_or_the_uplink():
+    with pytest.raises(AnsibleFilterError, match=r"^balancer_track_interval_ms: must be an integer 50-60000"):
+        balancer_plan.balancer_plan([MOBILE, WIFI_ROUTED], "vrf", "random", track=dict(TRACK, interval_ms=1))
+    with pytest.raises(AnsibleFilterError, match=r"^balancer_uplinks\[1\]\.track\.method: must be one of"):
+        balancer_plan.balancer_plan([MOBILE, dict(WIFI_ROUTED, track={"method": "arp"})], "vrf", "random",
+                                    track=TRACK)

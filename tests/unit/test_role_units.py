@@ -12,6 +12,7 @@ import pytest
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "balancer" / "templates"
 APPLY = "/usr/local/sbin/netlb-multiwan-apply"
+TRACK = "/usr/local/sbin/netlb-multiwan-track"
 
 
 def render(name, **context):
@@ -31,7 +32,7 @@ def verify(tmp_path, units):
                           capture_output=True, text=True, env=env, check=False)
     # The command exists only on hosts the role provisioned.
     complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines()
-                  if ln.strip() and "Command %s is not executable" % APPLY not in ln]
+                  if ln.strip() and not any("Command %s is not executable" % c in ln for c in (APPLY, TRACK))]
     assert complaints == [], "\n".join(complaints)
     return proc
 
@@ -76,3 +77,11 @@ def test_program_unit_with_and_without_the_slice(tmp_path):
     assert "Requires=" not in without and ".slice" not in without
     (tmp_path / "multiwan.slice").unlink()
     verify(tmp_path, {"netlb-multiwan-bpf.service": without})
+
+
+def test_tracker_unit_restarts_always_and_follows_the_program_unit(tmp_path):
+    text = render("netlb-multiwan-track.service.j2")
+    assert "ExecStart=%s\n" % TRACK in text and "Restart=always" in text
+    assert "After=netlb-multiwan-bpf.service" in text
+    program = render("netlb-multiwan-bpf.service.j2", _balancer_slice_unit="", _balancer_attachments=[{"cgroup": "multiwan"}])
+    verify(tmp_path, {"netlb-multiwan-track.service": text, "netlb-multiwan-bpf.service": program})

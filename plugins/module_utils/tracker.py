@@ -1,0 +1,538 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`netlb-multiwan-track`: the health tracker of a balancer host.
+
+Reads the state document, watches each tracked uplink and writes what it
+decides to the health file (``/run/netlb-multiwan/health.json``), then
+converges the program's maps (module_utils/cli.converge_maps merges the health
+file's down flags into the document's runtime state): the next connect avoids
+a dead uplink, with no reload. Evidence (module_utils/health.py decides):
+
+- netlink events: carrier lost, link down, address or default route gone on
+  an uplink: down at once;
+- probe rounds sent through the uplink itself (bound to its VRF or interface,
+  or marked with its fwmark, so the balancer program leaves them alone): ICMP
+  echo on a raw socket, a TCP connect, or a DNS query, to each target.
+
+If the tracker stops, the maps keep the last state (fail-open) and systemd
+restarts it; a restarted tracker rereads the health file, so an uplink that was
+down stays down until it answers again. Every transition goes to the journal
+(stdout) with its reason and the probe figures. With ``metrics_textfile`` in
+the document it also writes node_exporter textfile metrics every second.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+
+HEALTH_FILE = health.HEALTH_FILE
+SO_MARK = 36
+SO_BINDTODEVICE = 25
+MAIN_TABLE = 254
+METRICS_EVERY = 1.0  # seconds between health file and metrics rewrites without a transition
+ECHO_REQUEST = {4: 8, 6: 128}
+ECHO_REPLY = {4: 0, 6: 129}
+RTN_UNICAST = 1
+IFF_UP = 0x1
+
+
+def log(message):
+    # systemd puts stdout in the journal under the unit's name.
+    sys.stdout.write("netlb-multiwan-track: %s\n" % message)
+    sys.stdout.flush()
+
+
+def family_of(address):
+    return 6 if ":" in address else 4
+
+
+def atomic_write(path, text, make_dir=False):
+    directory = os.path.dirname(path) or "."
+    if make_dir:
+        os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".netlb-multiwan.", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def tracked(doc):
+    """[(slot, uplink entry, its track settings)] of the uplinks the document tracks."""
+    found = []
+    for slot, up in enumerate(doc.get("uplinks", [])):
+        track = up.get("track")
+        if not isinstance(track, dict):  # None: not tracked; {}: the defaults
+            continue
+        settings = dict(health.DEFAULTS, **track)
+        if not settings.get("targets"):
+            settings["targets"] = [gw for gw in (up.get("gateway"), up.get("gateway6")) if gw][:1]
+        if settings["targets"]:
+            found.append((slot, up, settings))
+    return found
+
+
+def steer(sock, doc, up):
+    """Send through this uplink whatever the routing says for the others: its fwmark,
+    its VRF, or (the main-table uplink) its interface. An application socket the
+    balancer would steer; this one it leaves alone (already bound or marked)."""
+    if doc.get("steering") == "fwmark" and up.get("mark"):
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, int(up["mark"]))
+    else:
+        device = up.get("vrf") if doc.get("steering") == "vrf" and up.get("vrf") else up["interface"]
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
+
+
+def icmp_checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def dns_query(query_id):
+    """A query for the root's NS records: every resolver answers it, from cache."""
+    return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + b"\0" + struct.pack("!HH", 2, 1)
+
+
+class Round(object):
+    def __init__(self, seq, sent_at, deadline, targets):
+        self.seq, self.sent_at, self.deadline = seq, sent_at, deadline
+        self.waiting = set(targets)
+        self.rtts = []
+        self.sent = len(targets)
+
+    def answered(self, target, now):
+        if target in self.waiting:
+            self.waiting.discard(target)
+            self.rtts.append((now - self.sent_at) * 1000.0)
+
+    def done(self, now):
+        return not self.waiting or now >= self.deadline
+
+
+class UplinkProbe(object):
+    """Probe rounds of one uplink, on the tracker's selector."""
+
+    def __init__(self, tracker, slot, up, settings, ident):
+        self.tracker, self.slot, self.up, self.settings = tracker, slot, up, settings
+        self.name = up["name"]
+        self.ident = ident & 0xFFFF
+        self.seq = 0
+        self.rounds = []
+        self.next_round = 0.0
+        self.sockets = {}  # method icmp: family -> raw socket
+        self.pending = {}  # tcp/dns: socket -> (round, target, dns id)
+
+    def close(self):
+        for sock in list(self.sockets.values()) + list(self.pending):
+            self.tracker.unregister(sock)
+            sock.close()
+        self.sockets, self.pending = {}, {}
+
+    def raw(self, family):
+        if family not in self.sockets:
+            if family == 4:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            else:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            sock.setblocking(False)
+            steer(sock, self.tracker.doc, self.up)
+            self.tracker.register(sock, self.on_icmp)
+            self.sockets[family] = sock
+        return self.sockets[family]
+
+    def start_round(self, now):
+        settings = self.settings
+        self.seq = (self.seq + 1) & 0xFFFF
+        rnd = Round(self.seq, now, now + settings["timeout_ms"] / 1000.0, settings["targets"])
+        self.rounds.append(rnd)
+        for target in settings["targets"]:
+            try:
+                self.send(rnd, target)
+            except (OSError, socket.error):
+                pass  # no route (down): the round fails by its deadline
+        self.next_round = now + settings["interval_ms"] / 1000.0
+
+    def send(self, rnd, target):
+        family = family_of(target)
+        method = self.settings["method"]
+        if method == "icmp":
+            header = struct.pack("!BBHHH", ECHO_REQUEST[family], 0, 0, self.ident, rnd.seq)
+            payload = struct.pack("!d", rnd.sent_at)
+            packet = header + payload
+            if family == 4:  # the kernel sums ICMPv6 itself
+                packet = header[:2] + struct.pack("!H", icmp_checksum(packet)) + header[4:] + payload
+            self.raw(family).sendto(packet, (target, 0))
+            return
+        sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                             socket.SOCK_STREAM if method == "tcp" else socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            steer(sock, self.tracker.doc, self.up)
+            port = int(self.settings.get("port") or (53 if method == "dns" else 80))
+            query_id = (self.ident + rnd.seq) & 0xFFFF
+            if method == "tcp":
+                err = sock.connect_ex((target, port))
+                if err not in (0, errno.EINPROGRESS):
+                    raise OSError(err, os.strerror(err))
+                self.tracker.register(sock, self.on_socket, selectors.EVENT_WRITE)
+            else:
+                sock.connect((target, port))
+                sock.send(dns_query(query_id))
+                self.tracker.register(sock, self.on_socket)
+        except (OSError, socket.error):
+            sock.close()
+            raise
+        self.pending[sock] = (rnd, target, query_id)
+
+    def on_icmp(self, sock, now):
+        family = 6 if sock.family == socket.AF_INET6 else 4
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if family == 4:
+                data = data[(data[0] & 0x0F) * 4:] if data else data  # past the IPv4 header
+            if len(data) < 8:
+                continue
+            kind, _code, _sum, ident, seq = struct.unpack("!BBHHH", data[:8])
+            if kind != ECHO_REPLY[family] or ident != self.ident:
+                continue
+            for rnd in self.rounds:
+                if rnd.seq == seq:
+                    rnd.answered(addr[0], now)
+
+    def on_socket(self, sock, now):
+        rnd, target, query_id = self.pending.pop(sock)
+        self.tracker.unregister(sock)
+        try:
+            if self.settings["method"] == "tcp":
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                # A refusal (RST) came back through the uplink: the path works.
+                if err in (0, errno.ECONNREFUSED):
+                    rnd.answered(target, now)
+            else:
+                try:
+                    reply = sock.recv(512)
+                except OSError:
+                    reply = b""
+                if len(reply) >= 2 and struct.unpack("!H", reply[:2])[0] == query_id:
+                    rnd.answered(target, now)
+        finally:
+            sock.close()
+
+    def finish_rounds(self, now):
+        """Evaluate the rounds that are over, oldest first; returns transitions."""
+        transitions = []
+        while self.rounds and self.rounds[0].done(now):
+            rnd = self.rounds.pop(0)
+            for sock, (owner, _target, _id) in list(self.pending.items()):
+                if owner is rnd:
+                    del self.pending[sock]
+                    self.tracker.unregister(sock)
+                    sock.close()
+            state = self.tracker.health[self.name]
+            rtt = min(rnd.rtts) if rnd.rtts else None
+            change = state.round(rnd.sent - len(rnd.waiting), rnd.sent, now, rtt)
+            if change:
+                transitions.append(change)
+        return transitions
+
+    def next_deadline(self):
+        times = [self.next_round] + [r.deadline for r in self.rounds[:1]]
+        return min(times)
+
+
+class LinkWatch(object):
+    """The kernel's view of each uplink, over netlink (pyroute2)."""
+
+    def __init__(self):
+        from pyroute2 import IPRoute  # pylint: disable=import-error
+        from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
+                                           RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
+        self.query = IPRoute()
+        self.events = IPRoute()
+        self.events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+                         | RTMGRP_IPV6_ROUTE)
+
+    def fileno(self):
+        return self.events.fileno()
+
+    def drain(self):
+        self.events.get()
+
+    def close(self):
+        self.query.close()
+        self.events.close()
+
+    def usable(self, doc, up, families):
+        """(usable, reason): what a socket steered to this uplink would find."""
+        ifname = up["interface"]
+        found = self.query.link_lookup(ifname=ifname)
+        if not found:
+            return False, "%s is gone" % ifname
+        index = found[0]
+        link = self.query.get_links(index)[0]
+        if not link["flags"] & IFF_UP:
+            return False, "%s is down" % ifname
+        if link.get_attr("IFLA_CARRIER") == 0:
+            return False, "%s has no carrier" % ifname
+        table = up.get("table") if up.get("table") and (up.get("vrf") or up.get("mark")) else MAIN_TABLE
+        for family in sorted(families):
+            af = socket.AF_INET6 if family == 6 else socket.AF_INET
+            addresses = [a for a in self.query.get_addr(family=af, index=index) if a["scope"] == 0]
+            if not addresses:
+                return False, "%s has no global IPv%d address" % (ifname, family)
+            defaults = [r for r in self.query.get_routes(family=af, table=table)
+                        if r["dst_len"] == 0 and r["type"] == RTN_UNICAST and r.get_attr("RTA_OIF") == index]
+            if not defaults:
+                return False, "no IPv%d default route via %s in table %d" % (family, ifname, table)
+        return True, "%s usable" % ifname
+
+
+class Tracker(object):
+    def __init__(self, state_file, health_file=None, watch=None, bpftool=None):
+        self.state_file = state_file
+        self.doc = cli.load(state_file)
+        self.health_file = health_file or self.doc.get("health_file") or HEALTH_FILE
+        self.metrics_file = self.doc.get("metrics_textfile") or None
+        self.selector = selectors.DefaultSelector()
+        self.watch = watch if watch is not None else LinkWatch()
+        self.bpftool = bpftool or Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool")
+        self.running = True
+        recorded = health.read_health(self.health_file)
+        now = time.time()
+        self.health, self.probes = {}, []
+        for slot, up, settings in tracked(self.doc):
+            last = recorded.get(up["name"], {})
+            state = health.UplinkHealth(up["name"], settings, state=last.get("state", "up"),
+                                        since=last.get("since", now))
+            state.transitions = int(last.get("transitions", 0))
+            if last:
+                state.reason = "as recorded before the tracker restarted: %s" % last.get("reason", "")
+            self.health[up["name"]] = state
+            self.probes.append(UplinkProbe(self, slot, up, settings, os.getpid() * 16 + slot))
+        self.selector.register(self.watch.fileno(), selectors.EVENT_READ, self.on_netlink)
+        self.last_written = 0.0
+        self.metrics_warned = False
+        self.reexec = False
+        self.inputs = self.input_times()
+
+    def input_times(self):
+        """What a running tracker follows: the state document (a role run, drain,
+        weight) and its own code (a role run installing a new version)."""
+        times = []
+        for path in (self.state_file, os.path.abspath(__file__)):
+            try:
+                times.append(os.stat(path).st_mtime)
+            except OSError:
+                times.append(None)
+        return times
+
+    # -- selector ----------------------------------------------------------
+
+    def register(self, sock, callback, events=selectors.EVENT_READ):
+        self.selector.register(sock, events, callback)
+
+    def unregister(self, sock):
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def on_netlink(self, _fd, now):
+        self.watch.drain()
+        self.apply(self.check_links(now), now)
+
+    # -- decisions -----------------------------------------------------------
+
+    def check_links(self, now):
+        transitions = []
+        for probe in self.probes:
+            families = set(family_of(t) for t in probe.settings["targets"])
+            usable, reason = self.watch.usable(self.doc, probe.up, families)
+            change = self.health[probe.name].link(usable, now, reason)
+            if change:
+                transitions.append(change)
+        return transitions
+
+    def apply(self, transitions, now):
+        for change in transitions:
+            log("%s %s: %s (rtt %s ms, loss %.0f%%)" % (
+                change["uplink"], change["state"], change["reason"],
+                "%.1f" % change["rtt_ms"] if change["rtt_ms"] is not None else "-", 100 * change["loss"]))
+        if transitions:
+            self.converge()  # the maps first: the health file says what they hold
+        if transitions or now - self.last_written >= METRICS_EVERY:
+            self.write_health(now)
+            if self.input_times() != self.inputs:
+                log("%s or the tracker changed: starting again" % self.state_file)
+                self.reexec, self.running = True, False
+
+    def write_health(self, now):
+        self.last_written = now
+        atomic_write(self.health_file, make_dir=True, text=json.dumps(
+            {"version": 1, "written": now, "pid": os.getpid(),
+             "uplinks": dict((name, h.as_dict()) for name, h in self.health.items())}, indent=1, sort_keys=True) + "\n")
+        if self.metrics_file:
+            try:
+                atomic_write(self.metrics_file, self.metrics())
+            except OSError as exc:  # node_exporter's directory is not ours to make
+                if not self.metrics_warned:
+                    log("cannot write %s: %s" % (self.metrics_file, exc))
+                self.metrics_warned = True
+
+    def converge(self):
+        try:
+            with cli.locked(self.state_file):
+                self.doc = dict(cli.load(self.state_file), health_file=self.health_file)
+                changes = cli.converge_maps(self.doc, self.bpftool,
+                                            states=dict((name, h.as_dict()) for name, h in self.health.items()))
+        except (BpftoolError, datapath.DatapathError, OSError, ValueError) as exc:
+            log("the maps were not updated: %s" % exc)
+            return
+        if changes:
+            log("maps: %s" % ", ".join(changes))
+
+    def metrics(self):
+        return render_metrics(self.doc, self.health, self.counters())
+
+    def counters(self):
+        """[{steered, errors}] per slot, summed over the attachments; None when unreadable."""
+        total = None
+        for attachment in self.doc.get("attachments", []):
+            path = attachment["pin_dir"] + "/maps/" + balancer_status.COUNTERS_MAP
+            try:
+                slots = balancer_status.counter_slots(self.bpftool.json("map", "dump", "pinned", path))
+            except (BpftoolError, ValueError):
+                continue
+            if total is None:
+                total = slots
+            else:
+                total = [{"steered": a["steered"] + b["steered"], "errors": a["errors"] + b["errors"]}
+                         for a, b in zip(total, slots)]
+        return total
+
+    # -- loop ----------------------------------------------------------------
+
+    def run(self, until=None):
+        now = time.time()
+        self.apply(self.check_links(now), now)
+        # The maps may hold another view (a tracker killed between its map update and
+        # its health file, a role run): make them hold this one.
+        self.converge()
+        self.write_health(now)
+        for probe in self.probes:
+            probe.next_round = now
+        while self.running and (until is None or now < until):
+            deadline = min([p.next_deadline() for p in self.probes] + [now + METRICS_EVERY])
+            for key, _mask in self.selector.select(max(0.0, deadline - time.time())):
+                key.data(key.fileobj, time.time())
+            now = time.time()
+            transitions = []
+            for probe in self.probes:
+                if now >= probe.next_round:
+                    probe.start_round(now)
+                transitions += probe.finish_rounds(now)
+            self.apply(transitions, now)
+        for probe in self.probes:
+            probe.close()
+        self.watch.close()
+
+
+def render_metrics(doc, states, counters):
+    """node_exporter textfile: one HELP and TYPE per metric, labels by uplink."""
+    uplinks = doc.get("uplinks", [])
+    rows = []
+
+    def metric(name, kind, text, samples):
+        rows.append("# HELP netlb_multiwan_%s %s" % (name, text))
+        rows.append("# TYPE netlb_multiwan_%s %s" % (name, kind))
+        for labels, value in samples:
+            label = "{%s}" % ",".join('%s="%s"' % kv for kv in labels) if labels else ""
+            rows.append("netlb_multiwan_%s%s %s" % (name, label, value))
+
+    tracked_states = [(u["name"], states[u["name"]]) for u in uplinks if u["name"] in states]
+    metric("uplink_up", "gauge", "1 when the tracker considers the uplink up.",
+           [((("uplink", n),), 1 if h.state == "up" else 0) for n, h in tracked_states])
+    metric("uplink_drained", "gauge", "1 when the uplink is drained (netlb-multiwan drain).",
+           [((("uplink", u["name"]),), 1 if u.get("drained") else 0) for u in uplinks])
+    metric("uplink_transitions_total", "counter", "Up/down transitions decided by the tracker.",
+           [((("uplink", n),), h.transitions) for n, h in tracked_states])
+    metric("uplink_state_since_seconds", "gauge", "Unix time of the uplink's last transition.",
+           [((("uplink", n),), "%.3f" % h.since) for n, h in tracked_states])
+    metric("probe_rtt_seconds", "gauge", "Round-trip time of the uplink's last answered probe round.",
+           [((("uplink", n),), "%.6f" % (h.rtt_ms / 1000.0)) for n, h in tracked_states if h.rtt_ms is not None])
+    metric("probe_loss_ratio", "gauge", "Share of the last probe round's targets that did not answer.",
+           [((("uplink", n),), "%.3f" % h.loss) for n, h in tracked_states])
+    metric("probes_sent_total", "counter", "Probes sent through the uplink.",
+           [((("uplink", n),), h.probes_sent) for n, h in tracked_states])
+    metric("probes_lost_total", "counter", "Probes that got no answer in time.",
+           [((("uplink", n),), h.probes_lost) for n, h in tracked_states])
+    if counters is not None:
+        metric("sockets_steered_total", "counter", "Sockets the balancer program put on the uplink.",
+               [((("uplink", u["name"]),), counters[i]["steered"] if i < len(counters) else 0)
+                for i, u in enumerate(uplinks)])
+        metric("setsockopt_errors_total", "counter", "bpf_setsockopt failures while steering to the uplink.",
+               [((("uplink", u["name"]),), counters[i]["errors"] if i < len(counters) else 0)
+                for i, u in enumerate(uplinks)])
+        metric("sockets_skipped_total", "counter",
+               "Sockets the program left alone (loopback, excluded, already bound or marked, no uplink live).",
+               [((), counters[-1]["steered"] if counters else 0)])
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="netlb-multiwan-track", description=__doc__.split("\n", maxsplit=1)[0])
+    parser.add_argument("--state", default=cli.DEFAULT_STATE_FILE, metavar="FILE")
+    parser.add_argument("--health", default=None, metavar="FILE",
+                        help="health file (default: the document's health_file, else %s)" % HEALTH_FILE)
+    args = parser.parse_args(argv)
+    tracker = Tracker(args.state, args.health)
+    if not tracker.probes:
+        log("no uplink of %s is tracked: nothing to do" % args.state)
+        return 0
+
+    def stop(_signum, _frame):
+        tracker.running = False
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log("tracking %s" % ", ".join("%s (%s to %s every %d ms)" % (
+        p.name, p.settings["method"], ", ".join(p.settings["targets"]), p.settings["interval_ms"])
+        for p in tracker.probes))
+    tracker.run()
+    if tracker.reexec:
+        # The health file carries the state over to the new process.
+        argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+        os.execv(sys.executable, [sys.executable] + argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
