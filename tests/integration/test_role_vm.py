@@ -36,6 +36,16 @@ IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet " + IPERF
 PROBE = in_cgroup(CGROUP, "%s %s --dst %s --count 100" % (
     shlex.quote(str(ROOT / ".venv" / "bin" / "python")), shlex.quote(str(ROOT / "tests" / "integration" / "connect_probe.py")),
     SERVER4))
+# The guest's uplink lab (tests/lab/fleet.py): its internet side, and wifi's end there.
+LAB_INET, WIFI_PEER = "fl-inet", "fl-up1"
+# Until the tracker's health file says wifi is STATE (it writes it once the maps hold it).
+WAIT_WIFI = ("python3 -c 'import json, sys, time\n"
+             "for _ in range(300):\n"
+             "    try:\n"
+             "        if json.load(open(\"/run/netlb-multiwan/health.json\"))[\"uplinks\"][\"wifi\"][\"state\"] == sys.argv[1]: break\n"
+             "    except (OSError, ValueError, KeyError): pass\n"
+             "    time.sleep(0.2)\n"
+             "else: sys.exit(\"wifi not \" + sys.argv[1])'")
 BOOT_VIEW = "cd %s && .venv/bin/python -m tests.integration.reboot %s/%s" % (shlex.quote(str(ROOT)), GUEST_CGROUP2, CGROUP)
 KERNEL = {
     "link": "ip -d link show",
@@ -112,6 +122,12 @@ def facts():
         f["drained_after_reboot"] = decisions(fleet.ssh(guest, PROBE))
         f["undrain"] = ssh("netlb-multiwan undrain wifi; echo rc=$?")
         f["rebooted"] = observe()
+        # VRF steering and the health tracker: wifi's far end loses its carrier.
+        f["wifi_cut"] = ssh("ip -n %s link set %s down && %s down; echo rc=$?" % (LAB_INET, WIFI_PEER, WAIT_WIFI))
+        f["decisions_wifi_dead"] = decisions(fleet.ssh(guest, PROBE))
+        f["health_wifi_dead"] = ssh("cat /run/netlb-multiwan/health.json")
+        f["wifi_back"] = ssh("ip -n %s link set %s up && %s up; echo rc=$?" % (LAB_INET, WIFI_PEER, WAIT_WIFI))
+        f["decisions_wifi_back"] = decisions(fleet.ssh(guest, PROBE))
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*'")
         f["verify"] = ssh("systemd-analyze verify --man=no /etc/systemd/system/netlb-multiwan-*.service"
                           " && echo verify-ok")
@@ -181,6 +197,15 @@ def test_a_drain_survives_the_reboot_and_undrain_brings_the_uplink_back(facts):
     # round_robin over mobile (main table) and wifi (wifi-vrf): drained, every socket stays in the main table.
     assert facts["drained_after_reboot"] == {"none": 100}, str(facts["drained_after_reboot"]) + facts["journal"]
     assert facts["undrain"].strip().endswith("rc=0"), facts["undrain"]
+
+
+def test_the_tracker_takes_a_dead_vrf_uplink_out_and_puts_it_back(facts):
+    assert facts["wifi_cut"].strip().endswith("rc=0"), facts["wifi_cut"] + facts["journal"]
+    assert facts["decisions_wifi_dead"] == {"none": 100}, facts["decisions_wifi_dead"]
+    wifi = json.loads(facts["health_wifi_dead"])["uplinks"]["wifi"]
+    assert wifi["state"] == "down" and "no carrier" in wifi["reason"], wifi
+    assert facts["wifi_back"].strip().endswith("rc=0"), facts["wifi_back"]
+    assert facts["decisions_wifi_back"] == {"none": 50, "dev:wifi-vrf": 50}, facts["decisions_wifi_back"]
 
 
 @pytest.mark.parametrize("started_from", ["iperf_cgroup", "iperf_slice"])
