@@ -72,8 +72,20 @@ def apply_uplink(state, name, netlink=None):
         log(action)
     if kind is None:
         log("%s stays in the main table: nothing to do" % name)
-    else:
-        log("uplink %s routed%s" % (name, "" if actions else " (already in place)"))
+        return
+    log("uplink %s routed%s" % (name, "" if actions else " (already in place)"))
+    # A late interface (USB modem, wifi) routed after the program was attached: its
+    # addresses get their source rules and reach the maps now, for unconnected UDP.
+    from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath
+    if netlink is None and any(cli.maps_pinned(a) for a in state.get("attachments", [])):
+        from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+        try:
+            with cli.locked(STATE_FILE):
+                changes = cli.converge_maps(load_state(), Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
+        except (BpftoolError, datapath.DatapathError, nl.NetlinkError) as exc:
+            raise ApplyError("uplink %s routed, but the maps were not updated: %s" % (name, exc))
+        for change in changes:
+            log(change)
 
 
 # -- program -----------------------------------------------------------------
@@ -91,7 +103,8 @@ def apply_bpf(state):
             attacher = attach.Attacher(cli.Host({
                 "cgroup": attachment["cgroup"], "object": state["object"], "pin_dir": attachment["pin_dir"],
                 "attach_types": state["attach_types"], "shared_maps": list(datapath.Maps.NAMES),
-                "create_cgroup": not attachment.get("slice"), "state": "present"}))
+                "create_cgroup": not attachment.get("slice"), "state": "present",
+                "attach_method": state.get("attach_method", "auto")}))
             attacher.prepare()
             attacher.read_state()
             attacher.present()

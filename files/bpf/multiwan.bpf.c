@@ -1,12 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* netlb.multiwan balancer: pick an uplink for every new socket of a cgroup.
  *
- * Attached at cgroup/connect4 and cgroup/connect6. For each connect() it takes
- * an uplink from the selection the control plane computed (one array lookup,
- * whatever the number of uplinks) and steers the socket there: SO_BINDTODEVICE
- * to the uplink's VRF (vrf steering) or SO_MARK (fwmark steering). The uplink
- * that lives in the main table, an empty selection (every uplink drained or
- * down) and MW_NO_UPLINK mean "leave the socket alone".
+ * cgroup/connect4 and connect6: for each connect() it takes an uplink from the
+ * selection the control plane computed (one array lookup, whatever the number
+ * of uplinks) and steers the socket there: SO_BINDTODEVICE to the uplink's VRF
+ * (vrf steering), SO_MARK (fwmark steering) or SO_BINDTODEVICE to the uplink's
+ * own interface (device steering: its routes in the main table, no VRF, no
+ * rule). The uplink that lives in the main table, an empty selection (every uplink drained or down) and
+ * MW_NO_UPLINK mean "leave the socket alone".
+ *
+ * cgroup/sendmsg4 and sendmsg6: datagrams of unconnected UDP sockets (sendto
+ * without connect: DHT, uTP, QUIC clients). The kernel takes a datagram's mark
+ * and bound device from the socket before this hook runs, so setsockopt here
+ * would miss the first datagram; only the source address can still be chosen.
+ * A socket gets an uplink on its first datagram (remembered by socket cookie)
+ * and every datagram of it gets that uplink's address as its source, which
+ * `ip rule from ADDR lookup TABLE` routes out of that uplink - first datagram
+ * included. A socket whose uplink is drained or goes down picks again.
+ *
+ * Never steered: loopback, link-local, multicast and excluded destinations
+ * (prefixes and ports), sockets the application bound to a device, mark or
+ * source address, and sockets of other network namespaces (containers), for
+ * which the host's VRFs and marks mean nothing.
  *
  * Fail-open: every path returns 1. A missing map entry, a steering failure:
  * the connect goes on unsteered; this program never blocks a connection.
@@ -84,6 +99,36 @@ struct {
 	__type(value, __u8);
 } mw_exclude6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_ports);
+} mw_exclude_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_host);
+} mw_host SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MW_MAX_UPLINKS);
+	__type(key, __u32);
+	__type(value, struct mw_uplink_addr);
+} mw_uplink_addr SEC(".maps");
+
+/* socket cookie -> slot of an unconnected UDP socket. LRU: no hook sees a UDP
+ * socket close, so the oldest entries make room; cookies are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MW_UDP_SOCKETS);
+	__type(key, __u64);
+	__type(value, __u32);
+} mw_udp_sockets SEC(".maps");
+
 /* Fixed per host: how each slot is steered. */
 static const struct mw_uplink uplinks[MW_NUM_UPLINKS] = MW_UPLINKS;
 
@@ -136,6 +181,32 @@ static __always_inline int never_steer6(const __u32 a_be[4])
 		return 1;
 	__builtin_memcpy(key.addr, a_be, 16);
 	return bpf_map_lookup_elem(&mw_exclude6, &key) != NULL;
+}
+
+static __always_inline int port_excluded(struct bpf_sock_addr *ctx)
+{
+	__u32 zero = 0;
+	struct mw_ports *ports = bpf_map_lookup_elem(&mw_exclude_ports, &zero);
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u64 bit = 1ULL << (port & 63);
+
+	if (!ports)
+		return 0;
+	if (ctx->protocol == MW_IPPROTO_TCP)
+		return (ports->tcp[port >> 6] & bit) != 0;
+	if (ctx->protocol == MW_IPPROTO_UDP)
+		return (ports->udp[port >> 6] & bit) != 0;
+	return 0;
+}
+
+/* A socket of another network namespace: the host's VRFs and marks are not
+ * its own. An unknown host namespace (0) steers every namespace. */
+static __always_inline int foreign_netns(struct bpf_sock_addr *ctx)
+{
+	__u32 zero = 0;
+	struct mw_host *host = bpf_map_lookup_elem(&mw_host, &zero);
+
+	return host && host->netns_cookie && bpf_get_netns_cookie(ctx) != host->netns_cookie;
 }
 
 /* murmur3 finalizer: spreads neighbouring addresses over all buckets. */
@@ -197,7 +268,7 @@ static __always_inline void steer(struct bpf_sock_addr *ctx, __u32 slot)
 		count(MW_SKIPPED_SLOT, 0);
 		return;
 	}
-#if MW_STEERING == MW_STEER_VRF
+#if MW_STEERING != MW_STEER_FWMARK
 	char dev[MW_IFNAMSIZ];
 
 	/* bpf_setsockopt wants the option value on the stack. */
@@ -223,7 +294,56 @@ static __always_inline int steerable(struct bpf_sock_addr *ctx)
 	 * would override an explicit choice. A marked socket is left alone too. */
 	if (sk->bound_dev_if || sk->mark)
 		return 0;
-	return 1;
+	return !foreign_netns(ctx) && !port_excluded(ctx);
+}
+
+static __always_inline int usable(__u32 slot)
+{
+	struct mw_uplink_state *state = bpf_map_lookup_elem(&mw_uplink_state, &slot);
+
+	return state && state->weight && !state->drained && !state->down;
+}
+
+/* The uplink of an unconnected UDP socket: the one it got on its first
+ * datagram while that stays usable, else a new pick (counted, like a
+ * connect). MW_NO_UPLINK: leave this datagram alone. */
+static __always_inline __u32 udp_slot(struct bpf_sock_addr *ctx, __u32 dst_hash)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 *known = bpf_map_lookup_elem(&mw_udp_sockets, &cookie);
+	__u32 slot;
+
+	if (known && *known < MW_NUM_UPLINKS && usable(*known))
+		return *known;
+	slot = pick(dst_hash);
+	if (slot >= MW_NUM_UPLINKS) {
+		count(MW_SKIPPED_SLOT, 0);
+		return MW_NO_UPLINK;
+	}
+	bpf_map_update_elem(&mw_udp_sockets, &cookie, &slot, BPF_ANY);
+	count(slot, 0);
+	return slot;
+}
+
+/* The source address steering slot's datagrams, or NULL: the main-table
+ * uplink (the main routes already take it), or no address (yet) for it. */
+static __always_inline struct mw_uplink_addr *udp_source(__u32 slot)
+{
+	if (slot >= MW_NUM_UPLINKS || (!uplinks[slot].dev[0] && !uplinks[slot].mark))
+		return NULL;
+	return bpf_map_lookup_elem(&mw_uplink_addr, &slot);
+}
+
+/* The application chose no source (no bind, no IP_PKTINFO). Device steering
+ * has no rule a source address could select (it routes nothing), so its
+ * unconnected UDP keeps the main routes. */
+static __always_inline int udp_steerable(struct bpf_sock_addr *ctx, int unbound)
+{
+#if MW_STEERING == MW_STEER_DEVICE
+	return 0;
+#else
+	return ctx->type == MW_SOCK_DGRAM && unbound && steerable(ctx);
+#endif
 }
 
 SEC("cgroup/connect4")
@@ -236,6 +356,46 @@ int mw_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	steer(ctx, pick(bpf_ntohl(dst)));
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int mw_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct mw_uplink_addr *src;
+	__u32 dst = ctx->user_ip4;
+
+	if (!udp_steerable(ctx, ctx->msg_src_ip4 == 0) || never_steer4(dst))
+		return 1;
+	src = udp_source(udp_slot(ctx, bpf_ntohl(dst)));
+	if (src && src->ip4)
+		ctx->msg_src_ip4 = src->ip4;
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int mw_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct mw_uplink_addr *src;
+	__u32 dst[4];
+
+	dst[0] = ctx->user_ip6[0];
+	dst[1] = ctx->user_ip6[1];
+	dst[2] = ctx->user_ip6[2];
+	dst[3] = ctx->user_ip6[3];
+	/* A mapped IPv4 destination goes through udp_sendmsg: sendmsg4 steers it. */
+	if (dst[0] == 0 && dst[1] == 0 && dst[2] == bpf_htonl(0x0000ffff))
+		return 1;
+	if (!udp_steerable(ctx, !(ctx->msg_src_ip6[0] | ctx->msg_src_ip6[1] | ctx->msg_src_ip6[2] |
+				  ctx->msg_src_ip6[3])) || never_steer6(dst))
+		return 1;
+	src = udp_source(udp_slot(ctx, bpf_ntohl(dst[0] ^ dst[1] ^ dst[2] ^ dst[3])));
+	if (src && (src->ip6[0] | src->ip6[1] | src->ip6[2] | src->ip6[3])) {
+		ctx->msg_src_ip6[0] = src->ip6[0];
+		ctx->msg_src_ip6[1] = src->ip6[1];
+		ctx->msg_src_ip6[2] = src->ip6[2];
+		ctx->msg_src_ip6[3] = src->ip6[3];
+	}
 	return 1;
 }
 

@@ -25,6 +25,9 @@
 #define MW_BUCKETS 4096      /* selection.BUCKETS; a power of two: the index is a mask */
 #define MW_NO_UPLINK 0xff    /* selection.NO_UPLINK: leave the socket alone */
 #define MW_MAX_EXCLUDES 256
+#define MW_UDP_SOCKETS 16384 /* unconnected UDP sockets remembered (LRU) */
+#define MW_IPPROTO_TCP 6
+#define MW_IPPROTO_UDP 17
 
 /* Policies, in mw_control.policy. */
 #define MW_POLICY_RANDOM 0      /* a random rotation entry: weighted at random */
@@ -34,9 +37,10 @@
 /* Steering: how a socket is put on an uplink. */
 #define MW_STEER_VRF 0    /* SO_BINDTODEVICE to the uplink's VRF device */
 #define MW_STEER_FWMARK 1 /* SO_MARK, routed by `ip rule fwmark M lookup T` */
+#define MW_STEER_DEVICE 2 /* SO_BINDTODEVICE to the uplink's own interface: its main-table routes */
 
 struct mw_uplink {
-	char dev[MW_IFNAMSIZ]; /* VRF device; "" = main table, leave the socket */
+	char dev[MW_IFNAMSIZ]; /* VRF device (device steering: the interface); "" = main table, leave the socket */
 	__u32 mark;            /* fwmark; 0 = main table, leave the socket */
 };
 
@@ -71,6 +75,29 @@ struct mw_lpm4 {
 struct mw_lpm6 {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+/* Destination ports never steered, one bit per port and protocol: a range
+ * costs what a single port does, and the program tests one bit. */
+struct mw_ports {
+	__u64 tcp[1024];
+	__u64 udp[1024];
+};
+
+/* What the program needs of the host: the network namespace the role
+ * configured. 0: unknown (kernels before 5.14 cannot tell user space a
+ * namespace's cookie) or the guard is off; every namespace is steered. */
+struct mw_host {
+	__u64 netns_cookie;
+};
+
+/* An uplink's own addresses (network byte order, 0 = none): the source an
+ * unconnected UDP datagram is given, routed by `ip rule from ADDR lookup T`.
+ * Written by the control plane once that rule exists, so an address here
+ * always selects its uplink. */
+struct mw_uplink_addr {
+	__u32 ip4;
+	__u32 ip6[4];
 };
 
 /* Per CPU: one entry per uplink slot, then MW_MAX_UPLINKS for sockets never

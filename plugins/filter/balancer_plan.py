@@ -49,6 +49,13 @@ options:
         quorum, targets), or null when uplinks are tracked only if they ask to be.
       - The result's C(track) maps each uplink's name to its merged settings, or null when it is not tracked.
     type: dict
+  exclude_ports:
+    description:
+      - Destination ports never steered, as C({proto, port}) with C(proto) C(tcp) or C(udp) and C(port) a port
+        or an ordered range (C(6881-6889)). The result's C(exclude_ports) holds them normalised.
+    type: list
+    elements: dict
+    default: []
   host:
     description: Host name, for the header's comment.
     type: str
@@ -69,8 +76,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description:
-    - C(bpf) (mw_* variables of multiwan_config.h.j2), C(routing) (list of uplinks outside main)
-      and C(exclude) (the excluded prefixes, normalised).
+    - C(bpf) (mw_* variables of multiwan_config.h.j2), C(routing) (list of uplinks outside main),
+      C(exclude) (the excluded prefixes, normalised) and C(exclude_ports) (the port exclusions, normalised).
   type: dict
 """
 
@@ -80,10 +87,10 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.schema import Schem
 from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan
 
 
-def balancer_plan(uplinks, steering, policy, exclude=None, host=None, track=None):
+def balancer_plan(uplinks, steering, policy, exclude=None, host=None, track=None, exclude_ports=None):
     try:
         ctx = plan.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host,
-                        track=track)
+                        track=track, exclude_ports=list(exclude_ports or []))
     except SchemaError as exc:
         # Name the inventory variable: uplinks[1].weight -> balancer_uplinks[1].weight
         raise AnsibleFilterError("balancer_%s: %s" % (exc.field, exc.message))

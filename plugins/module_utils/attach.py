@@ -19,6 +19,7 @@ import platform
 import re
 import shutil
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
 from ansible_collections.netlb.multiwan.plugins.module_utils import runner
@@ -28,6 +29,8 @@ STATE_FILE = "/run/netlb-multiwan/cgroup_bpf_attach.json"
 DIGEST_LEN = 16  # hex characters naming a pin subdirectory
 MIN_KERNEL = (5, 8)
 DIGEST_DIR_RE = re.compile(r"[0-9a-f]{%d}" % DIGEST_LEN)
+LINKS_DIR = "links"  # <pin_dir>/links/<hook>_<link id>: the cgroup bpf_links this module made
+ATTACH_METHODS = ("auto", "link", "legacy")
 
 
 class AttachError(Exception):
@@ -94,7 +97,11 @@ class Attacher(object):
                                     "bpftool or linux-tools-$(uname -r); RHEL/Fedora: bpftool)")
         self.bpftool = Bpftool(self.module, bpftool)
 
+        self.method = self.p.get("attach_method") or "auto"
+        if self.method not in ATTACH_METHODS:
+            raise AttachError("attach_method", "must be one of %s, not %r" % (", ".join(ATTACH_METHODS), self.method))
         self.pin_dir = os.path.normpath(self.p["pin_dir"])
+        self.links_dir = os.path.join(self.pin_dir, LINKS_DIR)
         if "." in os.path.basename(self.pin_dir):
             raise AttachError("pin_dir", "bpffs refuses names with a dot (%s)" % self.pin_dir)
         self.bpffs = cg.mount_of(self.pin_dir, "bpf")
@@ -118,7 +125,8 @@ class Attacher(object):
             except bpf_object.ObjectError as exc:
                 raise AttachError("object", "%s is not a BPF object: %s" % (obj, exc))
             if not hooks:
-                raise AttachError("object", "%s has no program in a cgroup section (e.g. SEC(\"cgroup/connect4\"))" % obj)
+                raise AttachError("object", "%s has no program in a cgroup section (e.g. SEC(\"cgroup/connect4\"))"
+                                  % obj)
             if self.p["attach_types"]:
                 for i, name in enumerate(self.p["attach_types"]):
                     short = bpf_object.short_attach_type(name)
@@ -154,6 +162,27 @@ class Attacher(object):
             found[entry] = progs
         return found
 
+    def pinned_links(self):
+        """[{path, id, prog_id, attach_type, attached}] of the bpf_links pinned in pin_dir/links
+        (named <hook>_<link id>); attached: the link still holds this cgroup (not detached, the
+        cgroup not recreated since)."""
+        found = []
+        if self.need_bpffs_mount or not os.path.isdir(self.links_dir):
+            return found
+        here = bpf_link.cgroup_id(self.cgroup) if os.path.isdir(self.cgroup) else None
+        for name in sorted(os.listdir(self.links_dir)):
+            path = os.path.join(self.links_dir, name)
+            try:
+                with bpf_link.pinned(path) as fd:
+                    info = bpf_link.link_info(fd)
+            except (bpf_link.LinkError, OSError):
+                info = None
+            if info is None:
+                found.append({"path": path, "id": None, "prog_id": None, "attach_type": None, "attached": False})
+            else:
+                found.append(dict(info, path=path, attached=info["cgroup_id"] == here))
+        return found
+
     def attached(self):
         if not os.path.isdir(self.cgroup):
             return []
@@ -166,7 +195,11 @@ class Attacher(object):
             for name, prog_id in progs.items():
                 ours[prog_id] = (key, name)
         self.ours = ours
-        self.ours_attached = [dict(p, pin=ours[p["id"]][0]) for p in self.attached() if p["id"] in ours]
+        self.links = self.pinned_links()
+        by_prog = dict(((link["attach_type"], link["prog_id"]), link) for link in self.links
+                       if link["attached"] and link["prog_id"] in ours)
+        self.ours_attached = [dict(p, pin=ours[p["id"]][0], link=by_prog.get((p["attach_type"], p["id"])))
+                              for p in self.attached() if p["id"] in ours]
         return {
             "cgroup": self.cgroup,
             "exists": os.path.isdir(self.cgroup),
@@ -182,8 +215,19 @@ class Attacher(object):
         plan_load = key not in self.pinned
         attached_new = set(p["attach_type"] for p in self.ours_attached if p["pin"] == key)
         to_attach = [h for h in sorted(self.want_hooks) if h not in attached_new]
+        # A hook whose link holds an older program of ours is swapped in place.
+        to_update = {}
+        if self.method != "legacy":
+            for prog in self.ours_attached:
+                if prog["link"] and prog["attach_type"] in to_attach:
+                    to_update.setdefault(prog["attach_type"], prog["link"])
+        updated = set(link["path"] for link in to_update.values())
         to_detach = [p for p in self.ours_attached
-                     if p["pin"] != key or p["attach_type"] not in self.want_hooks]
+                     if (p["pin"] != key or p["attach_type"] not in self.want_hooks)
+                     and not (p["link"] and p["link"]["path"] in updated)]
+        # Pins of links that hold nothing of ours here (detached, or the cgroup was recreated).
+        stale_links = [link for link in self.links
+                       if not (link["attached"] and link["prog_id"] in self.ours)]
         stale = [k for k in self.pinned if k != key]
 
         if self.need_bpffs_mount:
@@ -195,10 +239,16 @@ class Attacher(object):
         if plan_load:
             self.actions.append("load %s into %s" % (self.p["object"], self.pin_path))
         for hook in to_attach:
-            self.actions.append("attach %s at %s" % (self.want_hooks[hook], hook))
+            if hook in to_update:
+                self.actions.append("replace the program of bpf_link %s at %s with %s, in place"
+                                    % (to_update[hook]["id"], hook, self.want_hooks[hook]))
+            else:
+                self.actions.append("attach %s at %s" % (self.want_hooks[hook], hook))
         for prog in to_detach:
             self.actions.append("detach %s (id %s, object %s) from %s"
                                 % (prog["name"], prog["id"], prog["pin"], prog["attach_type"]))
+        for link in stale_links:
+            self.actions.append("remove bpf_link %s" % link["path"])
         for k in stale:
             self.actions.append("unpin object %s" % k)
         after = {
@@ -251,41 +301,100 @@ class Attacher(object):
             made_cgroup = True
             state.setdefault(self.cgroup, {})["created_cgroup"] = True
             save_state(state)
-        # Gapless: the new program is attached (multi) before the old one goes.
-        done = []
+        # Gapless: a link is updated in place (one program per socket, always);
+        # otherwise the new program is attached (multi) before the old one goes.
+        undo = []
         try:
             for hook in to_attach:
-                self.bpftool.attach(self.cgroup, hook, os.path.join(self.pin_path, self.want_hooks[hook]))
-                done.append(hook)
-        except BpftoolError as exc:
-            self.undo_attach(done, plan_load)
+                undo.append(self.attach_hook(hook, to_update.get(hook)))
+        except (BpftoolError, bpf_link.LinkError, OSError) as exc:
+            for step in reversed(undo):
+                step()
+            if plan_load:
+                shutil.rmtree(self.pin_path, ignore_errors=True)
             if made_cgroup:
                 os.rmdir(self.cgroup)
                 state.pop(self.cgroup, None)
                 save_state(state)
             raise AttachError(None, "attaching at %s failed: %s (a program attached there without the "
                                     "'multi' flag blocks others); nothing of this run is left attached"
-                              % (self.cgroup, exc.detail))
+                              % (self.cgroup, getattr(exc, "detail", exc)))
         for prog in to_detach:
-            self.bpftool.detach(self.cgroup, prog["attach_type"], prog["id"])
+            self.detach_prog(prog)
+        for link in stale_links:
+            self.remove_link(link["path"])
         for k in stale:
             shutil.rmtree(os.path.join(self.pin_dir, k))
         return after
 
-    def undo_attach(self, hooks, loaded):
-        """Roll back this run's attachments (and its load) after a failure."""
-        for hook in hooks:
+    def attach_hook(self, hook, link):
+        """Attach the new program at hook; returns what undoes it."""
+        prog_path = os.path.join(self.pin_path, self.want_hooks[hook])
+        if link:
+            with bpf_link.pinned(link["path"]) as link_fd, bpf_link.pinned(prog_path) as new_fd:
+                old_path = self.prog_path(link["prog_id"])
+                with bpf_link.pinned(old_path) as old_fd:
+                    bpf_link.link_update(link_fd, new_fd, old_fd)
+
+            def undo_update():
+                with bpf_link.pinned(link["path"]) as link_fd, bpf_link.pinned(old_path) as old_fd:
+                    with bpf_link.pinned(prog_path) as new_fd:
+                        bpf_link.link_update(link_fd, old_fd, new_fd)
+            return undo_update
+        if self.method != "legacy":
             try:
-                prog_id = self.bpftool.prog_id(os.path.join(self.pin_path, self.want_hooks[hook]))
-                self.bpftool.detach(self.cgroup, hook, prog_id)
+                with bpf_link.open_cgroup(self.cgroup) as cgroup_fd, bpf_link.pinned(prog_path) as prog_fd:
+                    with bpf_link.Fd(bpf_link.link_create(prog_fd, cgroup_fd, hook)) as link_fd:
+                        # Closing the fd unpinned detaches it: a failure leaves nothing attached.
+                        path = os.path.join(self.links_dir, "%s_%d" % (hook, bpf_link.link_info(link_fd)["id"]))
+                        os.makedirs(self.links_dir, exist_ok=True)
+                        bpf_link.obj_pin(link_fd, path)
+                return lambda: self.remove_link(path)
+            except bpf_link.LinkUnsupported:
+                if self.method == "link":
+                    raise AttachError("attach_method", "this kernel has no cgroup bpf_link (Linux >= 5.7); "
+                                                       "use auto or legacy")
+                self.warnings.append("no cgroup bpf_link on this kernel: %s attached the legacy way" % hook)
+        self.bpftool.attach(self.cgroup, hook, prog_path)
+
+        def undo_attach():
+            try:
+                self.bpftool.detach(self.cgroup, hook, self.bpftool.prog_id(prog_path))
             except BpftoolError:
                 pass
-        if loaded:
-            shutil.rmtree(self.pin_path, ignore_errors=True)
+        return undo_attach
+
+    def prog_path(self, prog_id):
+        for key, name in [self.ours[prog_id]] if prog_id in self.ours else []:
+            return os.path.join(self.pin_dir, key, name)
+        raise AttachError(None, "bpf_link holds program %s, which is not pinned in %s" % (prog_id, self.pin_dir))
+
+    def detach_prog(self, prog):
+        if prog["link"]:
+            self.remove_link(prog["link"]["path"])
+        else:
+            self.bpftool.detach(self.cgroup, prog["attach_type"], prog["id"])
+
+    @staticmethod
+    def remove_link(path):
+        """Detach the link even if another process holds it open, then drop the pin."""
+        try:
+            with bpf_link.pinned(path) as fd:
+                bpf_link.link_detach(fd)
+        except bpf_link.LinkError:
+            pass  # already detached, or Linux < 5.9: dropping the last reference detaches it
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
     def absent(self):
         for prog in self.ours_attached:
-            self.actions.append("detach %s (id %s) from %s" % (prog["name"], prog["id"], prog["attach_type"]))
+            self.actions.append("detach %s (id %s) from %s%s" % (prog["name"], prog["id"], prog["attach_type"],
+                                                                 " (bpf_link)" if prog["link"] else ""))
+        for link in self.links:
+            if not (link["attached"] and link["prog_id"] in self.ours):
+                self.actions.append("remove bpf_link %s" % link["path"])
         for k in sorted(self.pinned):
             self.actions.append("unpin object %s" % k)
         state = load_state()
@@ -300,7 +409,7 @@ class Attacher(object):
                 self.actions.append("remove cgroup %s" % self.cgroup)
         shared_dir = os.path.join(self.pin_dir, "maps")
         pin_dir_empty_after = (os.path.isdir(self.pin_dir)
-                               and set(os.listdir(self.pin_dir)) <= set(self.pinned) | set(["maps"]))
+                               and set(os.listdir(self.pin_dir)) <= set(self.pinned) | set(["maps", LINKS_DIR]))
         if pin_dir_empty_after and self.pinned:
             self.actions.append("remove %s" % self.pin_dir)
         after = {"cgroup": self.cgroup, "exists": os.path.isdir(self.cgroup) and not remove_cgroup,
@@ -308,11 +417,14 @@ class Attacher(object):
         if self.module.check_mode or not self.actions:
             return after
         for prog in self.ours_attached:
-            self.bpftool.detach(self.cgroup, prog["attach_type"], prog["id"])
+            self.detach_prog(prog)
+        for link in self.links:
+            self.remove_link(link["path"])
         for k in self.pinned:
             shutil.rmtree(os.path.join(self.pin_dir, k))
         if pin_dir_empty_after and self.pinned:
             shutil.rmtree(shared_dir, ignore_errors=True)
+            shutil.rmtree(self.links_dir, ignore_errors=True)
             os.rmdir(self.pin_dir)
         if remove_cgroup:
             os.rmdir(self.cgroup)
@@ -328,7 +440,11 @@ class Attacher(object):
 
     def result_programs(self):
         if self.module.check_mode:
-            return [{"attach_type": p["attach_type"], "name": p["name"], "id": p["id"]} for p in self.ours_attached]
+            return [program_entry(p) for p in self.ours_attached]
         self.read_state()
-        return sorted(({"attach_type": p["attach_type"], "name": p["name"], "id": p["id"]}
-                       for p in self.ours_attached), key=lambda p: p["attach_type"])
+        return sorted((program_entry(p) for p in self.ours_attached), key=lambda p: p["attach_type"])
+
+
+def program_entry(prog):
+    return {"attach_type": prog["attach_type"], "name": prog["name"], "id": prog["id"],
+            "link_id": prog["link"]["id"] if prog["link"] else None}

@@ -201,6 +201,8 @@ class Collector(object):
             "gateway": entry.get("gateway"),
             "gateway6": entry.get("gateway6"),
             "vrf": entry.get("vrf") if steering == "vrf" else None,
+            # device steering: sockets bound to the interface itself, its main-table routes
+            "device": interface if steering == "device" else None,
             "table": "main" if in_main else table,
             "mark": None if in_main or steering != "fwmark" else mark,
             "weight": entry.get("weight", 1),
@@ -534,6 +536,8 @@ def link_state(up):
 
 
 def route_label(up):
+    if up.get("device"):
+        return "device %s (main routes)" % up["device"]
     if up["vrf"]:
         return "vrf %s (table %s)" % (up["vrf"], up["table"])
     if up["mark"] is not None:

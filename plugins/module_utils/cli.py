@@ -103,14 +103,39 @@ def runtime_uplinks(doc, states=None):
             for up in doc["uplinks"]]
 
 
-def converge_maps(doc, bpftool, check_mode=False, states=None):
-    """Every attachment's maps to the document's runtime state; the changes, as "cgroup: change"."""
-    changes = []
+def port_ranges(doc):
+    """The document's exclude_ports as [{"proto", "first", "last"}] (validated by the role)."""
+    out = []
+    for entry in doc.get("exclude_ports") or []:
+        bounds = str(entry["port"]).split("-")
+        out.append({"proto": entry["proto"], "first": int(bounds[0]), "last": int(bounds[-1])})
+    return out
+
+
+def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
+    """Every attachment's maps to the document's runtime state; the changes, as
+    "cgroup: change". ``routing``: also converge the source rules that steer
+    unconnected UDP (uplink_routing.converge_source_rules) in this namespace,
+    first, so every address the maps hold has its rule."""
+    changes, sources = [], None  # None: the address map is left as it is
+    from ansible_collections.netlb.multiwan.plugins.module_utils import netlink
+
+    # The netlb-multiwan command runs on the host's python3, which may lack pyroute2:
+    # it then leaves rules and addresses to the engine's runs (role, boot, tracker).
+    if routing and doc.get("attachments") and netlink.HAS_PYROUTE2:
+        from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing
+
+        with netlink.Netlink() as link:
+            found, actions = uplink_routing.converge_source_rules(doc, link, check_mode=check_mode)
+        changes += actions
+        sources = dict((slot, s["addresses"]) for slot, s in found.items())
     uplinks = runtime_uplinks(doc, states)
+    cookie = datapath.own_netns_cookie() if doc.get("netns_guard") else 0
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")
         changes += ["%s: %s" % (attachment["cgroup"], c)
-                    for c in maps.converge(uplinks, doc["policy"], doc.get("exclude", []), check_mode=check_mode)]
+                    for c in maps.converge(uplinks, doc["policy"], doc.get("exclude", []), check_mode=check_mode,
+                                           exclude_ports=port_ranges(doc), sources=sources, netns_cookie=cookie)]
     return changes
 
 

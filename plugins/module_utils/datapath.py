@@ -4,8 +4,9 @@
 """The program's pinned maps: their byte layout (files/bpf/multiwan.h) and
 converging them to a runtime state with bpftool.
 
-Runtime state, per uplink slot: weight, drained, down; for the host: the
-policy and the excluded prefixes. From it the control plane computes the
+Runtime state, per uplink slot: weight, drained, down, the addresses that
+steer its unconnected UDP; for the host: the policy, the excluded prefixes and
+ports, and the network namespace whose sockets are steered. From it the control plane computes the
 selection (module_utils/selection.py), writes it to the entry of mw_selection
 the program is not reading, then flips mw_control.active, so a connect never
 sees half a table. Nothing is rewritten when the maps already hold the state:
@@ -17,6 +18,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import os
+import socket
 import struct
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import selection
@@ -57,6 +60,51 @@ def control_value(active, policy):
     return struct.pack("=II", active, POLICY_IDS[policy])
 
 
+PORT_WORDS = 1024  # struct mw_ports: 65536 bits per protocol
+PROTOCOLS = ("tcp", "udp")
+SO_NETNS_COOKIE = 71
+
+
+def ports_value(exclude_ports):
+    """struct mw_ports of [{"proto", "first", "last"}]: one bit per excluded port."""
+    words = dict((proto, [0] * PORT_WORDS) for proto in PROTOCOLS)
+    for entry in exclude_ports:
+        bits = words[entry["proto"]]
+        for port in range(int(entry["first"]), int(entry["last"]) + 1):
+            bits[port >> 6] |= 1 << (port & 63)
+    return b"".join(struct.pack("=%dQ" % PORT_WORDS, *words[proto]) for proto in PROTOCOLS)
+
+
+def host_value(netns_cookie):
+    return struct.pack("=Q", netns_cookie or 0)
+
+
+def own_netns_cookie():
+    """This process's network namespace cookie; 0 where the kernel cannot say (before 5.14)."""
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return 0
+    try:
+        return struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    except OSError:
+        return 0
+    finally:
+        sock.close()
+
+
+def uplink_addr_value(addresses):
+    """struct mw_uplink_addr: the first IPv4 and IPv6 address of ["a.b.c.d/32", "x::y/128", ...]."""
+    ip4, ip6 = b"\0" * 4, b"\0" * 16
+    for text in reversed(list(addresses or [])):
+        addr = ipaddress.ip_interface(text).ip
+        if addr.version == 4:
+            ip4 = addr.packed
+        else:
+            ip6 = addr.packed
+    return ip4 + ip6
+
+
 def lpm_key(prefix):
     net = ipaddress.ip_network(prefix, strict=False)
     return net.version, struct.pack("=I", net.prefixlen) + net.network_address.packed
@@ -79,7 +127,7 @@ class Maps(object):
     with ``json(*args)`` and ``run(*args)`` (module_utils/bpftool.Bpftool)."""
 
     NAMES = ("mw_control", "mw_selection", "mw_cursor", "mw_uplink_state", "mw_counters",
-             "mw_exclude4", "mw_exclude6")
+             "mw_exclude4", "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_uplink_addr", "mw_udp_sockets")
 
     def __init__(self, bpftool, maps_dir):
         self.bpftool, self.maps_dir = bpftool, maps_dir.rstrip("/")
@@ -103,9 +151,26 @@ class Maps(object):
     def keys(self, name):
         return [from_hex(entry["key"]) for entry in (self.bpftool.json("map", "dump", "pinned", self.path(name)) or [])]
 
-    def converge(self, uplinks, policy, exclude=(), check_mode=False):
+    def pinned(self, name):
+        """A program built before the map existed has no pin: nothing to converge there."""
+        return os.path.exists(self.path(name))
+
+    def converge_value(self, name, key, want, change, check_mode):
+        if not self.pinned(name) or self.lookup(name, key) == want:
+            return []
+        if not check_mode:
+            self.update(name, key, want)
+        return [change]
+
+    def converge(self, uplinks, policy, exclude=(), check_mode=False, exclude_ports=(), sources=None,
+                 netns_cookie=0):
         """Make the maps hold this runtime state. Returns the list of changes
-        ("uplink 1 state", "selection", "exclude 10.0.0.0/8", ...)."""
+        ("uplink 1 state", "selection", "exclude 10.0.0.0/8", ...).
+
+        ``exclude_ports``: [{"proto", "first", "last"}]; ``sources``: {slot:
+        [addresses]} whose source rules exist (other slots get none), None to
+        leave the addresses as they are;
+        ``netns_cookie``: the namespace whose sockets are steered (0: all)."""
         if len(uplinks) > MAX_UPLINKS:
             raise DatapathError("at most %d uplinks" % MAX_UPLINKS)
         if policy not in POLICY_IDS:
@@ -142,4 +207,11 @@ class Maps(object):
             changes.append("exclude %s" % text)
             if not check_mode:
                 self.update(name, key, b"\x01")
+        changes += self.converge_value("mw_exclude_ports", u32_key(0), ports_value(exclude_ports),
+                                       "excluded ports", check_mode)
+        changes += self.converge_value("mw_host", u32_key(0), host_value(netns_cookie), "host namespace", check_mode)
+        for slot in range(len(uplinks) if sources is not None else 0):
+            changes += self.converge_value("mw_uplink_addr", u32_key(slot),
+                                           uplink_addr_value((sources or {}).get(slot)),
+                                           "uplink %d source addresses" % slot, check_mode)
         return changes

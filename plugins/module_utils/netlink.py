@@ -47,6 +47,8 @@ NETNS_RUN_DIR = "/run/netns"
 ROUTE_TYPE_IDS = dict((name, num) for num, name in ROUTE_TYPES.items())
 RTPROT_KERNEL = 2
 RTPROT_STATIC = 4
+# `ip rule` shows it as "proto 245": the source rules for unconnected UDP are the balancer's.
+SOURCE_RULE_PROTOCOL = 245
 L3MDEV_RULE_PRIORITY = 1000  # where the vrf driver puts its own rule
 
 
@@ -197,6 +199,7 @@ class Netlink(object):
                 "address": "%s/%d" % (addr, msg["prefixlen"]),
                 "family": msg["family"],
                 "permanent": bool(flags & IFA_F_PERMANENT),
+                "scope": msg["scope"],  # 0: global; 253 link, 254 host
             })
         return result
 
@@ -262,6 +265,34 @@ class Netlink(object):
             "fwmask": _attr(msg, "FRA_FWMASK", 0xFFFFFFFF),
             "table": _attr(msg, "FRA_TABLE", msg["table"]),
         } for family, msg in self._rules() if msg.get_attr("FRA_FWMARK") is not None]
+
+    def source_rules(self):
+        """[{family, priority, src, table}] of the source rules the balancer made:
+        tagged with its protocol (SOURCE_RULE_PROTOCOL), so a rule of the operator's
+        that looks the same is never taken for one."""
+        out = []
+        for family, msg in self._rules():
+            src = msg.get_attr("FRA_SRC")
+            if src is None or msg.get_attr("FRA_PROTOCOL") != SOURCE_RULE_PROTOCOL:
+                continue
+            out.append({"family": family, "priority": _attr(msg, "FRA_PRIORITY", 0),
+                        "src": "%s/%d" % (src, msg["src_len"]), "table": _attr(msg, "FRA_TABLE", msg["table"])})
+        return out
+
+    def add_source_rule(self, family, priority, src, table):
+        net = ipaddress.ip_network(src, strict=False)
+        self.ipr.rule("add", family=family, priority=priority, src=str(net.network_address),
+                      src_len=net.prefixlen, table=table, action="FR_ACT_TO_TBL", protocol=SOURCE_RULE_PROTOCOL)
+
+    def delete_source_rule(self, family, priority, src, table):
+        net = ipaddress.ip_network(src, strict=False)
+        try:
+            self.ipr.rule("del", family=family, priority=priority, src=str(net.network_address),
+                          src_len=net.prefixlen, table=table, action="FR_ACT_TO_TBL",
+                          protocol=SOURCE_RULE_PROTOCOL)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ESRCH):
+                raise
 
     def add_fwmark_rule(self, family, priority, fwmark, fwmask, table):
         self.ipr.rule("add", family=family, priority=priority, fwmark=fwmark, fwmask=fwmask,

@@ -153,6 +153,41 @@ def slice_name(value, field="balancer_slice"):
     return value
 
 
+MAX_PORT_EXCLUDES = 64
+PORT_PROTOCOLS = ("tcp", "udp")
+PORT_RANGE_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+
+
+def port_exclusion(value, field):
+    """{proto: tcp|udp, port: 22 | "22" | "6881-6889"}, normalised to
+    {"proto", "port": "22" | "6881-6889"}: ports 1-65535, a range in order."""
+    if not isinstance(value, dict):
+        raise SchemaError(field, "must be a dictionary with proto (tcp or udp) and port, got %r" % (value,))
+    unknown = sorted(set(value) - {"proto", "port"})
+    if unknown:
+        raise SchemaError(field + "." + unknown[0], "is not a port exclusion setting (proto, port)")
+    choice(value.get("proto"), field + ".proto", PORT_PROTOCOLS)
+    port = value.get("port")
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        raise SchemaError(field + ".port", "must be a port 1-65535 or a range like 6881-6889, got %r" % (port,))
+    match = PORT_RANGE_RE.fullmatch(str(port).strip())
+    if not match:
+        raise SchemaError(field + ".port", "must be a port 1-65535 or a range like 6881-6889, got %r" % (port,))
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    for bound in (first, last):
+        if not 1 <= bound <= 65535:
+            raise SchemaError(field + ".port", "%d is not a port (1-65535)" % bound)
+    if first > last:
+        raise SchemaError(field + ".port", "range %d-%d is not in order" % (first, last))
+    return {"proto": value["proto"], "port": str(first) if first == last else "%d-%d" % (first, last)}
+
+
+def port_exclusions(values, field="exclude_ports"):
+    if not isinstance(values, (list, tuple)) or len(values) > MAX_PORT_EXCLUDES:
+        raise SchemaError(field, "must be a list of at most %d port exclusions" % MAX_PORT_EXCLUDES)
+    return [port_exclusion(v, "%s[%d]" % (field, i)) for i, v in enumerate(values)]
+
+
 TRACK_METHODS = ("icmp", "tcp", "dns")
 TRACK_LIMITS = {"interval_ms": (50, 60000), "timeout_ms": (10, 60000), "down": (1, 100), "up": (1, 100),
                 "quorum": (1, 16), "port": (0, 65535)}  # port 0: the method's own

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health, netlink
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
 HEALTH_FILE = health.HEALTH_FILE
@@ -77,8 +77,11 @@ def atomic_write(path, text, make_dir=False):
             os.unlink(tmp)
 
 
-def tracked(doc):
-    """[(slot, uplink entry, its track settings)] of the uplinks the document tracks."""
+def tracked(doc, gateway_of=None):
+    """[(slot, uplink entry, its track settings)] of the uplinks the document tracks.
+    Without targets an uplink's gateway is probed: the recorded one, else (device
+    steering, where the inventory need not know it) ``gateway_of(uplink)``, the
+    gateway of the default route it has now."""
     found = []
     for slot, up in enumerate(doc.get("uplinks", [])):
         track = up.get("track")
@@ -87,6 +90,9 @@ def tracked(doc):
         settings = dict(health.DEFAULTS, **track)
         if not settings.get("targets"):
             settings["targets"] = [gw for gw in (up.get("gateway"), up.get("gateway6")) if gw][:1]
+        if not settings["targets"] and gateway_of is not None:
+            gateway = gateway_of(up)
+            settings["targets"] = [gateway] if gateway else []
         if settings["targets"]:
             found.append((slot, up, settings))
     return found
@@ -285,11 +291,23 @@ class LinkWatch(object):
         return self.events.fileno()
 
     def drain(self):
-        self.events.get()
+        """The pending events; True when an address came or went (DHCP, a late link)."""
+        return any(msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR") for msg in self.events.get())
 
     def close(self):
         self.query.close()
         self.events.close()
+
+    def default_gateway(self, up):
+        """The gateway of the uplink's default route in the main table, IPv4 first; None."""
+        found = self.query.link_lookup(ifname=up["interface"])
+        if not found:
+            return None
+        for af in (socket.AF_INET, socket.AF_INET6):
+            for route in self.query.get_routes(family=af, table=MAIN_TABLE):
+                if route["dst_len"] == 0 and route.get_attr("RTA_OIF") == found[0] and route.get_attr("RTA_GATEWAY"):
+                    return route.get_attr("RTA_GATEWAY")
+        return None
 
     def usable(self, doc, up, families):
         """(usable, reason): what a socket steered to this uplink would find."""
@@ -329,7 +347,7 @@ class Tracker(object):
         recorded = health.read_health(self.health_file)
         now = time.time()
         self.health, self.probes = {}, []
-        for slot, up, settings in tracked(self.doc):
+        for slot, up, settings in tracked(self.doc, getattr(self.watch, "default_gateway", None)):
             last = recorded.get(up["name"], {})
             state = health.UplinkHealth(up["name"], settings, state=last.get("state", "up"),
                                         since=last.get("since", now))
@@ -367,8 +385,13 @@ class Tracker(object):
             pass
 
     def on_netlink(self, _fd, now):
-        self.watch.drain()
-        self.apply(self.check_links(now), now)
+        addresses_changed = self.watch.drain()
+        transitions = self.check_links(now)
+        if addresses_changed and not transitions:
+            # The source rules and addresses that steer unconnected UDP follow the
+            # uplinks' addresses (apply() converges on transitions anyway).
+            self.converge()
+        self.apply(transitions, now)
 
     # -- decisions -----------------------------------------------------------
 
@@ -414,7 +437,7 @@ class Tracker(object):
                 self.doc = dict(cli.load(self.state_file), health_file=self.health_file)
                 changes = cli.converge_maps(self.doc, self.bpftool,
                                             states=dict((name, h.as_dict()) for name, h in self.health.items()))
-        except (BpftoolError, datapath.DatapathError, OSError, ValueError) as exc:
+        except (BpftoolError, datapath.DatapathError, netlink.NetlinkError, OSError, ValueError) as exc:
             log("the maps were not updated: %s" % exc)
             return
         if changes:
@@ -515,14 +538,21 @@ def main(argv=None):
                         help="health file (default: the document's health_file, else %s)" % HEALTH_FILE)
     args = parser.parse_args(argv)
     tracker = Tracker(args.state, args.health)
-    if not tracker.probes:
-        log("no uplink of %s is tracked: nothing to do" % args.state)
-        return 0
 
     def stop(_signum, _frame):
         tracker.running = False
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if not tracker.probes:
+        # Idle, not gone: an exit would have systemd restart it in a loop. A new
+        # document (or gateway, at the next role run) starts over.
+        log("no uplink of %s has a target to probe: waiting for the document to change" % args.state)
+        while tracker.running and tracker.input_times() == tracker.inputs:
+            time.sleep(2)
+        if tracker.running:
+            argv = list(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+            os.execv(sys.executable, [sys.executable] + argv[1:])
+        return 0
     log("tracking %s" % ", ".join("%s (%s to %s every %d ms)" % (
         p.name, p.settings["method"], ", ".join(p.settings["targets"]), p.settings["interval_ms"])
         for p in tracker.probes))

@@ -330,6 +330,7 @@ class VrfEngine(object):
         leftover = [r for r in before["routes"] if r.dev is None or r.dev not in slaves]
         for route in leftover:
             self.actions.append("delete route %s table %s" % (route.render(), vrf.vrf_table))
+        self.actions += delete_source_rules(self.nl, vrf.vrf_table, check_mode=self.check_mode)
         last_vrf = not any(lk.kind == "vrf" and lk.index != vrf.index for lk in self.links)
         rules = self.nl.l3mdev_rules() if last_vrf else set()
         for family in sorted(rules):
@@ -429,6 +430,7 @@ class FwmarkTableEngine(object):
             self.actions.append("delete rule %s" % render_rule(rule))
         for route in current_routes:
             self.actions.append("delete route %s table %d" % (route.render(), p["table"]))
+        self.actions += delete_source_rules(self.nl, p["table"], check_mode=self.check_mode)
         if self.actions and not self.check_mode:
             for rule in ours:
                 self.nl.delete_fwmark_rule(rule["family"], rule["priority"], rule["fwmark"], rule["fwmask"], rule["table"])
@@ -478,6 +480,65 @@ class FwmarkTableEngine(object):
                 self.nl.delete_fwmark_rule(rule["family"], rule["priority"], rule["fwmark"], rule["fwmask"], rule["table"])
         return ([r for r in ours if r not in stale_rules] + new_rules,
                 model.predict_routes(current_routes, route_changes))
+
+
+# -- source rules (unconnected UDP) ------------------------------------------------
+
+def uplink_sources(doc, link):
+    """{slot: {"table", "addresses": ["198.51.100.2/32", ...]}} of the uplinks
+    routed by a table of their own: the global addresses on their interface now."""
+    links = dict((lk.name, lk) for lk in link.links())
+    out = {}
+    for slot, up in enumerate(doc.get("uplinks", [])):
+        kind, _params = uplink_params(doc, up)
+        iface = links.get(up.get("interface"))
+        if kind is None or iface is None:
+            continue
+        addresses = []
+        for entry in link.addresses(iface.index):
+            if entry.get("scope", 0) != 0:
+                continue  # link-local: the kernel picks those by scope, not by rule
+            ip = entry["address"].split("/")[0]
+            addresses.append("%s/%d" % (ip, 32 if ":" not in ip else 128))
+        out[slot] = {"table": up["table"], "addresses": addresses}
+    return out
+
+
+def converge_source_rules(doc, link, check_mode=False):
+    """One ``from ADDR lookup TABLE`` rule per address of every uplink with a
+    table, at the role's rule priority: a datagram whose source the program set
+    to that address leaves through that uplink, the first one of a socket too
+    (the kernel takes mark and device from the socket before the program runs).
+    Every other source rule the balancer made goes: addresses an uplink no
+    longer has, uplinks taken out, an old priority. (sources, actions): sources
+    as uplink_sources gives them, now backed by their rules."""
+    priority = doc.get("rule_priority", DEFAULT_RULE_PRIORITY)
+    sources = uplink_sources(doc, link)
+    wanted = set((s["table"], a) for s in sources.values() for a in s["addresses"])
+    have = link.source_rules()
+    have_keys = set((r["table"], r["src"]) for r in have if r["priority"] == priority)
+    actions = []
+    for table, src in sorted(wanted - have_keys):
+        actions.append("add rule from %s lookup %d pref %d" % (src, table, priority))
+        if not check_mode:
+            link.add_source_rule(model.AF_INET6 if ":" in src else model.AF_INET, priority, src, table)
+    for rule in have:
+        if rule["priority"] != priority or (rule["table"], rule["src"]) not in wanted:
+            actions.append("delete rule from %s lookup %d pref %d" % (rule["src"], rule["table"], rule["priority"]))
+            if not check_mode:
+                link.delete_source_rule(rule["family"], rule["priority"], rule["src"], rule["table"])
+    return sources, actions
+
+
+def delete_source_rules(link, table, check_mode=False):
+    """Remove the source rules that point at ``table`` (the uplink is going)."""
+    actions = []
+    for rule in link.source_rules():
+        if rule["table"] == table:
+            actions.append("delete rule from %s lookup %d pref %d" % (rule["src"], table, rule["priority"]))
+            if not check_mode:
+                link.delete_source_rule(rule["family"], rule["priority"], rule["src"], table)
+    return actions
 
 
 # -- the state document's uplinks (boot) -----------------------------------------

@@ -122,6 +122,7 @@ balancer:
           master: null
           addresses: [10.0.0.2/24]
           vrf: null
+          device: null
           table: 100
           mark: 256
           weight: 1

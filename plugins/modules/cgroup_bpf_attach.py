@@ -19,9 +19,15 @@ description:
   - Idempotent by content. The object's sha256 digest names its pin directory
     (O(pin_dir)/<digest prefix>), so the same object already attached reports no change and
     nothing is reloaded (program tags are not stable across kernels, the digest is).
-  - A changed object is replaced without a gap. The new program is attached next to the old
-    one (C(multi)), then the old one is detached and unpinned, so no connect runs unsteered and
-    afterwards exactly one program of this module is attached per hook.
+  - A changed object is replaced without a gap, and where the kernel has cgroup bpf_links
+    (Linux >= 5.7) without an overlap either. Each hook is attached through a bpf_link pinned at
+    C(<pin_dir>/links/<hook>_<link id>), and a new object swaps the link's program in place
+    (C(BPF_LINK_UPDATE)), so every socket runs through exactly one of the two programs.
+  - Without links (O(attach_method=legacy), or a kernel or architecture without them) the new
+    program is attached next to the old one (C(multi)), then the old one is detached, so no
+    connect runs unsteered but one may run through both programs.
+  - Afterwards exactly one program of this module is attached per hook, and the old object's
+    pins are removed.
   - Programs attached to the cgroup by anything else are left alone.
 author:
   - netlb.multiwan contributors (@netlb)
@@ -70,6 +76,18 @@ options:
     type: list
     elements: str
     default: []
+  attach_method:
+    description:
+      - How this run attaches a program at a hook it is not attached to yet.
+      - V(auto) uses a bpf_link where the kernel has one, else the legacy attach (with a warning).
+        V(link) fails instead of falling back. V(legacy) always uses the legacy attach, as
+        bpftool does.
+      - A program already attached stays attached as it is, so changing this changes nothing
+        until the next object replaces it.
+    type: str
+    choices: [auto, link, legacy]
+    default: auto
+    version_added: "0.2.0"
   state:
     description:
       - V(present) loads and attaches. V(absent) detaches this module's programs from the cgroup,
@@ -138,7 +156,12 @@ programs:
   returned: always
   type: list
   elements: dict
-  sample: [{"attach_type": "connect4", "name": "mw_connect4", "id": 102}]
+  sample: [{"attach_type": "connect4", "name": "mw_connect4", "id": 102, "link_id": 7}]
+  contains:
+    link_id:
+      description: The bpf_link holding the program, null when it is attached the legacy way.
+      type: int
+      version_added: "0.2.0"
 actions:
   description: What the module did (or would do in check mode), in order.
   returned: always
@@ -149,6 +172,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link
 from ansible_collections.netlb.multiwan.plugins.module_utils.attach import AttachError, Attacher
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import BpftoolError
 
@@ -169,6 +193,7 @@ def main():
             pin_dir=dict(type="path", required=True),
             attach_types=dict(type="list", elements="str"),
             shared_maps=dict(type="list", elements="str", default=[]),
+            attach_method=dict(type="str", default="auto", choices=["auto", "link", "legacy"]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
         required_if=[("state", "present", ["object"])],
@@ -183,6 +208,8 @@ def main():
         module.fail_json(msg=to_native(exc), field=exc.field, actions=attacher.actions)
     except BpftoolError as exc:
         module.fail_json(msg="bpftool: %s" % to_native(exc.detail), actions=attacher.actions)
+    except bpf_link.LinkError as exc:
+        module.fail_json(msg="bpf(2): %s" % to_native(exc), actions=attacher.actions)
     except (OSError, IOError) as exc:
         module.fail_json(msg=to_native(exc), actions=attacher.actions)
     for warning in attacher.warnings:

@@ -26,7 +26,7 @@ import re
 from ansible_collections.netlb.multiwan.plugins.module_utils import schema
 
 POLICIES = ("random", "weighted", "round_robin", "hash_dst")
-STEERINGS = ("vrf", "fwmark")
+STEERINGS = ("vrf", "fwmark", "device")
 MAX_UPLINKS = schema.MAX_UPLINKS
 MAX_WEIGHT = schema.MAX_WEIGHT
 MAX_EXCLUDES = schema.MAX_EXCLUDES
@@ -65,7 +65,18 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
         interface = schema.ifname(up.get("interface"), field + ".interface")
         weight = schema.weight(up.get("weight", 1), field + ".weight")
         dev, mark = "", 0
-        if steering == "vrf":
+        if steering == "device":
+            # Bound to its own interface: the kernel uses that interface's routes in the
+            # main table (one default route per uplink, as NetworkManager keeps them).
+            for key in ("vrf", "mark", "table"):
+                if up.get(key) is not None:
+                    raise ConfigError(field + "." + key, "device steering binds sockets to the uplink's own "
+                                                         "interface and routes nothing: drop %s" % key)
+            if interface in devs:
+                raise ConfigError(field + ".interface", "%s is used by two uplinks" % interface)
+            devs.add(interface)
+            dev = interface
+        elif steering == "vrf":
             if up.get("mark") is not None:
                 raise ConfigError(field + ".mark", "is for fwmark steering; this host uses vrf steering")
             if up.get("vrf") is not None:
@@ -83,7 +94,7 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
                 marks.add(mark)
         rendered.append({"name": name, "interface": interface, "weight": weight, "dev": dev, "mark": mark})
     main = [u for u in rendered if not u["dev"] and not u["mark"]]
-    if len(main) > 1:
+    if len(main) > 1 and steering != "device":
         raise ConfigError("uplinks", "only one uplink can stay in the main table (%s)"
                           % ", ".join(u["name"] for u in main))
     exclude4, exclude6 = [], []
@@ -129,10 +140,11 @@ def render(context, template_dir=None):
     return env.get_template(TEMPLATE_NAME).render(**context)
 
 
-def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=None):
+def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=None, exclude_ports=()):
     """A host's whole inventory checked at once: {"bpf": template context,
     "routing": one entry per extra uplink for the vrf / fwmark_table modules,
-    "exclude": the normalised prefixes}.
+    "exclude": the normalised prefixes, "exclude_ports": the normalised port
+    exclusions}.
 
     Adds to build_context what routing needs: a table per extra uplink (not
     reserved, not shared), gateways of the right family, and the fwmark
@@ -148,6 +160,9 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
         if not isinstance(up, dict):
             raise ConfigError(field, "must be a dictionary")
         up = dict(up)
+        if steering == "device":
+            filled.append(up)  # build_context refuses vrf, mark and table
+            continue
         extra = up.get("vrf") is not None if steering == "vrf" else (
             up.get("table") is not None or up.get("mark") is not None)
         if extra:
@@ -179,7 +194,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
                                               "for the main-table uplink")
         filled.append(up)
     ctx = build_context(filled, steering=steering, policy=policy, exclude=exclude, host=host)
-    if not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
+    if steering != "device" and not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
         raise ConfigError("uplinks", "no uplink to balance")
     if track is not None:  # the role's own knobs first, named as the role names them
         try:
@@ -188,5 +203,6 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
             raise schema.SchemaError(exc.field.replace("track.", "track_", 1), exc.message)
     tracking = dict((up.get("name"), schema.track(up.get("track"), "uplinks[%d].track" % i, track))
                     for i, up in enumerate(uplinks))
+    ports = schema.port_exclusions(list(exclude_ports or []), "exclude_ports")
     return {"bpf": ctx, "routing": routing, "track": tracking,
-            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]]}
+            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]], "exclude_ports": ports}

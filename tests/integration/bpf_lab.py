@@ -59,7 +59,30 @@ def converge(pin_dir: str, obj: str) -> list[str]:
 
 
 SHARED_MAPS = ["mw_control", "mw_selection", "mw_cursor", "mw_uplink_state", "mw_counters", "mw_exclude4",
-               "mw_exclude6"]
+               "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_uplink_addr", "mw_udp_sockets"]
+COLLECTIONS = str(ROOT / ".build" / "collections")
+
+
+def converge_engine(netns: str, pin_dir: str, obj: str, uplinks: list[dict], *, steering: str,
+                    exclude_ports: tuple = (), netns_guard: bool = False, rule_priority: int = 10000) -> list[str]:
+    """What the role's balancer_maps (and the boot unit) do, run in *netns*: the
+    engine's converge_maps from a state document - the source rules for
+    unconnected UDP in that namespace, then the maps, with that namespace's
+    cookie when *netns_guard*. nsenter, not `ip netns exec`: bpffs stays visible."""
+    runtime = json.loads(Path(obj + ".runtime.json").read_text())
+    doc = {"steering": steering, "policy": runtime["policy"], "exclude": runtime["exclude"],
+           "rule_priority": rule_priority, "exclude_ports": list(exclude_ports), "netns_guard": netns_guard,
+           "attachments": [{"cgroup": "test", "pin_dir": pin_dir}],
+           "uplinks": [dict(u, weight=u.get("weight", 1)) for u in uplinks]}
+    code = ("import json, sys\n"
+            "from ansible_collections.netlb.multiwan.plugins.module_utils import cli\n"
+            "from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool\n"
+            "print(json.dumps(cli.converge_maps(json.loads(sys.argv[1]), Bpftool(cli.Host(), 'bpftool'))))\n")
+    proc = subprocess.run(["nsenter", "--net=/run/netns/%s" % netns, sys.executable, "-c", code, json.dumps(doc)],
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS), capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError("converge_maps failed: %s" % proc.stderr[-3000:])
+    return json.loads(proc.stdout)
 
 
 class TestCgroup:
@@ -91,8 +114,10 @@ class TestCgroup:
                     pass
             out = subprocess.run(["bpftool", "-j", "cgroup", "show", self.path], capture_output=True, text=True).stdout
             for prog in json.loads(out.strip() or "[]"):
-                subprocess.run(["bpftool", "cgroup", "detach", self.path, prog["attach_type"], "id", str(prog["id"])],
-                               capture_output=True)
+                try:
+                    detach_program(self.path, prog["attach_type"], prog["id"])
+                except subprocess.CalledProcessError:
+                    pass  # detached meanwhile; the rmdir below says if not
             for _ in range(50):
                 try:
                     os.rmdir(self.path)
@@ -129,6 +154,16 @@ class TestCgroup:
         out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(maps[0])],
                              capture_output=True, text=True, check=True).stdout
         return dict(enumerate(counter_slots(json.loads(out))))
+
+
+def detach_program(cgroup: str, hook: str, prog_id: int) -> None:
+    """Detach a program however it is attached: through a bpf_link, or the legacy way."""
+    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True).stdout or "[]")
+    for link in links:
+        if link.get("type") == "cgroup" and link.get("prog_id") == prog_id:
+            subprocess.run(["bpftool", "link", "detach", "id", str(link["id"])], capture_output=True, check=True)
+            return
+    subprocess.run(["bpftool", "cgroup", "detach", cgroup, hook, "id", str(prog_id)], capture_output=True, check=True)
 
 
 def _forget_created_cgroup(path: str) -> None:

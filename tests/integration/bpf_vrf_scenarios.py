@@ -82,8 +82,16 @@ def main() -> dict:
         if not in_throwaway_netns():
             raise RuntimeError("run through tests.lab.netlab.run_in_netns: /etc/resolv.conf is replaced here")
         resolv = Path(cg.tmp, "resolv.conf")
-        resolv.write_text("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
+        resolv.write_text("nameserver ::1\noptions timeout:1 attempts:1\n")
         subprocess.run(["mount", "--bind", str(resolv), os.path.realpath("/etc/resolv.conf")], check=True)
+        stub = subprocess.Popen([sys.executable, str(HERE / "dns_stub.py"), "::1"])
+        try:
+            time.sleep(0.5)
+            facts["dns_ours6"] = dns_lookups(cg)  # connect6 to ::1
+        finally:
+            stub.kill()
+            stub.wait()
+        resolv.write_text("nameserver 127.0.0.53\noptions timeout:1 attempts:1\n")
         stub = subprocess.Popen([sys.executable, str(HERE / "dns_stub.py"), "127.0.0.53"])
         try:
             time.sleep(0.5)

@@ -1,7 +1,8 @@
 """A minimal DNS stub for the lab: answers every A query with 100.64.0.1.
 
-Stands in for systemd-resolved on 127.0.0.53 inside a test guest.
+Stands in for systemd-resolved on 127.0.0.53 (or a resolver on ::1) inside a test guest.
   python dns_stub.py 127.0.0.53
+  python dns_stub.py ::1
 """
 import socket
 import sys
@@ -19,8 +20,9 @@ def answer(query: bytes) -> bytes:
 
 
 def main() -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((sys.argv[1] if len(sys.argv) > 1 else "127.0.0.53", 53))
+    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.53"
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 53))
     while True:
         data, peer = sock.recvfrom(512)
         try:

@@ -23,7 +23,7 @@ import tempfile
 import pytest
 
 from tests.integration.ansible_runner import ROOT, failed_cleanly, run_cases, run_playbook
-from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
+from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge, detach_program
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink
 
 pytestmark = pytest.mark.hostkernel
@@ -205,7 +205,7 @@ def test_problems_are_listed_and_fail_only_when_asked(balancer):
     connect6 = [p for p in json.loads(subprocess.run(["bpftool", "-j", "cgroup", "show", cg.path], capture_output=True,
                                                      text=True, check=True).stdout)
                 if p["name"] == "mw_connect6"]
-    subprocess.run(["bpftool", "cgroup", "detach", cg.path, "connect6", "id", str(connect6[0]["id"])], check=True)
+    detach_program(cg.path, "connect6", connect6[0]["id"])
     missing = os.path.join(cg.tmp, "nowhere.json")
 
     results = balancer.playbook([

@@ -28,7 +28,8 @@ def test_modules_build_the_setup(facts):
     assert facts["vrf"]["changed"] is True and not facts["vrf"].get("failed"), facts["vrf"]
     assert facts["attach"]["changed"] is True and not facts["attach"].get("failed"), facts["attach"]
     shown = {p["attach_type"]: p["name"] for p in json.loads(facts["cgroup_show"])}
-    assert shown == {"cgroup_inet4_connect": "mw_connect4", "cgroup_inet6_connect": "mw_connect6"}
+    assert shown == {"cgroup_inet4_connect": "mw_connect4", "cgroup_inet6_connect": "mw_connect6",
+                     "cgroup_udp4_sendmsg": "mw_sendmsg4", "cgroup_udp6_sendmsg": "mw_sendmsg6"}
 
 
 def test_original_experiment_both_local_addresses(facts):
@@ -46,6 +47,7 @@ def test_connect4_and_connect6_both_spread(facts):
 
 def test_dns_through_local_stub_keeps_working(facts):
     assert facts["dns_ours"] == {"ok": 100, "count": 100, "errors": {}}
+    assert facts["dns_ours6"] == {"ok": 100, "count": 100, "errors": {}}, "a resolver on ::1"
 
 
 def test_original_program_breaks_dns(facts):

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration import udp_probe
 from tests.integration.ansible_runner import site_over_ssh
+from tests.integration.laptop import laptop
 from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink, iperf_local_hosts
+from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
+from tests.lab.netlab import SERVER4, iperf_local_hosts
 
 pytestmark = pytest.mark.containers
 
@@ -43,16 +45,25 @@ SNAPSHOT = {
 }
 IPERF_CGROUP = in_cgroup(CGROUP, "iperf3 -c %s -P10 -t2 -J" % SERVER4)
 IPERF_SLICE = "systemd-run --slice=multiwan --wait --pipe --quiet iperf3 -c %s -P10 -t2 -J" % SERVER4
+UDP_SOCKETS, UDP_DATAGRAMS, UDP_PORT = 100, 3, 9999
+
+
+def unconnected_udp(fleet, guest) -> dict:
+    """Unconnected UDP sockets from the balanced cgroup (the probe copied into the
+    container); received in the lab's internet namespace on this machine."""
+    script = Path(udp_probe.__file__).read_text()
+    fleet.exec(guest, ["sh", "-c", "cat > /root/udp_probe.py"], input=script)
+    lab = fleet.lab(guest)
+    server = lab._in(lab.inet_netns, udp_probe.serve_argv(sys.executable, udp_probe.__file__, port=UDP_PORT,
+                                                          expect=UDP_SOCKETS * UDP_DATAGRAMS))
+    send = in_cgroup(CGROUP, udp_probe.send_command("python3", "/root/udp_probe.py", dst=SERVER4, port=UDP_PORT,
+                                                    sockets=UDP_SOCKETS, datagrams=UDP_DATAGRAMS))
+    return udp_probe.collect(server, lambda: fleet.ssh(guest, send))
 
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = containers_available()
-    if reason:
-        pytest.skip(reason)
-    spec = GuestSpec("laptop", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])
-    with tempfile.TemporaryDirectory(prefix="netlb-role-test-") as tmp, ContainerFleet([spec], name="nlbrole") as fleet:
-        guest = fleet.guests[0]
+    with laptop(ContainerFleet, containers_available, "nlbrole") as (tmp, fleet, guest):
         usb, wifi = guest.uplinks
         host = {**fleet.host_vars(guest),
                 "balancer_manage_packages": False,  # no package mirror reachable from the container
@@ -93,6 +104,7 @@ def facts():
         f["units_active"] = ssh("systemctl is-enabled netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service")
         f["iperf_cgroup"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
         f["iperf_slice"] = iperf_local_hosts(fleet.ssh(guest, IPERF_SLICE))
+        f["udp"] = unconnected_udp(fleet, guest)
         f["run2"] = site(inventory)
         status = fleet.ssh(guest, "netlb-multiwan-status")
         f["status"] = {"rc": status.returncode, "text": status.stdout + status.stderr}
@@ -108,6 +120,7 @@ def facts():
         f["restarted_rules"] = ssh("ip rule show")
         f["restarted_progs"] = ssh(SNAPSHOT["cgroup_progs"])
         f["iperf_after_restart"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
+        f["udp_after_restart"] = unconnected_udp(fleet, guest)
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
     return f
 
@@ -165,3 +178,13 @@ def test_balancing_is_back_after_a_container_restart_without_ansible(facts):
     assert facts["restarted_units"].split() == ["active", "active"], facts["restarted_units"] + facts["journal"]
     assert "fwmark 0x100 lookup 100" in facts["restarted_rules"], facts["restarted_rules"] + facts["journal"]
     assert set(facts["iperf_after_restart"]) == set(facts["addresses"].values()), facts["iperf_after_restart"]
+
+
+@pytest.mark.parametrize("when", ["udp", "udp_after_restart"])
+def test_unconnected_udp_keeps_one_uplink_per_socket(facts, when):
+    """sendto() without connect(): every datagram of a socket, the first one included, from one
+    uplink's address (the role's source rule routes it), sockets alternating (round_robin)."""
+    by_socket = facts[when]
+    assert len(by_socket) == UDP_SOCKETS, by_socket
+    assert udp_probe.spread(by_socket, UDP_DATAGRAMS) == {facts["addresses"]["usb0"]: 50,
+                                                          facts["addresses"]["wlp1s0"]: 50}

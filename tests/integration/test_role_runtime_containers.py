@@ -225,7 +225,7 @@ def test_weights_2_1_1_give_exactly_200_100_100(facts):
 def test_new_weights_update_the_maps_without_reloading_or_resetting(facts):
     run = facts["run_112"]
     assert run["rc"] == 0 and run["changed"] > 0, run["output"][-3000:]
-    assert facts["progs_112"] == facts["progs_211"] and len(facts["progs_211"]) == 2
+    assert facts["progs_112"] == facts["progs_211"] and len(facts["progs_211"]) == 4
     assert facts["marks_112"] == {MAIN: 100, WIFI: 100, LTE: 200}, facts["marks_112"]
     before, after = connections(facts["status_211"]), connections(facts["status_112"])
     assert after == {"mobile": before["mobile"] + 100, "wifi": before["wifi"] + 100, "lte": before["lte"] + 200}

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import shlex
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.integration import udp_probe
 from tests.integration.ansible_runner import ROOT, site_over_ssh
-from tests.lab.fleet import GUEST_CGROUP2, Fleet, GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink, iperf_local_hosts
+from tests.integration.laptop import laptop
+from tests.lab.fleet import GUEST_CGROUP2, Fleet, in_cgroup
+from tests.lab.netlab import SERVER4, iperf_local_hosts
 from tests.lab.vm import vm_available
 
 pytestmark = pytest.mark.vm
@@ -55,6 +56,23 @@ KERNEL = {
 }
 
 
+UDP_SOCKETS, UDP_DATAGRAMS, UDP_PORT = 100, 3, 9999
+GUEST_PYTHON = shlex.quote(str(ROOT / ".venv" / "bin" / "python"))
+
+
+def unconnected_udp(fleet, guest) -> dict:
+    """Unconnected UDP sockets from the balanced cgroup to the guest's lab server."""
+    script = shlex.quote(udp_probe.__file__)
+    serve = " ".join(udp_probe.serve_argv(GUEST_PYTHON, script, port=UDP_PORT, expect=UDP_SOCKETS * UDP_DATAGRAMS))
+    server = ["ip", "netns", "exec", fleet.netns, *fleet.ssh_command(guest), "ip netns exec %s %s" % (LAB_INET, serve)]
+    send = in_cgroup(CGROUP, udp_probe.send_command(GUEST_PYTHON, script, dst=SERVER4, port=UDP_PORT,
+                                                    sockets=UDP_SOCKETS, datagrams=UDP_DATAGRAMS))
+    try:
+        return udp_probe.collect(server, lambda: fleet.ssh(guest, send), timeout=300)
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+
+
 def decisions(proc) -> dict:
     """{decision: count} of the connect probe's sockets ("dev:wifi-vrf" or "none")."""
     if proc.returncode != 0:
@@ -67,13 +85,7 @@ def decisions(proc) -> dict:
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = vm_available()
-    if reason:
-        pytest.skip(reason)
-    spec = GuestSpec("laptop", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])
-    with tempfile.TemporaryDirectory(prefix="netlb-role-vm-") as tmp, \
-            Fleet([spec], name="nlbrolevm", systemd=True) as fleet:
-        guest = fleet.guests[0]
+    with laptop(Fleet, vm_available, "nlbrolevm", systemd=True) as (tmp, fleet, guest):
         usb, wifi = guest.uplinks
         host = {**fleet.host_vars(guest),
                 "balancer_manage_packages": False,  # the guest runs on this machine's packages
@@ -109,6 +121,7 @@ def facts():
         f["blank"] = {key: ssh(command) for key, command in KERNEL.items()}
         f["run1"] = site_over_ssh(fleet, inventory, timeout=1500)
         f["applied"] = observe()
+        f["udp"] = unconnected_udp(fleet, guest)
         f["state_file"] = ssh("cat /etc/netlb-multiwan/balancer.json")
         f["unit_files"] = ssh("ls /etc/systemd/system | grep -e netlb -e '[.]slice$'")
         f["boot_id"] = ssh("cat /proc/sys/kernel/random/boot_id")
@@ -122,6 +135,7 @@ def facts():
         f["drained_after_reboot"] = decisions(fleet.ssh(guest, PROBE))
         f["undrain"] = ssh("netlb-multiwan undrain wifi; echo rc=$?")
         f["rebooted"] = observe()
+        f["udp_rebooted"] = unconnected_udp(fleet, guest)
         # VRF steering and the health tracker: wifi's far end loses its carrier.
         f["wifi_cut"] = ssh("ip -n %s link set %s down && %s down; echo rc=$?" % (LAB_INET, WIFI_PEER, WAIT_WIFI))
         f["decisions_wifi_dead"] = decisions(fleet.ssh(guest, PROBE))
@@ -222,3 +236,15 @@ def test_status_after_reboot_has_no_problems(facts):
 
 def test_unit_files_pass_systemd_analyze_verify(facts):
     assert facts["verify"].strip().endswith("verify-ok"), facts["verify"]
+
+
+@pytest.mark.parametrize("when", ["udp", "udp_rebooted"])
+def test_unconnected_udp_keeps_one_uplink_per_socket_with_vrf_steering(facts, when):
+    """sendto() without connect(): the source rule into wifi-vrf's table carries every
+    datagram of a wifi socket, the first one included; round_robin alternates sockets."""
+    by_socket = facts[when]
+    assert "error" not in by_socket and len(by_socket) == UDP_SOCKETS, by_socket
+    assert udp_probe.spread(by_socket, UDP_DATAGRAMS) == {facts["addresses"]["usb0"]: 50,
+                                                          facts["addresses"]["wlp1s0"]: 50}
+    if when == "udp":
+        assert "from %s lookup 10" % facts["addresses"]["wlp1s0"] in facts["applied"]["rule4"]

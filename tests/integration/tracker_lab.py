@@ -79,7 +79,7 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
             attacher.prepare()
             attacher.read_state()
             attacher.present()
-            cli.converge_maps(doc, Bpftool(cli.Host(), "bpftool"))
+            cli.converge_maps(doc, Bpftool(cli.Host(), "bpftool"), routing=False)  # the tracker routes, in its netns
             yield {"lab": lab, "cg": cg, "state": state, "doc": doc, "tmp": tmp}
         finally:
             server.kill()

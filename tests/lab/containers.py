@@ -137,6 +137,10 @@ class ContainerFleet(Fleet):
         """The container's network namespace, by its name on the host."""
         return f"{self.name}-{guest.name}"
 
+    def lab(self, guest: FleetGuest) -> Lab:
+        """The uplink lab of *guest* (its internet side is a netns on this machine)."""
+        return self._labs[guest.name]
+
     def exec(self, guest: FleetGuest, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
         """Run argv in the container (podman exec; no check)."""
         if "input" in kw:

@@ -18,6 +18,7 @@ class FakeNetlink:
         self.tables = {10: []}
         self.rules = set()
         self.fwmarks = []
+        self.sources = []
         self.calls = []
         self.fail_on = None
 
@@ -88,6 +89,17 @@ class FakeNetlink:
     def delete_fwmark_rule(self, family, priority, fwmark, fwmask, table):
         self._log("delete_fwmark_rule", family, priority, fwmark, fwmask, table)
         self.fwmarks.remove(dict(family=family, priority=priority, fwmark=fwmark, fwmask=fwmask, table=table))
+
+    def source_rules(self):
+        return [dict(r) for r in self.sources]
+
+    def add_source_rule(self, family, priority, src, table):
+        self._log("add_source_rule", family, priority, src, table)
+        self.sources.append(dict(family=family, priority=priority, src=src, table=table))
+
+    def delete_source_rule(self, family, priority, src, table):
+        self._log("delete_source_rule", family, priority, src, table)
+        self.sources.remove(dict(family=family, priority=priority, src=src, table=table))
 
     def close(self):
         self.closed = True

@@ -1,0 +1,167 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""cgroup bpf_links through the bpf(2) system call.
+
+bpftool attaches cgroup programs the legacy way only (BPF_PROG_ATTACH).
+Replacing a legacy-attached program means attaching the new one next to
+the old one and then detaching the old one, so for a moment a socket runs
+through both. A bpf_link (Linux >= 5.7) is swapped in place by
+BPF_LINK_UPDATE: every socket sees exactly one of the two programs.
+
+Everything here is plain ctypes on the kernel's ABI (union bpf_attr,
+struct bpf_link_info); an architecture without a known syscall number, or
+a kernel without cgroup links, reports ``LinkUnsupported`` and the caller
+falls back to the legacy attach.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+
+# bpf(2) is new enough that every architecture has its own number.
+SYSCALL_NR = {
+    "x86_64": 321, "amd64": 321,
+    "aarch64": 280, "arm64": 280, "riscv64": 280, "loongarch64": 280,
+    "i386": 357, "i686": 357,
+    "armv7l": 386, "armv6l": 386,
+    "ppc64le": 361, "ppc64": 361,
+    "s390x": 351,
+    "mips64": 5315,
+}
+
+# enum bpf_cmd
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
+BPF_LINK_DETACH = 34
+BPF_F_REPLACE = 1 << 2
+BPF_LINK_TYPE_CGROUP = 3
+
+# enum bpf_attach_type, by the short names of bpf_object.ATTACH_TYPES
+ATTACH_TYPE_IDS = {
+    "bind4": 8, "bind6": 9,
+    "connect4": 10, "connect6": 11,
+    "post_bind4": 12, "post_bind6": 13,
+    "sendmsg4": 14, "sendmsg6": 15,
+    "recvmsg4": 19, "recvmsg6": 20,
+    "getpeername4": 29, "getpeername6": 30,
+    "getsockname4": 31, "getsockname6": 32,
+}
+ATTR_SIZE = 64  # more than every command here reads; the kernel wants the tail zero
+
+
+class LinkError(Exception):
+    def __init__(self, what, err):
+        super(LinkError, self).__init__("%s: %s" % (what, os.strerror(err)))
+        self.errno = err
+
+
+class LinkUnsupported(LinkError):
+    """This kernel or architecture has no cgroup bpf_link: use the legacy attach."""
+
+
+_libc = None
+
+
+def _bpf(cmd, attr, what):
+    global _libc
+    nr = SYSCALL_NR.get(platform.machine())
+    if nr is None:
+        raise LinkUnsupported(what, errno.ENOSYS)
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), buf, ctypes.c_uint(ATTR_SIZE))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL) and cmd == BPF_LINK_CREATE:
+            raise LinkUnsupported(what, err)
+        raise LinkError(what, err)
+    return ret, buf
+
+
+def _path_attr(path, fd=0):
+    """union bpf_attr for BPF_OBJ_PIN/GET: pathname pointer, bpf_fd, file_flags."""
+    name = ctypes.create_string_buffer(os.fsencode(path))
+    return name, struct.pack("=QII", ctypes.addressof(name), fd, 0)
+
+
+def obj_get(path):
+    """An fd for a pinned program or link."""
+    name, attr = _path_attr(path)
+    fd, _buf = _bpf(BPF_OBJ_GET, attr, "open %s" % path)
+    del name
+    return fd
+
+
+def obj_pin(fd, path):
+    name, attr = _path_attr(path, fd)
+    _bpf(BPF_OBJ_PIN, attr, "pin %s" % path)
+    del name
+
+
+def link_create(prog_fd, cgroup_fd, hook):
+    attr = struct.pack("=IIII", prog_fd, cgroup_fd, ATTACH_TYPE_IDS[hook], 0)
+    fd, _buf = _bpf(BPF_LINK_CREATE, attr, "create a bpf_link at %s" % hook)
+    return fd
+
+
+def link_update(link_fd, new_prog_fd, old_prog_fd):
+    """Swap the link's program, only if it still holds old_prog_fd's program."""
+    attr = struct.pack("=IIII", link_fd, new_prog_fd, BPF_F_REPLACE, old_prog_fd)
+    _bpf(BPF_LINK_UPDATE, attr, "update the bpf_link")
+
+
+def link_detach(link_fd):
+    """Detach now, whoever else holds the link (Linux >= 5.9; older: unpinning does it)."""
+    _bpf(BPF_LINK_DETACH, struct.pack("=I", link_fd), "detach the bpf_link")
+
+
+def link_info(link_fd):
+    """{"id", "prog_id", "cgroup_id", "attach_type"} of a cgroup link, or None for another kind."""
+    info = ctypes.create_string_buffer(64)
+    attr = struct.pack("=IIQ", link_fd, 64, ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "read the bpf_link")
+    kind, link_id, prog_id = struct.unpack_from("=III", info.raw, 0)
+    if kind != BPF_LINK_TYPE_CGROUP:
+        return None
+    cgroup_id, attach_type = struct.unpack_from("=QI", info.raw, 16)
+    names = dict((v, k) for k, v in ATTACH_TYPE_IDS.items())
+    return {"id": link_id, "prog_id": prog_id, "cgroup_id": cgroup_id,
+            "attach_type": names.get(attach_type, str(attach_type))}
+
+
+def cgroup_id(path):
+    """What the kernel calls a cgroup v2 directory: its kernfs inode number."""
+    return os.stat(path).st_ino
+
+
+class Fd(object):
+    """Closes the descriptor however the block ends."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __enter__(self):
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
+
+
+def open_cgroup(path):
+    return Fd(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
+
+
+def pinned(path):
+    return Fd(obj_get(path))

@@ -1,0 +1,50 @@
+"""The role installs the engine (module_utils) on the host for the boot unit,
+the status command, the runtime command and the health tracker. Its list of
+files is written out in tasks/files.yml; a module_utils file one of them
+imports but the list misses breaks the host only after a reboot (the modules
+themselves get module_utils from Ansible). The list must be exactly the
+import closure of those entry points."""
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+UTILS = ROOT / "plugins" / "module_utils"
+PACKAGE = "ansible_collections.netlb.multiwan.plugins.module_utils"
+
+
+def imported_utils(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                names.update(alias.name for alias in node.names)
+            elif node.module.startswith(PACKAGE + "."):
+                names.add(node.module[len(PACKAGE) + 1:].split(".")[0])
+    return names
+
+
+def closure(entry_points):
+    seen, todo = set(), [p for p in entry_points]
+    while todo:
+        for name in imported_utils(todo.pop()):
+            if name not in seen:
+                seen.add(name)
+                todo.append(UTILS / (name + ".py"))
+    return seen
+
+
+def installed_list():
+    text = (ROOT / "roles" / "balancer" / "tasks" / "files.yml").read_text()
+    match = re.search(r"for name in \[([^\]]*)\]", text)
+    assert match, "the engine file list is no longer where this test looks for it"
+    return set(re.findall(r"'([a-z_]+)'", match.group(1)))
+
+
+def test_the_role_installs_exactly_the_engine_its_entry_points_import():
+    entry_points = [ROOT / "files" / "boot" / "netlb_multiwan_apply.py"] + [
+        UTILS / (name + ".py") for name in ("cli", "balancer_status", "tracker")]
+    needed = closure(entry_points) | {"cli", "balancer_status", "tracker"}
+    listed = installed_list()
+    assert sorted(needed - listed) == [], "imported on the host but not installed"
+    assert sorted(listed - needed) == [], "installed but never imported"
