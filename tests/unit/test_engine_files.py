@@ -25,7 +25,7 @@ def imported_utils(path):
 
 
 def closure(entry_points):
-    seen, todo = set(), [p for p in entry_points]
+    seen, todo = set(), list(entry_points)
     while todo:
         for name in imported_utils(todo.pop()):
             if name not in seen:
