@@ -1,5 +1,7 @@
 # netlb.multiwan — developer entry points. Run as root on Debian/Ubuntu.
 #   make test   install what is missing, then run unit and integration tests
+#   make check  the contributor's loop (minutes): docs, unit tests, host-kernel tests
+#   make compat every supported ansible-core minor: sanity, unit tests, a role run
 #   make demo   install what is missing, then show the technique on a built-in lab
 #   make lint   ansible-lint, ansible-test sanity, build/install, galaxy-importer, changelog
 #   make molecule  molecule test of the role in a podman systemd container, from the installed collection
@@ -18,7 +20,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all deps test unit integration demo clean lint-docs lint molecule molecule-vm
+.PHONY: all deps test check compat unit integration demo clean lint-docs lint molecule molecule-vm
 
 all: test
 
@@ -53,7 +55,8 @@ deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp $(B
 
 # NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
 # skipped the kernel tests must not pass as green.
-# Each part is timed (scripts/timed.sh); the table is printed at the end, or where a part fails.
+# Each part is timed (scripts/timed.sh); the table is printed at the end, or where a part fails,
+# with the tests that failed or timed out (pytest.ini bounds every test).
 TIMED = bash scripts/timed.sh
 test:
 	@$(TIMED) --reset
@@ -62,11 +65,30 @@ test:
 	@$(TIMED) "lint" $(MAKE) --no-print-directory lint
 	@$(TIMED) "unit tests" env NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit
 	@$(TIMED) "integration: host kernel and containers" \
-	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m "not vm" tests/integration
+	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m "not vm and not compat" tests/integration
 	@$(TIMED) "integration: VM lab (Debian's kernel, QEMU)" \
 	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m vm tests/integration
 	@$(TIMED) "molecule (podman scenario)" $(MAKE) --no-print-directory molecule
+	@$(TIMED) "compat: every supported ansible-core" $(MAKE) --no-print-directory compat
 	@$(TIMED) --report
+
+# The contributor's loop, a few minutes once `make deps` is done: the docs render, the unit
+# tests, and the real-kernel tests that need neither a VM nor a container (the program
+# attached in network namespaces with fwmark steering, its maps, the tracker, status).
+CHECK_TIMED = NETLB_TIMES=$(BUILD)/check-times NETLB_SUITE="make check" bash scripts/timed.sh
+check: $(VENV)/.stamp $(COLLECTION_LINK)
+	@$(CHECK_TIMED) --reset
+	@$(CHECK_TIMED) "ansible-doc" $(MAKE) --no-print-directory lint-docs
+	@$(CHECK_TIMED) "unit tests" env NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit
+	@$(CHECK_TIMED) "integration: host kernel, namespaces" \
+	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=5 -m "hostkernel and not vm and not containers" tests/integration
+	@$(CHECK_TIMED) --report
+
+# Every ansible-core minor from meta/runtime.yml's requires_ansible up to the newest that
+# installs here, each in its own venv: ansible-test sanity, the unit tests and a real role
+# run in a systemd container (scripts/compat.sh). COMPAT_MINORS="2.15 2.19": only those.
+compat: $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/containers.stamp
+	@bash scripts/compat.sh
 
 # The role's molecule scenarios, the full sequence including check, idempotence and a
 # verify that measures traffic. `molecule`: extensions/molecule/podman run as a user
@@ -82,10 +104,10 @@ unit: deps
 	$(PY) -m pytest -q tests/unit
 
 integration: deps
-	NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/integration
+	NETLB_NO_SKIP=1 $(PY) -m pytest -q -m "not compat" tests/integration
 
 # Every module's and the role's documentation must render.
-lint-docs: deps
+lint-docs: $(VENV)/.stamp $(COLLECTION_LINK)
 	@for m in plugins/modules/*.py; do \
 	  name=$$(basename $$m .py); \
 	  $(VENV)/bin/ansible-doc netlb.multiwan.$$name >/dev/null || { echo "ansible-doc fails for $$name"; exit 1; }; \
@@ -108,6 +130,14 @@ demo: deps
 
 clean:
 	rm -rf $(BUILD) .pytest_cache
+
+# Cut a release of what landed since the last one (scripts/release.sh): galaxy.yml's version,
+# the changelog from the fragments, the tarball in .build/release. Committing, tagging and
+# publishing stay with the releaser.
+.PHONY: release
+release: $(VENV)/.stamp
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z"; exit 1; }
+	@PATH=$(VENV)/bin:$$PATH bash scripts/release.sh $(VERSION)
 
 # Benchmarks, not part of `make test`: every balancing method in turn on the same labs
 # (<15 min), written to benchmarks/results/latest.{md,png}. BENCH_ARGS=--quick: a short trial.

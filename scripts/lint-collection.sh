@@ -23,6 +23,8 @@ step() { printf '\n=== %s\n' "$*"; }
 version_of() { python -c 'import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))' "$1"; }
 
 cd "$ROOT"
+# shellcheck source=scripts/collection-tree.sh
+source "$ROOT/scripts/collection-tree.sh"
 
 step "ansible-lint $(version_of ansible-lint) (profile production, .ansible-lint)"
 # ansible-lint installs this collection into ./.ansible and lints with that copy, unless
@@ -37,23 +39,10 @@ antsibull-changelog lint
 echo "changelog fragments are valid"
 
 step "ansible-galaxy collection build (galaxy.yml build_ignore)"
-rm -rf "$LINT"
-mkdir -p "$LINT/source" "$LINT/dist" "$COLLECTION"
-git ls-files -z --cached --others --exclude-standard \
-  | while IFS= read -r -d '' path; do [ -e "$path" ] && printf '%s\0' "$path"; done \
-  | tar --null --no-recursion -T - -cf - | tar -C "$LINT/source" -xf -
-ansible-galaxy collection build --output-path "$LINT/dist" "$LINT/source"
-tarball=$(ls "$LINT"/dist/netlb-multiwan-*.tar.gz)
-tar -C "$COLLECTION" -xzf "$tarball"
-# Inside this repository's .build/, ansible-test would ask the outer git which files exist
-# (none: .build is ignored); a repository of its own makes it list every unpacked file,
-# but not ansible-test's own output.
-git -C "$COLLECTION" init -q
-echo "/tests/output/" >>"$COLLECTION/.git/info/exclude"
+tarball=$(build_collection_tree "$LINT")
 
 # Every Python version ansible-test supports that this machine has runs the compile and
-# import tests (limited to tests/config.yml's python_requires for modules). pyenv shims
-# of versions that are not selected do not run, so link the interpreters themselves.
+# import tests (limited to tests/config.yml's python_requires for modules).
 PYTHONS=$LINT/pythons
 mkdir -p "$PYTHONS"
 found=()
@@ -64,32 +53,14 @@ constants = runpy.run_path(os.path.join(os.path.dirname(ansible_test.__file__),
 print(" ".join(constants["REMOTE_ONLY_PYTHON_VERSIONS"] + constants["CONTROLLER_PYTHON_VERSIONS"]))
 EOF
 ); do
-  interpreter=""
-  if command -v "python$version" >/dev/null && "python$version" -c '' 2>/dev/null; then
-    interpreter=$(command -v "python$version")
-  elif command -v pyenv >/dev/null; then
-    for candidate in "$(pyenv root)/versions/$version".*/bin/"python$version"; do
-      [ -x "$candidate" ] && interpreter=$candidate
-    done
-  fi
-  if [ -n "$interpreter" ]; then
+  if interpreter=$(find_python "$version"); then
     ln -s "$interpreter" "$PYTHONS/python$version"
     found+=("$version")
   fi
 done
 echo "Python versions for compile/import: ${found[*]}"
 
-# `ansible-test sanity --venv` bootstraps pip in each test's virtualenv with get-pip.py,
-# downloaded from a host that only the package registries' network reaches; give it a
-# stand-in that uses the pip bundled with Python instead.
-pip_version=$(python - <<'EOF'
-import ansible_test, os, re
-source = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
-print(re.search(r"pip='([0-9.]+)'", source).group(1))
-EOF
-)
-mkdir -p "$TEST_HOME/.ansible/test/cache"
-cp scripts/ansible_test_get_pip.py "$TEST_HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+offline_get_pip "$TEST_HOME"
 
 step "ansible-test sanity (ansible-core $(version_of ansible-core))"
 (cd "$COLLECTION" && HOME=$TEST_HOME PATH=$PYTHONS:$PATH ansible-test sanity --venv --color no)

@@ -32,6 +32,22 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = "skipped, but NETLB_NO_SKIP=1 forbids skips: %s" % reason
+    if report.failed:
+        record_failure(report)
+
+
+def record_failure(report):
+    """make test's part table names the tests that failed or timed out
+    (scripts/timed.sh gives each part a file in NETLB_FAILED_TESTS)."""
+    path = os.environ.get("NETLB_FAILED_TESTS")
+    if not path:
+        return
+    how = "timed out" if "Timeout (>" in str(report.longrepr) else "failed"
+    if report.when != "call":
+        how += " in " + report.when
+    context = os.environ.get("NETLB_TEST_CONTEXT")  # e.g. make compat's "ansible-core 2.15"
+    with open(path, "a") as out:
+        out.write("%s%s\t%s\n" % (context + ": " if context else "", report.nodeid, how))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -42,7 +42,9 @@ def play_recap(output: str) -> dict:
 
 
 def ansible_bin(name: str) -> str:
-    return str(ROOT / ".venv" / "bin" / name)
+    """An ansible-core command: the project's venv, or NETLB_ANSIBLE_BIN_DIR (make compat
+    points it at the venv of the ansible-core minor under test)."""
+    return str(Path(os.environ.get("NETLB_ANSIBLE_BIN_DIR") or ROOT / ".venv" / "bin") / name)
 
 
 def site_over_ssh(fleet, inventory: Path, *extra: str, timeout: float = 900) -> dict:
@@ -61,7 +63,8 @@ def site_over_ssh(fleet, inventory: Path, *extra: str, timeout: float = 900) -> 
             "failed": hosts[0]["failed"] if len(hosts) == 1 else None}
 
 
-def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: bool = False) -> dict:
+def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: bool = False,
+                 env: dict | None = None) -> dict:
     """ansible-playbook against localhost (connection local); returns rc, output, seconds."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(extra_vars, handle)
@@ -74,7 +77,8 @@ def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: 
         argv.append("--diff")
     started = time.monotonic()
     try:
-        proc = subprocess.run(argv, env=ansible_env(), capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(argv, env={**ansible_env(), **(env or {})}, capture_output=True, text=True,
+                              timeout=900)
     finally:
         os.unlink(vars_file)
     return {"rc": proc.returncode, "output": proc.stdout + proc.stderr,
@@ -83,18 +87,18 @@ def run_playbook(playbook: str, extra_vars: dict, *, check: bool = False, diff: 
 
 def run_cases(cases: list[dict], *, check: bool = False, diff: bool = False, playbook: str = "vrf_cases.yml") -> dict:
     """Apply a module once per case (vrf_cases.yml: netlb.multiwan.vrf,
-    attach_cases.yml: netlb.multiwan.cgroup_bpf_attach); results keyed by case id."""
-    fd, result_file = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        run = run_playbook(playbook, {"cases": cases, "result_file": result_file}, check=check, diff=diff)
+    attach_cases.yml: netlb.multiwan.cgroup_bpf_attach); results keyed by case id.
+    The results come from ansible-core's tree callback (the last task's result per host:
+    the case loop's), not from a task of the playbook: in an emulated guest every module
+    run costs seconds."""
+    with tempfile.TemporaryDirectory(prefix="netlb-cases-") as tree:
+        run = run_playbook(playbook, {"cases": cases}, check=check, diff=diff,
+                           env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.tree", "ANSIBLE_CALLBACK_TREE_DIR": tree})
         try:
-            with open(result_file) as handle:
-                results = json.load(handle)
+            with open(os.path.join(tree, "localhost")) as handle:
+                results = json.load(handle).get("results", [])
         except (OSError, ValueError):
             results = []
-    finally:
-        os.unlink(result_file)
     run["results"] = {r["item"]["id"]: r for r in results}
     return run
 

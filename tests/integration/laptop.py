@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +22,23 @@ def laptop(fleet_class, available, name: str, **fleet_options):
     with tempfile.TemporaryDirectory(prefix="netlb-%s-" % name) as tmp, \
             fleet_class([spec], name=name, **fleet_options) as fleet:
         yield tmp, fleet, fleet.guests[0]
+
+
+def fwmark_laptop_vars(tmp: str, guest_fleet, guest, **extra) -> dict:
+    """The laptop's host vars in a systemd container: fwmark steering, round robin, wifi
+    in table 100 with mark 0x100, the program built on the controller (no clang and no
+    package mirror in the container)."""
+    usb, wifi = guest.uplinks
+    return {**guest_fleet.host_vars(guest),
+            "balancer_manage_packages": False,
+            "balancer_build_on": "controller",
+            "balancer_build_cache": str(Path(tmp, "build")),
+            "balancer_steering": "fwmark",
+            "balancer_policy": "round_robin",
+            "balancer_cgroup": "multiwan",
+            "balancer_uplinks": [
+                {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
+                {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
+                 "table": 100, "mark": 0x100},
+            ],
+            **extra}

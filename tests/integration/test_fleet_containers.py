@@ -31,7 +31,8 @@ from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, MGMT_DEV, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink, kernel_has_vrf, stream_local_hosts
 
-pytestmark = pytest.mark.containers
+# The first test pays the fleet: three containers and two site.yml runs.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 CGROUP = "multiwan"
 WIFI_MARK = 0x100

@@ -21,15 +21,15 @@ import pytest
 
 from tests.integration import udp_probe
 from tests.integration.ansible_runner import site_over_ssh
-from tests.integration.laptop import laptop
+from tests.integration.laptop import fwmark_laptop_vars, laptop
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
 from tests.lab.netlab import SERVER4, iperf_local_hosts
 
-pytestmark = pytest.mark.containers
+# The first test pays the module fixture: six site.yml runs, traffic and a container restart.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 CGROUP = "multiwan"
-WIFI_MARK = 0x100
 SNAPSHOT = {
     "link": "ip -d link show",
     "addr": "ip addr show",
@@ -65,18 +65,7 @@ def unconnected_udp(fleet, guest) -> dict:
 def facts():
     with laptop(ContainerFleet, containers_available, "nlbrole") as (tmp, fleet, guest):
         usb, wifi = guest.uplinks
-        host = {**fleet.host_vars(guest),
-                "balancer_manage_packages": False,  # no package mirror reachable from the container
-                "balancer_build_on": "controller",
-                "balancer_build_cache": str(Path(tmp, "build")),
-                "balancer_steering": "fwmark",
-                "balancer_policy": "round_robin",
-                "balancer_cgroup": CGROUP,
-                "balancer_uplinks": [
-                    {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
-                    {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
-                     "table": 100, "mark": WIFI_MARK},
-                ]}
+        host = fwmark_laptop_vars(tmp, fleet, guest)
         inventory = Path(tmp, "hosts.json")
         inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host}}}))
         bad = json.loads(inventory.read_text())

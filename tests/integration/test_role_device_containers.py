@@ -23,7 +23,8 @@ from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
 from tests.lab.netlab import SERVER4, received_mbps, stream_local_hosts
 
-pytestmark = pytest.mark.containers
+# The first test pays the module fixture: the site.yml runs and traffic.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 CGROUP = "multiwan"
 ROUTING = dict((key, SNAPSHOT[key]) for key in ("link", "route4", "route6", "rule4", "rule6"))

@@ -38,7 +38,8 @@ from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink
 
-pytestmark = pytest.mark.containers
+# The first test pays the module fixture: site.yml runs, traffic, failover and restarts.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 CGROUP = "multiwan"
 MAIN, WIFI, LTE = 0, 0x100, 0x200

@@ -25,7 +25,8 @@ from tests.lab.fleet import GUEST_CGROUP2, Fleet, in_cgroup
 from tests.lab.netlab import SERVER4, iperf_local_hosts
 from tests.lab.vm import vm_available
 
-pytestmark = pytest.mark.vm
+# The first test pays the module fixture: a guest boot, site.yml under TCG, a reboot (~8-10 min).
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
 CGROUP = "multiwan"
 PIN_DIR = "/sys/fs/bpf/netlb_multiwan"

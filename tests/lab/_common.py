@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,34 @@ class Terminated(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"terminated by signal {signum}")
         self.signum = signum
+
+
+def stop_group(proc: subprocess.Popen[str], grace: float = 30) -> None:
+    """SIGTERM *proc* (the labs, guests and containers it made take themselves down),
+    then SIGKILL its process group (it runs in a session of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_and_clean_up(argv: list[str], timeout: float, grace: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    """subprocess.run for a child that makes labs, guests or containers: on a timeout
+    or when we are interrupted (pytest-timeout, Ctrl-C), stop_group gives it SIGTERM and
+    *grace* seconds to remove what it made, instead of SIGKILL. Output captured (text)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)  # type: ignore[call-overload]
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        stop_group(proc, grace)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @contextlib.contextmanager

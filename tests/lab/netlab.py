@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import cleanup_on_signals
+from ._common import cleanup_on_signals, stop_group
 
 SERVER4 = "100.64.0.1"
 SERVER6 = "2001:db8:ffff::1"
@@ -141,25 +141,12 @@ def run_in_netns(argv: Sequence[str], prefix: str = "nlbt", timeout: float | Non
             with cleanup_on_signals():
                 out, err = proc.communicate(timeout=timeout)
         except BaseException:
-            _stop_group(proc)
+            stop_group(proc)
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     finally:
         _kill_netns_processes(name)
         _run(["ip", "netns", "del", name], check=False)
-
-
-def _stop_group(proc: subprocess.Popen[str], grace: float = 30) -> None:
-    """SIGTERM *proc* (its Labs take themselves down), then SIGKILL its process group."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.communicate(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def uplink_subnets(i: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
