@@ -71,7 +71,9 @@ def subprocess_executor(timeout=None, environ_update=None):
     def execute(argv):
         env = dict(os.environ, **environ_update) if environ_update else None
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # Host commands (netlb-multiwan, the boot unit, the tracker) have no AnsibleModule
+            # and its run_command; modules use module_executor.
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # pylint: disable=ansible-bad-function
                                     universal_newlines=True, env=env)
         except OSError as exc:
             return RC_NOT_STARTED, "", str(exc)
