@@ -30,7 +30,7 @@ $(BUILD)/apt.stamp: scripts/install-deps.sh
 	@touch $@
 
 # The venv is rebuilt when the requirement files change.
-$(VENV)/.stamp: requirements.txt requirements-dev.txt requirements-lint.txt $(BUILD)/apt.stamp
+$(VENV)/.stamp: requirements.txt requirements-test.txt requirements-dev.txt requirements-lint.txt $(BUILD)/apt.stamp
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-lint.txt
 	@touch $@

@@ -50,7 +50,7 @@ venv_for() {  # minor python: a venv with that ansible-core and what the tests i
     "$2" -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "ansible-core==$1.*" \
-    -r requirements.txt "pytest>=7" "pytest-timeout>=2.2" "prometheus-client>=0.17"
+    -r requirements-test.txt
 }
 
 sanity() {  # minor python venv
