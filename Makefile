@@ -53,24 +53,14 @@ $(BUILD)/containers.stamp: $(VENV)/.stamp tests/lab/containers.py
 
 deps: $(BUILD)/apt.stamp $(VENV)/.stamp $(COLLECTION_LINK) $(BUILD)/vm.stamp $(BUILD)/containers.stamp
 
-# NETLB_NO_SKIP turns every skipped test into a failure: a run that silently
-# skipped the kernel tests must not pass as green.
-# Each part is timed (scripts/timed.sh); the table is printed at the end, or where a part fails,
-# with the tests that failed or timed out (pytest.ini bounds every test).
-TIMED = bash scripts/timed.sh
+# make test: scripts/test-suite.sh runs every part (deps, ansible-doc, lint, unit tests,
+# integration on this kernel and in containers, the VM lab, molecule, compat), each timed
+# (scripts/timed.sh), on two lanes: the VM lab beside the rest, make compat's ansible-core
+# minors shared by both. NETLB_NO_SKIP turns every skipped test into a failure: a run that silently skipped the
+# kernel tests must not pass as green. The table at the end names every part and every
+# test that failed or timed out (pytest.ini bounds every test).
 test:
-	@$(TIMED) --reset
-	@$(TIMED) "deps (apt, venv, VM kernel, container image)" $(MAKE) --no-print-directory deps
-	@$(TIMED) "ansible-doc" $(MAKE) --no-print-directory lint-docs
-	@$(TIMED) "lint" $(MAKE) --no-print-directory lint
-	@$(TIMED) "unit tests" env NETLB_NO_SKIP=1 $(PY) -m pytest -q tests/unit
-	@$(TIMED) "integration: host kernel and containers" \
-	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m "not vm and not compat" tests/integration
-	@$(TIMED) "integration: VM lab (Debian's kernel, QEMU)" \
-	  env NETLB_NO_SKIP=1 $(PY) -m pytest -q --durations=8 -m vm tests/integration
-	@$(TIMED) "molecule (podman scenario)" $(MAKE) --no-print-directory molecule
-	@$(TIMED) "compat: every supported ansible-core" $(MAKE) --no-print-directory compat
-	@$(TIMED) --report
+	@bash scripts/test-suite.sh
 
 # The contributor's loop, a few minutes once `make deps` is done: the docs render, the unit
 # tests, and the real-kernel tests that need neither a VM nor a container (the program

@@ -53,3 +53,9 @@ find_python() {
   fi
   [ -n "$found" ] && echo "$found"
 }
+
+# netlb_cache: where what pip and ansible-test install for the checks is kept across clones
+# of this repository on this machine (NETLB_CACHE, else ~/.cache/netlb-multiwan).
+netlb_cache() {
+  echo "${NETLB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netlb-multiwan}"
+}

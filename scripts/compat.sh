@@ -7,6 +7,16 @@
 #   systemd container (check mode, apply, idempotence, absent: test_role_compat_containers).
 # Prints a table of the results; fails if any minor failed. COMPAT_MINORS="2.15 2.19"
 # limits the run to those minors.
+#
+# make test runs it on both of its lanes (scripts/test-suite.sh): with COMPAT_QUEUE=DIR
+# each run takes the minors no other run has claimed yet (mkdir DIR/MINOR), and adds its
+# rows to the results without printing them (`compat.sh --reset` before, `--report`
+# after). COMPAT_SKIP_OWN=1 leaves out the minor of the project's .venv: make lint runs
+# its sanity (on every Python), the unit tests and test_role_containers its role run.
+#
+# ansible-test's per-test virtualenvs and each minor's venv are a cache of what pip
+# installs, shared by every clone on this machine ($NETLB_CACHE/compat/MINOR, one run at
+# a time per minor): a fresh clone does not build them again.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,8 +32,20 @@ for version in 3.10 3.11 3.12 3.13 3.14; do
 done
 plan=$(python3 scripts/compat_plan.py meta/runtime.yml "${pythons[@]}") || exit 1
 results=$COMPAT/results
+report() {
+  echo
+  echo "make compat, per ansible-core minor:"
+  awk -F'\t' '{ printf "  ansible-core %-5s %-7s %5s s  %s\n", $1, $2, $3, $4 }' "$results"
+  ! grep -q FAILED "$results"
+}
 mkdir -p "$COMPAT"
-: >"$results"
+case "${1:-}" in
+  --reset) : >"$results"; exit 0 ;;
+  --report) report; exit ;;
+esac
+[ -n "${COMPAT_QUEUE:-}" ] || : >"$results"
+cache=$(netlb_cache)/compat
+own_minor=$("$ROOT/.venv/bin/python" -c 'import ansible.release as r; print(".".join(r.__version__.split(".")[:2]))' 2>/dev/null)
 
 # One part of one minor, timed; its output goes to .build/compat/<minor>/<part>.log.
 part() {
@@ -44,7 +66,7 @@ part() {
 }
 
 venv_for() {  # minor python: a venv with that ansible-core and what the tests import
-  local venv=$COMPAT/$1/venv
+  local venv=$cache/$1/venv
   if [ ! -x "$venv/bin/ansible-test" ] || ! "$venv/bin/python" -c 'import ansible.release as r, sys; sys.exit(not r.__version__.startswith(sys.argv[1] + "."))' "$1"; then
     rm -rf "$venv"
     "$2" -m venv "$venv"
@@ -58,29 +80,45 @@ sanity() {  # minor python venv
   (
     export PATH=$3/bin:$PATH
     build_collection_tree "$tree" >/dev/null
-    offline_get_pip "$COMPAT/$1/ansible-test-home"
+    offline_get_pip "$cache/$1/ansible-test-home"
     cd "$tree/tree/ansible_collections/netlb/multiwan" &&
-      HOME=$COMPAT/$1/ansible-test-home ansible-test sanity --venv --python "$2" --color no
+      HOME=$cache/$1/ansible-test-home ansible-test sanity --venv --python "$2" --color no
   )
 }
 
 failed=0
 while read -r minor python; do
   [ -n "${COMPAT_MINORS:-}" ] && [[ " $COMPAT_MINORS " != *" $minor "* ]] && continue
+  if [ -n "${COMPAT_QUEUE:-}" ]; then
+    mkdir -p "$COMPAT_QUEUE"
+    mkdir "$COMPAT_QUEUE/$minor" 2>/dev/null || continue  # another lane has it
+  fi
+  if [ "${COMPAT_SKIP_OWN:-}" = 1 ] && [ "$minor" = "$own_minor" ]; then
+    printf '%s\t%s\t%s\t%s\n' "$minor" "all" "-" "in make test's own parts (.venv: lint, unit, test_role_containers)" >>"$results"
+    continue
+  fi
   pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  venv=$COMPAT/$minor/venv
-  mkdir -p "$COMPAT/$minor"
+  venv=$cache/$minor/venv
+  mkdir -p "$COMPAT/$minor" "$cache/$minor"
   echo "=== ansible-core $minor (Python $pyver)"
-  part "$minor" venv venv_for "$minor" "$python" || { failed=1; continue; }
-  echo "    $("$venv/bin/ansible" --version | head -1)"
-  part "$minor" sanity sanity "$minor" "$pyver" "$venv" || failed=1
-  export NETLB_TEST_CONTEXT="ansible-core $minor"
-  part "$minor" unit env NETLB_NO_SKIP=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit || failed=1
-  part "$minor" role env NETLB_NO_SKIP=1 NETLB_ANSIBLE_BIN_DIR="$venv/bin" ANSIBLE_COLLECTIONS_PATH="$ROOT/.build/collections" \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider -m compat tests/integration/test_role_compat_containers.py || failed=1
+  # One run of a minor at a time on this machine (another clone's): its cached venvs and
+  # its containers' names are shared.
+  exec {lock}>"$cache/$minor/lock"
+  flock "$lock"
+  if part "$minor" venv venv_for "$minor" "$python"; then
+    echo "    $("$venv/bin/ansible" --version | sed -n 1p)"
+    part "$minor" sanity sanity "$minor" "$pyver" "$venv" || failed=1
+    export NETLB_TEST_CONTEXT="ansible-core $minor"
+    part "$minor" unit env NETLB_NO_SKIP=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit || failed=1
+    part "$minor" role env NETLB_NO_SKIP=1 NETLB_ANSIBLE_BIN_DIR="$venv/bin" ANSIBLE_COLLECTIONS_PATH="$ROOT/.build/collections" \
+      NETLB_COMPAT_MINOR="$minor" "$venv/bin/python" -m pytest -q -p no:cacheprovider -m compat \
+      tests/integration/test_role_compat_containers.py || failed=1
+  else
+    failed=1
+  fi
+  exec {lock}>&-
 done <<<"$plan"
 
-echo
-echo "make compat, per ansible-core minor:"
-awk -F'\t' '{ printf "  ansible-core %-5s %-7s %5d s  %s\n", $1, $2, $3, $4 }' "$results"
+[ -n "${COMPAT_QUEUE:-}" ] && exit $failed
+report || failed=1
 exit $failed

@@ -12,9 +12,6 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=$ROOT/.venv
 LINT=$ROOT/.build/lint
 COLLECTION=$LINT/tree/ansible_collections/netlb/multiwan
-# ansible-test keeps its per-test virtualenvs under ~/.ansible/test: a HOME of our own
-# keeps them (and the bootstrap script below) in .build, reused by the next run.
-TEST_HOME=$ROOT/.build/ansible-test-home
 
 export PATH=$VENV/bin:$PATH
 export ANSIBLE_NOCOLOR=1
@@ -25,6 +22,11 @@ version_of() { python -c 'import importlib.metadata, sys; print(importlib.metada
 cd "$ROOT"
 # shellcheck source=scripts/collection-tree.sh
 source "$ROOT/scripts/collection-tree.sh"
+# ansible-test keeps its per-test virtualenvs under ~/.ansible/test: a HOME of our own
+# keeps them (and the bootstrap script below) in the machine's cache of this repository,
+# reused by the next run and by other clones (one sanity run at a time uses it).
+TEST_HOME=$(netlb_cache)/lint/ansible-test-home
+mkdir -p "$TEST_HOME"
 
 step "ansible-lint $(version_of ansible-lint) (profile production, .ansible-lint)"
 # ansible-lint installs this collection into ./.ansible and lints with that copy, unless
@@ -63,7 +65,7 @@ echo "Python versions for compile/import: ${found[*]}"
 offline_get_pip "$TEST_HOME"
 
 step "ansible-test sanity (ansible-core $(version_of ansible-core))"
-(cd "$COLLECTION" && HOME=$TEST_HOME PATH=$PYTHONS:$PATH ansible-test sanity --venv --color no)
+(cd "$COLLECTION" && HOME=$TEST_HOME PATH=$PYTHONS:$PATH flock "$TEST_HOME/.lock" ansible-test sanity --venv --color no)
 
 step "ansible-galaxy collection install + verify"
 (

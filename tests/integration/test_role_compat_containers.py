@@ -10,6 +10,7 @@ test_role_containers.py; this file proves the role runs the same on every versio
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,15 @@ from tests.lab.containers import ContainerFleet, containers_available
 pytestmark = [pytest.mark.containers, pytest.mark.compat, pytest.mark.timeout(900)]
 
 
+def fleet_name() -> str:
+    """make test runs two minors at once (scripts/test-suite.sh): one fleet name each."""
+    minor = os.environ.get("NETLB_COMPAT_MINOR", "")
+    return "nlbc" + minor.replace(".", "") if minor else "nlbcompat"
+
+
 @pytest.fixture(scope="module")
 def runs():
-    with laptop(ContainerFleet, containers_available, "nlbcompat") as (tmp, fleet, guest):
+    with laptop(ContainerFleet, containers_available, fleet_name()) as (tmp, fleet, guest):
         inventory = Path(tmp, "hosts.json")
         inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": fwmark_laptop_vars(tmp, fleet, guest)}}}))
 
