@@ -59,6 +59,11 @@ def cleanup_on_signals() -> Iterator[None]:
         return
 
     def raise_terminated(signum: int, _frame: object) -> None:
+        # Once: a second signal (`timeout` and a pkill both sending one) would raise again
+        # inside the cleanup the first one started, and leave a namespace or a guest behind.
+        for s in old:
+            if signal.getsignal(s) is raise_terminated:
+                signal.signal(s, signal.SIG_IGN)
         raise Terminated(signum)
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
