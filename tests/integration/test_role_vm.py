@@ -1,35 +1,39 @@
-"""playbooks/site.yml (role netlb.multiwan.balancer) with VRF steering, and a real reboot.
+"""`make demo`, then playbooks/site.yml's guest carried on: VRF steering, the tracker, a real reboot.
 
-One VM lab guest (Debian's kernel under QEMU, VRF-capable) runs systemd as PID 1 on
-a disk of its own (tests/lab/fleet.py, systemd=True); its uplink lab stands for the
-NICs a real laptop has at boot. The controller runs on this machine over SSH, as
-users run it: one site.yml run on the blank host, iperf3 from the balancer's cgroup
-and from the systemd slice, the status command; then `systemctl reboot` of the same
-guest, and balancing must be back with no Ansible run.
+The demo (tests/lab/demo.py, what a newcomer runs) boots one VM lab guest (Debian's
+kernel under QEMU, VRF-capable) with systemd as PID 1 on a disk of its own
+(tests/lab/fleet.py); its uplink lab stands for the NICs a real laptop has at boot.
+The controller runs on this machine over SSH, as users run it: iperf3 without the
+balancer, one site.yml run on the blank host, iperf3 from the balancer's cgroup, the
+status command. The same guest then goes on here (one boot and one site.yml under
+emulation for both): iperf3 from the cgroup and from the systemd slice, unconnected UDP,
+a drain, `systemctl reboot`, and balancing must be back with no Ansible run.
 
 Check + diff, idempotence, invalid input and absent: test_role_containers.py (the
 same role under systemd at native speed; Ansible in an emulated guest takes minutes).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from tests.integration import udp_probe
-from tests.integration.ansible_runner import ROOT, site_over_ssh
-from tests.integration.laptop import laptop
-from tests.lab.fleet import GUEST_CGROUP2, Fleet, in_cgroup
+from tests.integration.ansible_runner import ROOT
+from tests.lab import demo
+from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
 from tests.lab.netlab import SERVER4, iperf_local_hosts
 from tests.lab.vm import vm_available
 
-# The first test pays the module fixture: a guest boot, site.yml under TCG, a reboot (~8-10 min).
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+# The first test pays the module fixture: the demo (a guest boot, site.yml under TCG),
+# then a reboot (~8-12 min).
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
-CGROUP = "multiwan"
-PIN_DIR = "/sys/fs/bpf/netlb_multiwan"
+CGROUP = demo.CGROUP
 UNITS = ["netlb-multiwan-uplink-wifi.service", "netlb-multiwan-bpf.service", "netlb-multiwan-track.service"]
 IPERF = "iperf3 -c %s -P10 -t3 -J" % SERVER4
 IPERF_CGROUP = in_cgroup(CGROUP, IPERF)
@@ -84,23 +88,27 @@ def decisions(proc) -> dict:
     return found
 
 
-@pytest.fixture(scope="module")
-def facts():
-    with laptop(Fleet, vm_available, "nlbrolevm", systemd=True) as (tmp, fleet, guest):
+class RoleChecks(demo.Extension):
+    """The demo's guest, carried on: facts for the tests below."""
+
+    name = "nlbrolevm"
+
+    def __init__(self) -> None:
+        self.facts: dict = {}
+        self.error: BaseException | None = None
+
+    def before_site(self, fleet, guest) -> None:
+        self.facts["blank"] = {key: fleet.ssh(guest, command).stdout for key, command in KERNEL.items()}
+
+    def after_demo(self, fleet, guest) -> None:
+        try:
+            self.carry_on(fleet, guest)
+        except Exception as exc:  # raised by the fixture once the demo has cleaned up
+            self.error = exc
+
+    def carry_on(self, fleet, guest) -> None:
+        f = self.facts
         usb, wifi = guest.uplinks
-        host = {**fleet.host_vars(guest),
-                "balancer_manage_packages": False,  # the guest runs on this machine's packages
-                "balancer_build_cache": str(Path(tmp, "build")),
-                "balancer_cgroup": CGROUP,
-                "balancer_pin_dir": PIN_DIR,
-                "balancer_policy": "round_robin",
-                "balancer_uplinks": [
-                    {"name": "mobile", "interface": "usb0", "gateway": usb.gateway},
-                    {"name": "wifi", "interface": "wlp1s0", "gateway": wifi.gateway, "gateway6": wifi.gateway6,
-                     "vrf": "wifi-vrf", "table": 10},
-                ]}
-        inventory = Path(tmp, "hosts.json")
-        inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host}}}))
 
         def ssh(command: str) -> str:
             proc = fleet.ssh(guest, command)
@@ -118,9 +126,7 @@ def facts():
             seen["system"] = ssh("systemctl is-system-running; systemctl --failed --no-legend")
             return seen
 
-        f: dict = {"addresses": {"usb0": usb.address, "wlp1s0": wifi.address}}
-        f["blank"] = {key: ssh(command) for key, command in KERNEL.items()}
-        f["run1"] = site_over_ssh(fleet, inventory, timeout=1500)
+        f["addresses"] = {"usb0": usb.address, "wlp1s0": wifi.address}
         f["applied"] = observe()
         f["udp"] = unconnected_udp(fleet, guest)
         f["state_file"] = ssh("cat /etc/netlb-multiwan/balancer.json")
@@ -146,11 +152,53 @@ def facts():
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*'")
         f["verify"] = ssh("systemd-analyze verify --man=no /etc/systemd/system/netlb-multiwan-*.service"
                           " && echo verify-ok")
-    return f
+
+
+@pytest.fixture(scope="module")
+def facts():
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
+    checks = RoleChecks()
+    out = io.StringIO()
+    # The demo as `make demo` runs it (its own cleanup on SIGTERM removes guest and lab).
+    with contextlib.redirect_stdout(out):
+        rc = demo.main([], extension=checks)
+    print(out.getvalue())  # the demo's screen, for the log
+    if checks.error is not None:
+        raise checks.error
+    return {**checks.facts, "demo": {"rc": rc, "stdout": out.getvalue()}}
+
+
+def test_demo_passes(facts):
+    demo_run = facts["demo"]
+    assert demo_run["rc"] == 0 and "Demo passed" in demo_run["stdout"], demo_run["stdout"]
+
+
+def test_demo_says_where_it_runs(facts):
+    assert re.match(r"This kernel \(\S+\) (has no VRF|has VRF, .*): running the demo inside a QEMU guest booting Debian "
+                    r"linux-image-6\.\S+ \(accelerator (KVM|TCG)", facts["demo"]["stdout"]), facts["demo"]["stdout"][:500]
+
+
+def test_demo_after_balancing_uses_both_uplinks_at_90_percent(facts):
+    stdout = facts["demo"]["stdout"]
+    result = re.search(r"^Result: after balancing the streams used both uplinks \((\S+), (\S+)\), "
+                       r"\[SUM\] ([\d.]+) Mbit/s = (\d+)% of the links' 60 Mbit/s", stdout, re.M)
+    assert result, stdout
+    assert set(result.group(1, 2)) == set(facts["addresses"].values())
+    assert float(result.group(3)) >= 0.9 * 60, stdout
+
+
+def test_demo_summarises_ansible_and_keeps_its_log(facts):
+    stdout = facts["demo"]["stdout"]
+    recaps = re.findall(r"^    laptop : ok=\d+ changed=\d+ unreachable=0 failed=0", stdout, re.M)
+    assert len(recaps) == 1, stdout
+    log = re.search(r"full ansible-playbook output: (\S+)", stdout).group(1)
+    with open(log) as handle:
+        assert "PLAY RECAP" in handle.read()
 
 
 def test_site_reproduces_the_original_experiment(facts):
-    assert facts["run1"]["rc"] == 0 and facts["run1"]["failed"] == 0, facts["run1"]["output"]
     assert "master wifi-vrf" not in facts["blank"]["link"]
     applied = facts["applied"]
     assert "master wifi-vrf" in applied["link"] and "vrf table 10" in applied["link"]

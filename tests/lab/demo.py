@@ -3,7 +3,8 @@
 The lab is the original write-up's laptop: usb0 (40 Mbit/s, default route) and
 wlp1s0 (20 Mbit/s), emulated veth uplinks to a lab "internet" running iperf3
 (tests/lab/netlab.py), inside a QEMU guest booting Debian's own kernel (Linux
-6.1, has VRF) on a throw-away overlay of this root (tests/lab/fleet.py). Ansible
+6.1, has VRF) with systemd as PID 1, as on a laptop, on a throw-away overlay of
+this root (tests/lab/fleet.py). Ansible
 runs here, on this machine, and reaches the guest over SSH as it would reach a
 real laptop. The demo runs iperf3 -P10 in the guest without the balancer,
 applies site.yml with a demo inventory (VRF steering), runs iperf3 -P10 again
@@ -121,12 +122,13 @@ class Laptop:
 
 def write_inventory(fleet: Fleet, guest: FleetGuest, policy: str, directory: str) -> Path:
     usb, wifi = guest.uplinks
+    uplinks = [{"name": "mobile", "interface": usb.interface, "gateway": usb.gateway},
+               {"name": "wifi", "interface": wifi.interface, "gateway": wifi.gateway, "gateway6": wifi.gateway6,
+                "vrf": "wifi-vrf", "table": 10}]
+    if policy in ("weighted", "hash_dst"):  # the only policies that read weights: 2:1 as the links' rates
+        uplinks[0]["weight"], uplinks[1]["weight"] = 2, 1
     host = {
-        "balancer_uplinks": [
-            {"name": "mobile", "interface": usb.interface, "gateway": usb.gateway, "weight": 2},
-            {"name": "wifi", "interface": wifi.interface, "gateway": wifi.gateway, "gateway6": wifi.gateway6,
-             "vrf": "wifi-vrf", "table": 10, "weight": 1},
-        ],
+        "balancer_uplinks": uplinks,
         "balancer_steering": "vrf",
         "balancer_policy": policy,
         "balancer_cgroup": CGROUP,
@@ -187,12 +189,13 @@ def show_status(laptop: Laptop) -> None:
     sys.stdout.write("".join("    " + ln for ln in (proc.stdout + proc.stderr).splitlines(True)))
 
 
-def run_demo(policy: str, log: Path) -> bool:
+def run_demo(policy: str, log: Path, extension: Extension) -> bool:
     spec = GuestSpec("laptop", [Uplink(i, rate) for i, rate in RATES_MBIT.items()])
     step(1, "Lab: a guest with two emulated uplinks (veth pairs shaped with tbf) to a lab internet,"
          " iperf3 server %s" % SERVER4)
     started = time.monotonic()
-    with Fleet([spec], name="nlbdemo") as fleet, tempfile.TemporaryDirectory(prefix="netlb-demo-") as workdir:
+    with Fleet([spec], name=extension.name, systemd=True) as fleet, \
+            tempfile.TemporaryDirectory(prefix="netlb-demo-") as workdir:
         guest = fleet.guests[0]
         laptop = Laptop(fleet, guest)
         laptop.widen_buckets()
@@ -209,6 +212,7 @@ def run_demo(policy: str, log: Path) -> bool:
         _, before = show_streams(laptop.iperf3(balanced=False), interface_of)
 
         step(3, "Apply playbooks/site.yml (role netlb.multiwan.balancer) with this inventory")
+        extension.before_site(fleet, guest)
         inventory = write_inventory(fleet, guest, policy, workdir)
         sys.stdout.write("".join("    | " + ln for ln in inventory.read_text().splitlines(True)))
         print("    full ansible-playbook output: %s" % log)
@@ -229,14 +233,30 @@ def run_demo(policy: str, log: Path) -> bool:
               "%d Mbit/s (required: both addresses and >= %.0f%%); before: %.1f Mbit/s on usb0 alone."
               % ("both uplinks" if both else "ONE uplink only", ", ".join(sorted(addresses)), total,
                  100 * share, LINKS_MBIT, 100 * REQUIRED_SHARE, before))
+        extension.after_demo(fleet, guest)
         return both and share >= REQUIRED_SHARE
 
 
-def main(argv: list[str] | None = None) -> int:
+class Extension:
+    """What a test adds to the demo's guest, so that the VM lab boots it and runs
+    site.yml once for both (tests/integration/test_role_vm.py): a look at the blank
+    host just before site.yml, and more steps after the demo's, guest still up."""
+
+    name = "nlbdemo"  # the fleet's name: its network namespace, its guests' names
+
+    def before_site(self, fleet: Fleet, guest: FleetGuest) -> None:
+        """Called before site.yml runs."""
+
+    def after_demo(self, fleet: Fleet, guest: FleetGuest) -> None:
+        """Called after the demo's last step, the guest still up."""
+
+
+def main(argv: list[str] | None = None, extension: Extension | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--policy", default=POLICY, choices=["random", "weighted", "round_robin", "hash_dst"])
     args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # keep our lines in order with the children's
+    if hasattr(sys.stdout, "reconfigure"):  # a test's capture has none
+        sys.stdout.reconfigure(line_buffering=True)  # keep our lines in order with the children's
     problem = vm_available()
     if problem:
         print("The demo needs the VM lab: " + problem)
@@ -256,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     DEFAULT_LOG.parent.mkdir(parents=True, exist_ok=True)
     DEFAULT_LOG.write_text("")
     try:
-        passed = run_demo(args.policy, DEFAULT_LOG)
+        passed = run_demo(args.policy, DEFAULT_LOG, extension or Extension())
     except (FleetError, RuntimeError) as e:
         print("\nDemo FAILED: %s" % e)
         passed = False
