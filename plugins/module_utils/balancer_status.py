@@ -32,7 +32,7 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import health, runner
+from ansible_collections.netlb.multiwan.plugins.module_utils import health, rp_filter, runner
 
 DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
 STATE_VERSION = 1
@@ -55,9 +55,11 @@ def short_attach_type(name):
 class Host(object):
     """What the collector reads from the machine. Tests replace ``run`` and the paths."""
 
-    def __init__(self, sys_class_net="/sys/class/net", proc_mounts="/proc/mounts", run=None, which=None):
+    def __init__(self, sys_class_net="/sys/class/net", proc_mounts="/proc/mounts", run=None, which=None,
+                 ipv4_conf=rp_filter.CONF):
         self.sys_class_net = sys_class_net
         self.proc_mounts = proc_mounts
+        self.ipv4_conf = ipv4_conf
         if run is not None:
             self.run = run
         if which is not None:
@@ -217,6 +219,13 @@ class Collector(object):
             self.problem("%s: link %s is down" % (name, interface))
         elif up["carrier"] is False:
             self.problem("%s: link %s has no carrier" % (name, interface))
+
+        # The kernel's effective reverse-path filter on the uplink (max of all and its own).
+        up["rp_filter"] = rp_filter.effective(interface, self.host.ipv4_conf) if interface else None
+        if up["rp_filter"] == rp_filter.STRICT and (name, interface) in rp_filter.steered_interfaces(state):
+            self.problem("%s: strict reverse-path filtering (rp_filter=1) on %s drops the replies of the sockets "
+                         "steered to it: balancer_rp_filter: loose, or sysctl net.ipv4.conf.%s.rp_filter=2"
+                         % (name, interface, interface))
 
         if up["vrf"]:
             vrf = self.vrf_table(up["vrf"])

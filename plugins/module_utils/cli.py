@@ -21,15 +21,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
-import contextlib
-import fcntl
-import json
 import os
 import sys
-import tempfile
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, health, runner, schema
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+# The document store, also as cli.load, cli.save and cli.locked for the tracker and the boot unit.
+from ansible_collections.netlb.multiwan.plugins.module_utils.state_store import load, locked, save  # noqa: F401
 
 DEFAULT_STATE_FILE = balancer_status.DEFAULT_STATE_FILE
 
@@ -53,45 +51,8 @@ class Host(object):
 Subprocess = Host
 
 
-@contextlib.contextmanager
-def locked(path):
-    """Hold the state document's lock: a flock on its directory, which save()'s
-    atomic rename leaves in place (a lock on the file would be on the old inode)."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def maps_pinned(attachment):
     return os.path.isdir(attachment["pin_dir"] + "/maps")
-
-
-def load(path):
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def save(path, doc):
-    """Atomically (a boot unit reading it never sees half a document), and in the
-    role's layout (to_nice_json), so the next role run finds nothing to rewrite."""
-    try:
-        with open(path) as handle:
-            newline = "\n" if handle.read().endswith("\n") else ""
-    except (IOError, OSError):
-        newline = "\n"
-    directory = os.path.dirname(path) or "."
-    handle, tmp = tempfile.mkstemp(prefix=".balancer.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(json.dumps(doc, indent=2, sort_keys=True, separators=(",", ": ")) + newline)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def runtime_uplinks(doc, states=None):
@@ -114,11 +75,16 @@ def port_ranges(doc):
 
 def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
     """Every attachment's maps to the document's runtime state; the changes, as
-    "cgroup: change". ``routing``: also converge the source rules that steer
-    unconnected UDP (uplink_routing.converge_source_rules) in this namespace,
-    first, so every address the maps hold has its rule."""
+    "cgroup: change". ``routing``: also, in this namespace and first, what the
+    steering needs of the host: loose reverse-path filtering on the steered uplinks
+    (rp_filter.converge), and the source rules that steer unconnected UDP
+    (uplink_routing.converge_source_rules), so every address the maps hold has its rule.
+    Run by the role, the boot unit, the tracker and this command alike: an uplink
+    that comes back (a replugged modem) gets both again. rp_filter goes last: a
+    setting that cannot be written (rp_filter.RpFilterError, an OSError) leaves the
+    maps converged all the same."""
     changes, sources = [], None  # None: the address map is left as it is
-    from ansible_collections.netlb.multiwan.plugins.module_utils import netlink
+    from ansible_collections.netlb.multiwan.plugins.module_utils import netlink, rp_filter
 
     # The netlb-multiwan command runs on the host's python3, which may lack pyroute2:
     # it then leaves rules and addresses to the engine's runs (role, boot, tracker).
@@ -136,6 +102,8 @@ def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
         changes += ["%s: %s" % (attachment["cgroup"], c)
                     for c in maps.converge(uplinks, doc["policy"], doc.get("exclude", []), check_mode=check_mode,
                                            exclude_ports=port_ranges(doc), sources=sources, netns_cookie=cookie)]
+    if routing:
+        changes += rp_filter.converge(doc, check_mode=check_mode)
     return changes
 
 

@@ -35,11 +35,11 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health, netlink
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 HEALTH_FILE = health.HEALTH_FILE
 SO_MARK = 36
@@ -60,21 +60,6 @@ def log(message):
 
 def family_of(address):
     return 6 if ":" in address else 4
-
-
-def atomic_write(path, text, make_dir=False):
-    directory = os.path.dirname(path) or "."
-    if make_dir:
-        os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".netlb-multiwan.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def tracked(doc, gateway_of=None):

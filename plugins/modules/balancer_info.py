@@ -110,6 +110,8 @@ balancer:
         - One entry per uplink, in counter slot order.
         - C(drained) is true while an operator has drained it (C(netlb-multiwan drain NAME)).
         - C(health) is what the health tracker (C(netlb-multiwan-track)) decided, null for an untracked uplink.
+        - C(rp_filter) is the kernel's effective reverse-path filtering on the interface (the higher of
+          C(conf.all) and its own; 1 strict, 2 loose), null when unknown.
       type: list
       elements: dict
       sample:
@@ -127,6 +129,7 @@ balancer:
           mark: 256
           weight: 1
           drained: false
+          rp_filter: 2
           gateway: 10.0.0.1
           gateway6: null
           routes: [default via 10.0.0.1 dev wlp1s0]

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: balancer_maps
-short_description: Converge the balancer program's runtime maps to the state document
+short_description: Converge the balancer program's runtime maps, and the host settings its steering needs, to the state document
 version_added: "0.2.0"
 description:
   - Reads the state document the C(netlb.multiwan.balancer) role writes and makes the pinned maps
@@ -18,7 +18,12 @@ description:
     the excluded prefixes - and the selection tables computed from it (a smooth weighted rotation,
     a consistent-hash bucket table).
   - The loaded program follows from the next connect; nothing is reloaded and no counter is reset.
-  - Writes nothing when the maps already hold that state.
+  - Also converges what the steering needs of the host, in the same run the boot unit, the health
+    tracker and C(netlb-multiwan) make - the source rules that steer unconnected UDP, and loose
+    reverse-path filtering (C(rp_filter=2)) on the uplinks of device steering when the document says
+    C(rp_filter=loose). An uplink is loosened only where its effective setting is strict; its value from
+    before is recorded in C(rp_filter.json) in the state directory.
+  - Writes nothing when the maps and the host already hold that state.
 author:
   - netlb.multiwan contributors (@netlb)
 requirements:
@@ -28,6 +33,15 @@ options:
     description: State document written by the C(netlb.multiwan.balancer) role.
     type: path
     default: /etc/netlb-multiwan/balancer.json
+  state:
+    description:
+      - V(present) converges the maps and the host to the document.
+      - V(absent) puts back every C(rp_filter) value recorded before the balancer changed it (the
+        maps go with the program, see M(netlb.multiwan.cgroup_bpf_attach)). Nothing to do when
+        nothing was recorded; the document may be missing.
+    type: str
+    choices: [present, absent]
+    default: present
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -46,6 +60,10 @@ seealso:
 EXAMPLES = r"""
 - name: Apply changed weights without reloading the program
   netlb.multiwan.balancer_maps:
+
+- name: Put back the reverse-path filtering the balancer loosened
+  netlb.multiwan.balancer_maps:
+    state: absent
 """
 
 RETURN = r"""
@@ -54,28 +72,39 @@ changes:
   returned: always
   type: list
   elements: str
-  sample: ["uplink 1 state", "selection", "exclude 10.0.0.0/8"]
+  sample: ["rp_filter wlp1s0 (wifi): 1 -> 2 (loose)", "multiwan: uplink 1 state", "multiwan: selection"]
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import datapath
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, rp_filter
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load, locked
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(state_file=dict(type="path", default="/etc/netlb-multiwan/balancer.json")),
+        argument_spec=dict(
+            state_file=dict(type="path", default="/etc/netlb-multiwan/balancer.json"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
         supports_check_mode=True,
     )
     path = module.params["state_file"]
-    bpftool = module.get_bin_path("bpftool", required=True, opt_dirs=["/usr/sbin", "/sbin"])
     try:
-        with locked(path):  # netlb-multiwan and the boot unit write it too
-            doc = load(path)
-            changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
+        if module.params["state"] == "absent":
+            doc = load(path) if os.path.exists(path) else {}
+            changes = rp_filter.converge(doc, present=False, check_mode=module.check_mode)
+        else:
+            bpftool = module.get_bin_path("bpftool", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+            with locked(path):  # netlb-multiwan and the boot unit write it too
+                doc = load(path)
+                changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
+    except rp_filter.RpFilterError as exc:
+        module.fail_json(msg=to_native(exc), field="rp_filter")
     except (IOError, OSError, ValueError) as exc:
         module.fail_json(msg="state_file: cannot read %s: %s" % (path, to_native(exc)), field="state_file")
     except (BpftoolError, datapath.DatapathError, KeyError) as exc:

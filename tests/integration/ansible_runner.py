@@ -47,15 +47,30 @@ def ansible_bin(name: str) -> str:
     return str(Path(os.environ.get("NETLB_ANSIBLE_BIN_DIR") or ROOT / ".venv" / "bin") / name)
 
 
-def site_over_ssh(fleet, inventory: Path, *extra: str, timeout: float = 900) -> dict:
+def site_over_ssh(fleet, inventory: Path, *extra: str, timeout: float = 900, during=None) -> dict:
     """playbooks/site.yml from this machine against a lab fleet (VM guests or
     containers: anything with ansible_env() and controller_run()), with pipelining on
-    as most fleets run it. rc, output, seconds, the PLAY RECAP, and one host's changed."""
+    as most fleets run it. rc, output, seconds, the PLAY RECAP, and one host's changed.
+    *during*: (a task name's start, a callable) called once, as that task starts: an
+    operator acting on the host while the run is in progress."""
     argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "site.yml"), *extra]
     env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True"}
     started = time.monotonic()
-    proc = fleet.controller_run(argv, env=env, timeout=timeout)
-    out = proc.stdout + proc.stderr
+    if during is None:
+        proc = fleet.controller_run(argv, env=env, timeout=timeout)
+        out = proc.stdout + proc.stderr
+    else:
+        task, act = during
+        lines = []
+        with subprocess.Popen(["ip", "netns", "exec", fleet.netns, *argv], env={**env, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              text=True) as proc:
+            for line in proc.stdout:  # pytest-timeout bounds a run that never ends
+                lines.append(line)
+                if task is not None and line.startswith("TASK [%s" % task):
+                    act()
+                    task = None
+        out = "".join(lines) + ("" if task is None else "\n(task %r never started)" % during[0])
     recap = play_recap(out)
     hosts = list(recap.values())
     return {"rc": proc.returncode, "output": out, "recap": recap, "seconds": round(time.monotonic() - started),

@@ -2,6 +2,7 @@
 
   python connect_loop.py --dst 100.64.0.1 --port 7 --rate 200 --duration 6
       prints JSON {"connects": [[unix time, local address or null, mark, error or null], ...]}
+  python connect_loop.py --dst 100.64.0.1 --count 100 --timeout 0.5      (100 connects, each up to 0.5 s)
   python connect_loop.py --serve 7      accept and close connections (the far end)
 
 Runs inside the balancer's cgroup: the program steers each socket at connect(),
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7)
     parser.add_argument("--rate", type=float, default=200, help="connects per second")
     parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--count", type=int, default=0, help="stop after this many connects (however long)")
     parser.add_argument("--timeout", type=float, default=0.2)
     parser.add_argument("--serve", type=int, metavar="PORT")
     args = parser.parse_args()
@@ -55,9 +57,9 @@ def main() -> None:
         return
     connects = []
     period = 1.0 / args.rate
-    end = time.time() + args.duration
+    end = None if args.count else time.time() + args.duration
     next_at = time.time()
-    while time.time() < end:
+    while len(connects) < args.count if args.count else time.time() < end:
         connects.append(connect_once(args.dst, args.port, args.timeout))
         next_at += period
         pause = next_at - time.time()

@@ -42,3 +42,16 @@ def fwmark_laptop_vars(tmp: str, guest_fleet, guest, **extra) -> dict:
                  "table": 100, "mark": 0x100},
             ],
             **extra}
+
+
+def device_laptop_vars(tmp: str, guest_fleet, guest, **extra) -> dict:
+    """The laptop's host vars for device steering (no VRF, table or rule: each socket bound
+    to its uplink's interface), round robin; the host needs a default route per uplink."""
+    return {**guest_fleet.host_vars(guest),
+            "balancer_manage_packages": False,
+            "balancer_build_cache": str(Path(tmp, "build")),
+            "balancer_steering": "device",
+            "balancer_policy": "round_robin",
+            "balancer_cgroup": "multiwan",
+            "balancer_uplinks": [{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0"}],
+            **extra}

@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.ansible_runner import site_over_ssh
 from tests.integration.test_role_containers import SNAPSHOT, assert_same
-from tests.integration.laptop import laptop
+from tests.integration.laptop import device_laptop_vars, laptop
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
 from tests.lab.netlab import SERVER4, received_mbps, stream_local_hosts
@@ -41,13 +41,7 @@ def facts():
         lab.client_exec(["ip", "route", "add", "default", "via", wifi.gateway, "dev", "wlp1s0", "metric", "600"])
         lab.client_exec(["ip", "-6", "route", "add", "default", "via", wifi.gateway6, "dev", "wlp1s0",
                          "metric", "600"])
-        host = {**fleet.host_vars(guest),
-                "balancer_manage_packages": False,
-                "balancer_build_cache": str(Path(tmp, "build")),
-                "balancer_steering": "device",
-                "balancer_policy": "round_robin",
-                "balancer_cgroup": CGROUP,
-                "balancer_uplinks": [{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0"}]}
+        host = device_laptop_vars(tmp, fleet, guest)
         inventory = Path(tmp, "hosts.json")
         inventory.write_text(json.dumps({"multiwan": {"hosts": {"laptop": host}}}))
         # An uplink with no default route (the management NIC has only its link route).

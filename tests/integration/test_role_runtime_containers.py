@@ -136,6 +136,17 @@ def facts():
         f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
         f["marks_undrained"] = marks(400)
 
+        # An operator's drain while a role run is in progress: after balancer_facts has read
+        # the document, before the run writes its own.
+        def drain_during_the_run():
+            f["drain_during_run"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
+
+        f["run_during_drain"] = site_over_ssh(fleet, inv_112, during=(
+            "netlb.multiwan.balancer : Check the kernel version", drain_during_the_run))
+        f["marks_drained_during_run"] = marks(100)
+        f["status_drained_during_run"] = status()
+        f["undrain_after_run"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
+
         wifi_peer = fleet._labs[guest.name].uplinks[1].peer
         inet = fleet._labs[guest.name]
         f["track_active"] = ssh("systemctl is-active netlb-multiwan-track.service")
@@ -166,6 +177,16 @@ def facts():
         f["fresh_two"] = snapshot()
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*' | tail -40")
     return f
+
+
+def test_a_drain_made_during_a_role_run_holds_after_it(facts):
+    assert facts["drain_during_run"].returncode == 0, facts["drain_during_run"].stderr
+    assert facts["run_during_drain"]["rc"] == 0, facts["run_during_drain"]["output"]
+    assert facts["marks_drained_during_run"][WIFI] == 0 and sum(facts["marks_drained_during_run"].values()) == 100, \
+        facts["marks_drained_during_run"]
+    wifi = next(u for u in facts["status_drained_during_run"]["uplinks"] if u["name"] == "wifi")
+    assert wifi["drained"] is True, wifi
+    assert facts["undrain_after_run"].returncode == 0, facts["undrain_after_run"].stderr
 
 
 def test_the_tracker_takes_a_dead_uplink_out_and_puts_it_back(facts):

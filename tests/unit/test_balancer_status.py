@@ -41,7 +41,8 @@ class FakeHost(bs.Host):
 
     def __init__(self, root):
         self.root = root
-        super(FakeHost, self).__init__(sys_class_net=str(root / "net"), proc_mounts=str(root / "mounts"))
+        super(FakeHost, self).__init__(sys_class_net=str(root / "net"), proc_mounts=str(root / "mounts"),
+                                       ipv4_conf=str(root / "conf"))
         self.tools = {"ip": "/usr/sbin/ip", "bpftool": "/usr/sbin/bpftool"}
         self.answers = {}
         self.calls = []
@@ -151,6 +152,33 @@ def test_healthy_host(host):
     assert [(h["attach_type"], h["ok"], h["programs"]) for h in att["hooks"]] == [
         ("connect4", True, [{"id": 100, "name": "mw_connect4", "attach_flags": "multi", "pinned": True}]),
         ("connect6", True, [{"id": 101, "name": "mw_connect6", "attach_flags": "multi", "pinned": True}])]
+
+
+def rp_filter(host, **values):
+    for interface, value in values.items():
+        (host.root / "conf" / interface).mkdir(parents=True, exist_ok=True)
+        (host.root / "conf" / interface / "rp_filter").write_text("%d\n" % value)
+
+
+def test_strict_rp_filter_on_a_device_steered_uplink_is_a_problem(host):
+    rp_filter(host, all=1, usb0=0, wlp1s0=0)
+    status = host.collect()
+    assert [u["rp_filter"] for u in status["uplinks"]] == [1, 1]
+    assert status["problems"] == [], "fwmark: the source rules route the check into the uplink's table"
+    # device: wifi's replies come back on wlp1s0, the main table prefers usb0's default route.
+    host.state["steering"] = "device"
+    host.ip(["-4", "route", "show", "table", "main"], [
+        {"dst": "default", "gateway": "192.0.2.1", "dev": "usb0", "metric": 100},
+        {"dst": "default", "gateway": "198.51.100.1", "dev": "wlp1s0", "metric": 600}])
+    rp_filter(host, usb0=2)
+    status = host.collect()
+    assert [u["rp_filter"] for u in status["uplinks"]] == [2, 1]
+    assert status["problems"] == [
+        "wifi: strict reverse-path filtering (rp_filter=1) on wlp1s0 drops the replies of the sockets steered to it: "
+        "balancer_rp_filter: loose, or sysctl net.ipv4.conf.wlp1s0.rp_filter=2"]
+    rp_filter(host, wlp1s0=2)
+    status = host.collect()
+    assert [u["rp_filter"] for u in status["uplinks"]] == [2, 2] and status["problems"] == []
 
 
 def test_missing_state_file_is_a_problem_and_runs_nothing(host, tmp_path):
