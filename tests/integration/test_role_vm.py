@@ -19,13 +19,15 @@ import io
 import json
 import re
 import shlex
+import tempfile
 
 import pytest
+import yaml
 
 from tests.integration import udp_probe
-from tests.integration.ansible_runner import ROOT
+from tests.integration.ansible_runner import ROOT, site_over_ssh
 from tests.lab import demo
-from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
+from tests.lab.fleet import GUEST_CGROUP2, MGMT_DEV, in_cgroup
 from tests.lab.netlab import SERVER4, iperf_local_hosts
 from tests.lab.vm import vm_available
 
@@ -149,9 +151,26 @@ class RoleChecks(demo.Extension):
         f["health_wifi_dead"] = ssh("cat /run/netlb-multiwan/health.json")
         f["wifi_back"] = ssh("ip -n %s link set %s up && %s up; echo rc=$?" % (LAB_INET, WIFI_PEER, WAIT_WIFI))
         f["decisions_wifi_back"] = decisions(fleet.ssh(guest, PROBE))
+        self.ssh_guard(fleet, guest, ssh)
         f["journal"] = ssh("journalctl -b --no-pager -u 'netlb-multiwan-*'")
         f["verify"] = ssh("systemd-analyze verify --man=no /etc/systemd/system/netlb-multiwan-*.service"
                           " && echo verify-ok")
+
+
+    def ssh_guard(self, fleet, guest, ssh) -> None:
+        """The session guard, live: an inventory that puts the interface carrying this very
+        Ansible connection (the guest's management NIC) into wifi's VRF."""
+        with tempfile.TemporaryDirectory(prefix="netlb-guard-") as workdir:
+            inventory = demo.write_inventory(fleet, guest, demo.POLICY, workdir)
+            doc = yaml.safe_load(inventory.read_text())
+            wifi = doc["multiwan"]["hosts"]["laptop"]["balancer_uplinks"][1]
+            wifi.update(interface=MGMT_DEV, gateway=fleet.gateway)
+            wifi.pop("gateway6", None)
+            inventory.write_text(yaml.safe_dump(doc))
+            self.facts["guard_before"] = {key: ssh(command) for key, command in KERNEL.items()}
+            self.facts["guard_run"] = site_over_ssh(fleet, inventory, timeout=900)
+            self.facts["guard_after"] = {key: ssh(command) for key, command in KERNEL.items()}
+            self.facts["guard_session"] = ssh("echo still-here")
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +316,14 @@ def test_unconnected_udp_keeps_one_uplink_per_socket_with_vrf_steering(facts, wh
                                                           facts["addresses"]["wlp1s0"]: 50}
     if when == "udp":
         assert "from %s lookup 10" % facts["addresses"]["wlp1s0"] in facts["applied"]["rule4"]
+
+
+def test_a_run_that_would_enslave_the_ansible_connection_fails_before_any_change(facts):
+    """The VRF module's guard: the interface the SSH session runs over is named, nothing
+    changes, and the session (the controller's next command) still works."""
+    run = facts["guard_run"]
+    assert run["rc"] != 0 and run["failed"] == 1, run["output"][-3000:]
+    assert "%s carries the current connection" % MGMT_DEV in run["output"], run["output"][-3000:]
+    assert "force=true" in run["output"], run["output"][-3000:]
+    assert facts["guard_after"] == facts["guard_before"]
+    assert facts["guard_session"].strip() == "still-here"
