@@ -114,7 +114,7 @@ def apply_bpf(state):
         # `netlb-multiwan drain` may have changed it while the program was attached.
         with cli.locked(STATE_FILE):
             changes = cli.converge_maps(load_state(), Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
-    except (attach.AttachError, BpftoolError, datapath.DatapathError, OSError) as exc:
+    except (attach.AttachError, BpftoolError, datapath.DatapathError) as exc:
         raise ApplyError(str(exc))
     log("program attached; maps: %s" % (", ".join(changes) or "already converged"))
 

@@ -32,9 +32,9 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import health, rp_filter, runner
+from ansible_collections.netlb.multiwan.plugins.module_utils import health, rp_filter, runner, state_store
 
-DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
+DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
 STATE_VERSION = 1
 DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
 DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{%d}$" % DIGEST_LEN)
@@ -222,7 +222,7 @@ class Collector(object):
 
         # The kernel's effective reverse-path filter on the uplink (max of all and its own).
         up["rp_filter"] = rp_filter.effective(interface, self.host.ipv4_conf) if interface else None
-        if up["rp_filter"] == rp_filter.STRICT and (name, interface) in rp_filter.steered_interfaces(state):
+        if (name, interface) in rp_filter.strict(state, self.host.ipv4_conf):
             self.problem("%s: strict reverse-path filtering (rp_filter=1) on %s drops the replies of the sockets "
                          "steered to it: balancer_rp_filter: loose, or sysctl net.ipv4.conf.%s.rp_filter=2"
                          % (name, interface, interface))

@@ -13,7 +13,7 @@ import os
 import tempfile
 
 
-def atomic_write(path, text, make_dir=False, mode=0o644):
+def atomic_write(path, text, make_dir=False):
     """*text* into *path* by a rename of a file written beside it."""
     directory = os.path.dirname(path) or "."
     if make_dir:
@@ -22,7 +22,7 @@ def atomic_write(path, text, make_dir=False, mode=0o644):
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, 0o644)
         os.rename(tmp, path)
     finally:
         if os.path.exists(tmp):

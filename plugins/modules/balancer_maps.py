@@ -80,7 +80,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, rp_filter
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, rp_filter, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load, locked
 
@@ -88,7 +88,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state_file=dict(type="path", default="/etc/netlb-multiwan/balancer.json"),
+            state_file=dict(type="path", default=state_store.DEFAULT_PATH),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
         supports_check_mode=True,
