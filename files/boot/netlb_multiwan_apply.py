@@ -22,7 +22,6 @@ boot applies what a role run applies, with the same checks.
 """
 
 import functools
-import json
 import os
 import sys
 
@@ -41,14 +40,13 @@ def log(message):
 
 
 def load_state(path=STATE_FILE):
+    """The engine's one reader of the document (module_utils/state_store)."""
+    use_engine()
+    from ansible_collections.netlb.multiwan.plugins.module_utils import state_store
     try:
-        with open(path) as handle:
-            state = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ApplyError("cannot read %s: %s" % (path, exc))
-    if state.get("version") != 1:
-        raise ApplyError("%s: unknown version %r" % (path, state.get("version")))
-    return state
+        return state_store.load(path)
+    except state_store.StateError as exc:
+        raise ApplyError(str(exc))
 
 
 def use_engine():
@@ -91,30 +89,23 @@ def apply_uplink(state, name, netlink=None):
 # -- program -----------------------------------------------------------------
 
 def apply_bpf(state):
-    """The engine's own code (module_utils, installed by the role under LIB):
-    what netlb.multiwan.cgroup_bpf_attach does for each attachment, then the
-    runtime maps converged to the state document."""
+    """The attach and maps phases of the role's apply (module_utils/apply.py, the
+    engine installed by the role under LIB), from the document on disk."""
     use_engine()
-    from ansible_collections.netlb.multiwan.plugins.module_utils import attach, cli, datapath
+    from ansible_collections.netlb.multiwan.plugins.module_utils import apply, cli, datapath
     from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
     try:
-        for attachment in state["attachments"]:
-            attacher = attach.Attacher(cli.Host({
-                "cgroup": attachment["cgroup"], "object": state["object"], "pin_dir": attachment["pin_dir"],
-                "attach_types": state["attach_types"], "shared_maps": list(datapath.Maps.NAMES),
-                "create_cgroup": not attachment.get("slice"), "state": "present",
-                "attach_method": state.get("attach_method", "auto")}))
-            attacher.prepare()
-            attacher.read_state()
-            attacher.present()
-            for action in attacher.actions:
-                log(action)
+        actions, warnings = apply.attach_all(state, cli.Host)
+        for text in warnings:
+            log("warning: %s" % text)
+        for action in actions:
+            log(action)
         # From the document as it is now, not as it was when this unit started:
         # `netlb-multiwan drain` may have changed it while the program was attached.
         with cli.locked(STATE_FILE):
             changes = cli.converge_maps(load_state(), Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool"))
-    except (attach.AttachError, BpftoolError, datapath.DatapathError) as exc:
+    except (apply.ApplyError, BpftoolError, datapath.DatapathError) as exc:
         raise ApplyError(str(exc))
     log("program attached; maps: %s" % (", ".join(changes) or "already converged"))
 

@@ -24,6 +24,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
 from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
+from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 STATE_FILE = "/run/netlb-multiwan/cgroup_bpf_attach.json"
 DIGEST_LEN = 16  # hex characters naming a pin subdirectory
@@ -63,11 +64,7 @@ def save_state(state):
         except OSError:
             pass  # absent, or it holds other files
         return
-    os.makedirs(os.path.dirname(STATE_FILE), exist_ok=True)
-    tmp = STATE_FILE + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(state, handle, indent=1, sort_keys=True)
-    os.rename(tmp, STATE_FILE)
+    atomic_write(STATE_FILE, json.dumps(state, indent=1, sort_keys=True), make_dir=True)
 
 
 class Attacher(object):

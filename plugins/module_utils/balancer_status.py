@@ -35,7 +35,6 @@ import time
 from ansible_collections.netlb.multiwan.plugins.module_utils import health, rp_filter, runner, state_store
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
-STATE_VERSION = 1
 DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
 DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{%d}$" % DIGEST_LEN)
 COUNTERS_MAP = "mw_counters"
@@ -116,30 +115,13 @@ class Collector(object):
 
     def read_state(self):
         try:
-            with open(self.state_file) as handle:
-                text = handle.read()
-        except (IOError, OSError) as exc:
-            if not os.path.exists(self.state_file):
-                self.problem("state file %s missing: the balancer role has not been applied to this host"
-                             % self.state_file)
-            else:
-                self.problem("state file %s unreadable: %s" % (self.state_file, exc.strerror or exc))
+            state = state_store.read(self.state_file)
+        except state_store.StateError as exc:
+            self.problem("state file %s" % exc)
             return None
-        try:
-            state = json.loads(text)
-        except ValueError as exc:
-            self.problem("state file %s is not valid JSON: %s" % (self.state_file, exc))
-            return None
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            version = state.get("version") if isinstance(state, dict) else None
-            self.problem("state file %s has version %r; this status reads version %d"
-                         % (self.state_file, version, STATE_VERSION))
-            return None
-        for field in ("uplinks", "attachments"):
-            entries = state.get(field)
-            if entries is not None and not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
-                self.problem("state file %s: %s must be a list of objects" % (self.state_file, field))
-                return None
+        if state is None:
+            self.problem("state file %s missing: the balancer role has not been applied to this host"
+                         % self.state_file)
         return state
 
     # -- uplinks -----------------------------------------------------------

@@ -27,7 +27,7 @@ import sys
 from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, health, runner, schema
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 # The document store, also as cli.load, cli.save and cli.locked for the tracker and the boot unit.
-from ansible_collections.netlb.multiwan.plugins.module_utils.state_store import load, locked, save  # noqa: F401
+from ansible_collections.netlb.multiwan.plugins.module_utils.state_store import StateError, load, locked, save  # noqa: F401
 
 DEFAULT_STATE_FILE = balancer_status.DEFAULT_STATE_FILE
 
@@ -137,7 +137,11 @@ def main(argv=None):
         except schema.SchemaError as exc:
             parser.error(str(exc))
     with locked(args.state):
-        doc = load(args.state)
+        try:
+            doc = load(args.state)
+        except StateError as exc:
+            sys.stderr.write("netlb-multiwan: %s\n" % exc)
+            return 1
         if args.command == "weight":
             set_uplink(doc, args.name, weight=args.weight)
         else:

@@ -1,10 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: netlb.multiwan contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The state document of a balancer host: where it is, its lock, how it is read and
-written, and what of it belongs to the host rather than to the inventory.
+"""The state document of a balancer host: where it is, its lock, how it is built (from
+the plan), checked, read and written, and what of it belongs to the host rather than to
+the inventory. The only code that reads or writes it: the role (filter balancer_state,
+module balancer_apply), status, netlb-multiwan, the boot unit and the tracker.
 
-Everything that writes it (the role through netlb.multiwan.balancer_document, the
+Everything that writes it (the role through netlb.multiwan.balancer_apply, the
 netlb-multiwan command, the boot unit) takes the lock and writes atomically, so a
 writer never undoes another's change: the role's new document keeps the drains an
 operator made on the host, read under the same lock it writes under.
@@ -22,6 +24,77 @@ import os
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 DEFAULT_PATH = "/etc/netlb-multiwan/balancer.json"
+VERSION = 1
+MANAGED_BY = "netlb.multiwan.balancer (Ansible); do not edit, re-run the role"
+
+# What the role decides besides the plan (its variables, the host's facts), by type.
+SETTINGS = {
+    "ipv6": bool, "object": str, "attach_types": list, "attachments": list, "attach_method": str,
+    "rule_priority": int, "force": bool, "metrics_textfile": (str, type(None)), "netns_guard": bool,
+    "rp_filter": str, "state_dir": str,
+}
+
+
+class StateError(ValueError):
+    """A document this engine cannot use: *field* names the part at fault."""
+
+    def __init__(self, path, field, message):
+        self.path, self.field, self.message = path, field, message
+        super(StateError, self).__init__("%s: %s%s" % (path, field + " " if field else "", message))
+
+
+def validate(doc, path="state document"):
+    """The checks every reader relies on; the values themselves were checked by the
+    plan that wrote them (plugin_utils/plan.py, module_utils/schema.py)."""
+    if not isinstance(doc, dict):
+        raise StateError(path, "", "is not a JSON object")
+    if doc.get("version") != VERSION:
+        raise StateError(path, "version", "is %r; this engine reads version %d" % (doc.get("version"), VERSION))
+    for field in ("uplinks", "attachments"):
+        entries = doc.get(field, [])
+        if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+            raise StateError(path, field, "must be a list of objects")
+    for i, uplink in enumerate(doc.get("uplinks", [])):
+        if not isinstance(uplink.get("name"), str):
+            raise StateError(path, "uplinks[%d]" % i, "needs a name")
+    for i, attachment in enumerate(doc.get("attachments", [])):
+        if not isinstance(attachment.get("cgroup"), str) or not isinstance(attachment.get("pin_dir"), str):
+            raise StateError(path, "attachments[%d]" % i, "needs a cgroup and a pin_dir")
+    return doc
+
+
+def document(plan, settings):
+    """The whole document of a host: its plan (balancer_plan) and the role's settings."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise StateError("state document", unknown[0], "is not a setting of the document")
+    for key, kind in sorted(SETTINGS.items()):
+        if key not in settings:
+            raise StateError("state document", key, "is missing")
+        value = settings[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise StateError("state document", key, "has the wrong type (%s)" % type(value).__name__)
+    doc = dict(settings, version=VERSION, managed_by=MANAGED_BY, steering=plan["bpf"]["mw_steering"],
+               policy=plan["bpf"]["mw_policy"], exclude=plan["exclude"], exclude_ports=plan["exclude_ports"],
+               uplinks=plan["uplinks"])
+    return validate(doc)
+
+
+def read(path):
+    """The document at *path*, checked; None when there is none (StateError when it
+    cannot be used)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except (IOError, OSError) as exc:
+        if not os.path.exists(path):
+            return None
+        raise StateError(path, "", "cannot be read: %s" % (exc.strerror or exc))
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise StateError(path, "", "is not JSON: %s" % exc)
+    return validate(doc, path)
 
 
 @contextlib.contextmanager
@@ -37,8 +110,11 @@ def locked(path):
 
 
 def load(path):
-    with open(path) as handle:
-        return json.load(handle)
+    """The document at *path*, checked; StateError when it is missing or unusable."""
+    doc = read(path)
+    if doc is None:
+        raise StateError(path, "", "is missing: the balancer role has not been applied to this host")
+    return doc
 
 
 def render(doc):

@@ -522,7 +522,11 @@ def main(argv=None):
     parser.add_argument("--health", default=None, metavar="FILE",
                         help="health file (default: the document's health_file, else %s)" % HEALTH_FILE)
     args = parser.parse_args(argv)
-    tracker = Tracker(args.state, args.health)
+    try:
+        tracker = Tracker(args.state, args.health)
+    except cli.StateError as exc:
+        log(str(exc))
+        return 1
 
     def stop(_signum, _frame):
         tracker.running = False

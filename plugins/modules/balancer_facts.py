@@ -133,13 +133,12 @@ ansible_facts:
           type: str
 """
 
-import json
 import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup
+from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 
 # os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
@@ -174,23 +173,15 @@ def os_family(release):
     return None
 
 
-DEFAULT_STATE_FILE = "/etc/netlb-multiwan/balancer.json"
+DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
 
 
 def recorded_state(path):
     """(the state document, None) or (None, why not): None, None when there is none."""
     try:
-        with open(path) as handle:
-            doc = json.load(handle)
-    except (IOError, OSError) as exc:
-        if not os.path.exists(path):
-            return None, None
-        return None, "cannot read %s: %s" % (path, exc)
-    except ValueError as exc:
-        return None, "%s is not JSON: %s" % (path, exc)
-    if not isinstance(doc, dict) or not isinstance(doc.get("uplinks"), list):
-        return None, "%s is not a balancer state document" % path
-    return doc, None
+        return state_store.read(path), None
+    except state_store.StateError as exc:
+        return None, str(exc)
 
 
 def collect(root="/", state_file=DEFAULT_STATE_FILE):

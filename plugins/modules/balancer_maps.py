@@ -75,14 +75,13 @@ changes:
   sample: ["rp_filter wlp1s0 (wifi): 1 -> 2 (loose)", "multiwan: uplink 1 state", "multiwan: selection"]
 """
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, rp_filter, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
-from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps, load, locked
+from ansible_collections.netlb.multiwan.plugins.module_utils.cli import converge_maps
 
 
 def main():
@@ -96,15 +95,17 @@ def main():
     path = module.params["state_file"]
     try:
         if module.params["state"] == "absent":
-            doc = load(path) if os.path.exists(path) else {}
+            doc = state_store.read(path) or {}
             changes = rp_filter.converge(doc, present=False, check_mode=module.check_mode)
         else:
             bpftool = module.get_bin_path("bpftool", required=True, opt_dirs=["/usr/sbin", "/sbin"])
-            with locked(path):  # netlb-multiwan and the boot unit write it too
-                doc = load(path)
+            with state_store.locked(path):  # netlb-multiwan and the boot unit write it too
+                doc = state_store.load(path)
                 changes = converge_maps(doc, Bpftool(module, bpftool), check_mode=module.check_mode)
     except rp_filter.RpFilterError as exc:
         module.fail_json(msg=to_native(exc), field="rp_filter")
+    except state_store.StateError as exc:
+        module.fail_json(msg="state_file: %s" % to_native(exc), field="state_file")
     except (IOError, OSError, ValueError) as exc:
         module.fail_json(msg="state_file: cannot read %s: %s" % (path, to_native(exc)), field="state_file")
     except (BpftoolError, datapath.DatapathError, KeyError) as exc:

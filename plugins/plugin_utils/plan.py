@@ -205,4 +205,24 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
                     for i, up in enumerate(uplinks))
     ports = schema.port_exclusions(list(exclude_ports or []), "exclude_ports")
     return {"bpf": ctx, "routing": routing, "track": tracking,
-            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]], "exclude_ports": ports}
+            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]], "exclude_ports": ports,
+            "uplinks": document_uplinks(uplinks, ctx, routing, tracking)}
+
+
+def document_uplinks(uplinks, ctx, routing, tracking):
+    """The state document's uplinks, in slot order (the program's counters map
+    follows it), from the checked values: the weight as the schema read it, the
+    gateways normalised, the routing the vrf / fwmark_table engines apply."""
+    routed = dict((r["name"], r) for r in routing)
+    out = []
+    for slot, (up, checked) in enumerate(zip(uplinks, ctx["mw_uplinks"])):
+        r = routed.get(checked["name"], {})
+        gateways = dict((key, schema.address(up[key], "uplinks[%d].%s" % (slot, key), version))
+                        for key, version in (("gateway", 4), ("gateway6", 6)) if up.get(key) is not None)
+        out.append({
+            "slot": slot, "name": checked["name"], "interface": checked["interface"],
+            "gateway": gateways.get("gateway"), "gateway6": gateways.get("gateway6"),
+            "vrf": r.get("vrf"), "table": r.get("table"), "mark": r.get("mark"), "routes": r.get("routes", []),
+            "weight": checked["weight"], "track": tracking.get(checked["name"]),
+        })
+    return out

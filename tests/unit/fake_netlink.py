@@ -44,10 +44,11 @@ class FakeNetlink:
 
     def create_vrf(self, name, table):
         self._log("create_vrf", name, table)
-        self.links_[9] = nl.Link(9, name, kind="vrf", up=True, vrf_table=table)
+        index = 9 if 9 not in self.links_ else max(self.links_) + 1
+        self.links_[index] = nl.Link(index, name, kind="vrf", up=True, vrf_table=table)
         self.tables.setdefault(table, [])
         self.rules |= {m.AF_INET, m.AF_INET6}
-        return 9
+        return index
 
     def set_master(self, index, master):
         self._log("set_master", index, master)

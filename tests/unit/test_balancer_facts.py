@@ -65,7 +65,7 @@ def test_the_recorded_state_document_is_returned(tmp_path, monkeypatch):
     assert facts["recorded"]["uplinks"][0]["drained"] is True and facts["recorded_error"] is None
 
 
-@pytest.mark.parametrize("text, why", [("{not json", "is not JSON"), ('{"uplinks": 3}', "not a balancer state")])
+@pytest.mark.parametrize("text, why", [("{not json", "is not JSON"), ('{"version": 1, "uplinks": 3}', "uplinks must be a list of objects")])
 def test_an_unreadable_state_document_is_reported_not_raised(tmp_path, monkeypatch, text, why):
     monkeypatch.setattr(nl, "kernel_release", lambda: "6.1.0")
     root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": text})

@@ -190,9 +190,9 @@ def test_missing_state_file_is_a_problem_and_runs_nothing(host, tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("{not json", "is not valid JSON"),
-    ('{"version": 2}', "has version 2; this status reads version 1"),
-    ("[]", "has version None"),
+    ("{not json", "is not JSON"),
+    ('{"version": 2}', "version is 2; this engine reads version 1"),
+    ("[]", "is not a JSON object"),
     ('{"version": 1, "uplinks": ["usb0"]}', "uplinks must be a list of objects"),
 ])
 def test_unusable_state_file(host, tmp_path, text, message):
