@@ -136,5 +136,8 @@ $(VENV)/.bench-stamp: requirements-bench.txt $(VENV)/.stamp
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	@touch $@
 
+# Then the provisioning part (benchmarks/fleet.py): site.yml's no-change run over SSH, one
+# host and six (not with --only-*; one no-change run each with --quick).
 bench: deps $(VENV)/.bench-stamp
 	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(if $(findstring --only,$(BENCH_ARGS)),,$(PY) -m benchmarks.fleet $(if $(findstring --quick,$(BENCH_ARGS)),--reps 1,))

@@ -66,7 +66,10 @@ def measure(count: int, reps: int) -> dict:
         hosts = {g.name: {**fleet.host_vars(g), **host_vars(g, Path(tmp, "build"))} for g in fleet.guests}
         inventory = Path(tmp, "hosts.json")
         inventory.write_text(json.dumps({"multiwan": {"hosts": hosts}}))
-        env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True", "ANSIBLE_FORKS": str(count)}
+        times = Path(tmp, "task_times.json")
+        env = {**ansible_env(), **fleet.ansible_env(), "ANSIBLE_PIPELINING": "True", "ANSIBLE_FORKS": str(count),
+               "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).parent / "callback"),
+               "ANSIBLE_CALLBACKS_ENABLED": "task_times", "NETLB_TASK_TIMES": str(times)}
         argv = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "site.yml")]
         runs = []
         for rep in range(reps + 1):
@@ -81,7 +84,8 @@ def measure(count: int, reps: int) -> dict:
             log("%d host(s), run %d: %.1f s, controller CPU %.1f s, changed %d"
                 % (count, rep + 1, seconds, cpu, changed))
             runs.append({"seconds": seconds, "cpu": cpu, "changed": changed, "tasks": len(_TASK.findall(output)),
-                         "ok_per_host": max(r["ok"] for r in recap.values())})
+                         "ok_per_host": max(r["ok"] for r in recap.values()),
+                         "task_times": json.loads(times.read_text()) if times.exists() else []})
     noop = runs[1:]
     if any(r["changed"] for r in noop):
         raise RuntimeError("a run after the first changed something: %s" % noop)
@@ -89,7 +93,8 @@ def measure(count: int, reps: int) -> dict:
             "noop_seconds": [round(r["seconds"], 2) for r in noop],
             "noop_median": statistics.median(r["seconds"] for r in noop),
             "cpu_per_host": statistics.median(r["cpu"] for r in noop) / count,
-            "tasks": noop[-1]["tasks"], "ok_per_host": noop[-1]["ok_per_host"]}
+            "tasks": noop[-1]["tasks"], "ok_per_host": noop[-1]["ok_per_host"],
+            "slowest": sorted(noop[-1]["task_times"], key=lambda t: -t[1])[:8], "task_times": noop[-1]["task_times"]}
 
 
 def render(one: dict, many: dict) -> str:
@@ -105,6 +110,9 @@ def render(one: dict, many: dict) -> str:
         lines.append("| %d (%d) | %.1f s | %.1f s (%s) | %.2f s | %d |" % (
             r["hosts"], r["hosts"], r["first_seconds"], r["noop_median"],
             ", ".join("%.1f" % s for s in r["noop_seconds"]), r["cpu_per_host"], r["ok_per_host"]))
+    for r in (one, many):
+        lines += ["", "Slowest tasks of the last no-change run, %d host(s): %s." % (
+            r["hosts"], "; ".join("%s %.2f s" % (name, sec) for name, sec in r["slowest"]))]
     lines += ["", "Goals: one host <= 5 s (%s); %d hosts <= 2x one host (%.2fx, %s)." % (
         "met" if one["noop_median"] <= 5 else "missed", many["hosts"], ratio, "met" if ratio <= 2 else "missed"), ""]
     return "\n".join(lines)
@@ -114,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="no-change runs per fleet (default 3)")
     parser.add_argument("--hosts", type=int, default=6, help="hosts of the larger fleet (default 6)")
+    parser.add_argument("--one", action="store_true", help="one host only (a quick look at the task times)")
     args = parser.parse_args(argv)
     problem = containers_available()
     if problem:
         sys.stderr.write("benchmarks.fleet: %s\n" % problem)
         return 1
     one = measure(1, args.reps)
+    if args.one:
+        print(json.dumps(one, indent=1))
+        return 0
     many = measure(args.hosts, args.reps)
     text = render(one, many)
     RESULTS.mkdir(parents=True, exist_ok=True)

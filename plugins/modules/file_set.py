@@ -35,13 +35,35 @@ options:
         type: path
         required: true
       content:
-        description: The whole content, as text (written as UTF-8).
+        description: The whole content, as text (written as UTF-8). Exactly one of O(files[].content) and
+          O(files[].content_base64).
         type: str
-        required: true
+      content_base64:
+        description:
+          - The whole content, base64-encoded, for a small binary file (a compiled BPF object); the diff
+            then shows its size and SHA-256 instead of the bytes.
+        type: str
       mode:
         description: Permissions, as an octal string.
         type: str
         default: "0644"
+  unlisted:
+    description:
+      - Report the files in O(unlisted.paths) whose names match one of O(unlisted.patterns) and that
+        O(files) does not list, in RV(unlisted), for the caller to retire (the units of an uplink taken
+        out of the inventory). Nothing is removed here.
+    type: dict
+    suboptions:
+      paths:
+        description: Directories to look in (not recursively); a missing one has nothing to report.
+        type: list
+        elements: path
+        required: true
+      patterns:
+        description: Shell-style patterns of file names (C(netlb-multiwan-*.service)).
+        type: list
+        elements: str
+        required: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -91,8 +113,18 @@ created_dirs:
   type: list
   elements: str
   sample: [/etc/example]
+unlisted:
+  description: The files O(unlisted) asked about that O(files) does not list, sorted.
+  returned: when O(unlisted) is given
+  type: list
+  elements: str
+  sample: [/etc/systemd/system/netlb-multiwan-uplink-lte.service]
 """
 
+import base64
+import binascii
+import fnmatch
+import hashlib
 import os
 import stat
 import tempfile
@@ -126,8 +158,41 @@ def validate(files):
             mode_value = -1
         if not 0 <= mode_value <= 0o7777:
             raise FileSetError(field + ".mode", "must be an octal string from 0000 to 7777, got %r" % mode)
-        out.append((path, to_bytes(item["content"], errors="surrogate_or_strict"), mode_value))
+        given = [key for key in ("content", "content_base64") if item.get(key) is not None]
+        if len(given) != 1:
+            raise FileSetError(field, "give exactly one of content and content_base64")
+        if given == ["content"]:
+            content = to_bytes(item["content"], errors="surrogate_or_strict")
+        else:
+            try:
+                content = base64.b64decode(to_bytes(item["content_base64"]), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise FileSetError(field + ".content_base64", "is not base64: %s" % exc)
+        out.append((path, content, mode_value, given == ["content_base64"]))
     return out
+
+
+def unlisted(spec, listed):
+    """Files in spec["paths"] matching spec["patterns"] that *listed* does not have."""
+    out = []
+    for directory in spec["paths"]:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue  # missing: nothing there to retire
+        for name in names:
+            path = os.path.join(os.path.normpath(directory), name)
+            if any(fnmatch.fnmatchcase(name, p) for p in spec["patterns"]) and path not in listed \
+                    and os.path.isfile(path):
+                out.append(path)
+    return sorted(out)
+
+
+def shown(content, binary):
+    """What the diff shows of a file's content."""
+    if binary and content is not None:
+        return "(binary, %d bytes, sha256 %s)\n" % (len(content), hashlib.sha256(content).hexdigest())
+    return "" if content is None else to_native(content, errors="surrogate_or_replace")
 
 
 def current(path):
@@ -171,7 +236,7 @@ def write(module, path, content, mode):
 def run(module):
     files = validate(module.params["files"])
     changed_paths, created_dirs, diffs, plan = [], [], [], []
-    for path, content, mode in files:
+    for path, content, mode, binary in files:
         for directory in missing_dirs(path):
             if directory not in created_dirs:
                 created_dirs.append(directory)
@@ -180,9 +245,9 @@ def run(module):
             continue
         changed_paths.append(path)
         plan.append((path, content, mode, old_content is not None and old_content == content))
-        before = "" if old_content is None else to_native(old_content, errors="surrogate_or_replace")
+        before = shown(old_content, binary)
         before += "" if old_mode is None or old_mode == mode else "(mode %04o)\n" % old_mode
-        after = to_native(content, errors="surrogate_or_replace")
+        after = shown(content, binary)
         after += "" if old_mode is None or old_mode == mode else "(mode %04o)\n" % mode
         diffs.append({"before_header": path if old_content is not None else "%s (absent)" % path,
                       "after_header": path, "before": before, "after": after})
@@ -197,6 +262,8 @@ def run(module):
                 write(module, path, content, mode)
     result = {"changed": bool(changed_paths or created_dirs), "changed_paths": changed_paths,
               "created_dirs": created_dirs}
+    if module.params.get("unlisted"):
+        result["unlisted"] = unlisted(module.params["unlisted"], set(f[0] for f in files))
     if module._diff:
         result["diff"] = diffs
     return result
@@ -207,8 +274,13 @@ def main():
         argument_spec=dict(
             files=dict(type="list", elements="dict", required=True, options=dict(
                 path=dict(type="path", required=True),
-                content=dict(type="str", required=True),
+                content=dict(type="str"),
+                content_base64=dict(type="str"),
                 mode=dict(type="str", default="0644"),
+            )),
+            unlisted=dict(type="dict", options=dict(
+                paths=dict(type="list", elements="path", required=True),
+                patterns=dict(type="list", elements="str", required=True),
             )),
         ),
         supports_check_mode=True,

@@ -9,8 +9,9 @@ from ansible_collections.netlb.multiwan.plugins.modules import file_set
 
 
 class FakeModule:
-    def __init__(self, files, check_mode=False, diff=True):
-        self.params = {"files": [dict({"mode": "0644"}, **f) for f in files]}
+    def __init__(self, files, check_mode=False, diff=True, unlisted=None):
+        self.params = {"files": [dict({"mode": "0644", "content": None, "content_base64": None}, **f) for f in files],
+                       "unlisted": unlisted}
         self.check_mode, self._diff = check_mode, diff
 
     def atomic_move(self, src, dest):
@@ -69,6 +70,9 @@ def test_check_mode_reports_and_changes_nothing(tmp_path):
     ([{"path": "/x/y", "content": ""}, {"path": "/x//y", "content": ""}], "files[1].path"),
     ([{"path": "/x/y", "content": "", "mode": "0999"}], "files[0].mode"),
     ([{"path": "/x/y", "content": "", "mode": "rw-r--r--"}], "files[0].mode"),
+    ([{"path": "/x/y"}], "files[0]"),
+    ([{"path": "/x/y", "content": "", "content_base64": ""}], "files[0]"),
+    ([{"path": "/x/y", "content_base64": "not base64!"}], "files[0].content_base64"),
 ])
 def test_bad_input_names_the_field_and_writes_nothing(tmp_path, files, field):
     for f in files:
@@ -87,3 +91,24 @@ def test_a_directory_in_the_way_is_an_error_before_any_write(tmp_path):
     with pytest.raises(file_set.FileSetError, match="not a regular file"):
         file_set.run(FakeModule(files))
     assert not (tmp_path / "first").exists()
+
+
+def test_a_binary_file_from_base64_with_its_digest_in_the_diff(tmp_path):
+    path = tmp_path / "state" / "multiwan.bpf.o"
+    files = [{"path": str(path), "content_base64": "f0VMRgIBAQ=="}]  # \x7fELF\x02\x01\x01
+    result = file_set.run(FakeModule(files))
+    assert result["changed"] and path.read_bytes() == b"\x7fELF\x02\x01\x01"
+    assert result["diff"][0]["after"].startswith("(binary, 7 bytes, sha256 ")
+    assert not file_set.run(FakeModule(files))["changed"]
+
+
+def test_unlisted_reports_what_the_set_lacks_and_removes_nothing(tmp_path):
+    etc, run = tmp_path / "etc", tmp_path / "run"
+    etc.mkdir()
+    for name in ("netlb-multiwan-bpf.service", "netlb-multiwan-uplink-lte.service", "sshd.service"):
+        (etc / name).write_text("[Unit]\n")
+    files = [{"path": str(etc / "netlb-multiwan-bpf.service"), "content": "[Unit]\n"}]
+    wanted = {"paths": [str(etc), str(run)], "patterns": ["netlb-multiwan-*.service", "multiwan.slice"]}
+    result = file_set.run(FakeModule(files, unlisted=wanted))
+    assert result["unlisted"] == [str(etc / "netlb-multiwan-uplink-lte.service")]
+    assert (etc / "netlb-multiwan-uplink-lte.service").exists()
