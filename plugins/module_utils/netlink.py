@@ -16,7 +16,8 @@ __metaclass__ = type
 import errno
 import ipaddress
 import os
-import platform
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
 
 from ansible_collections.netlb.multiwan.plugins.module_utils.vrf_model import (
     AF_INET,
@@ -102,47 +103,10 @@ def _nested(msg, *names):
     return msg
 
 
-def kernel_release():
-    return platform.release()
-
-
-def _blacklisted_on_cmdline(module, cmdline="/proc/cmdline"):
-    """module_blacklist= makes the kernel refuse to load *module*, also on demand."""
-    try:
-        with open(cmdline) as handle:
-            args = handle.read().split()
-    except (IOError, OSError):
-        return False
-    return any(arg.startswith("module_blacklist=") and module in arg.split("=", 1)[1].split(",")
-               for arg in args)
-
-
-def vrf_support(sys_module="/sys/module/vrf", lib_modules="/lib/modules", cmdline="/proc/cmdline"):
-    """(supported, reason) for creating VRF devices on this kernel.
-
-    Checked without creating anything: a loaded or built-in driver shows in
-    /sys/module/vrf; an installed module is auto-loaded by the kernel on the
-    first RTM_NEWLINK of kind vrf (alias rtnl-link-vrf), unless the kernel
-    command line forbids loading it.
-    """
-    if os.path.isdir(sys_module):
-        return True, "vrf driver loaded"
-    moddir = os.path.join(lib_modules, kernel_release())
-    for name in ("modules.builtin", "modules.dep"):
-        try:
-            with open(os.path.join(moddir, name)) as handle:
-                found = any(os.path.basename(line.split(":", 1)[0].strip()).split(".ko")[0] == "vrf"
-                            for line in handle)
-        except (IOError, OSError):
-            continue
-        if not found:
-            continue
-        if name == "modules.dep" and _blacklisted_on_cmdline("vrf", cmdline):
-            return False, ("kernel %s has no VRF support: its vrf module is in module_blacklist= "
-                           "on the kernel command line" % kernel_release())
-        return True, "vrf driver available in %s" % name
-    return False, "kernel %s has no VRF support" % kernel_release()
-
+# Read from files alone, without pyroute2 (balancer_facts takes them from kernel_support);
+# here for the engines, which reach everything of the kernel through this module.
+kernel_release = kernel_support.kernel_release
+vrf_support = kernel_support.vrf_support
 
 VRF_UNSUPPORTED_HINT = (
     "Load the vrf kernel module ('modprobe vrf'; on Debian/Ubuntu it ships with the kernel "

@@ -139,7 +139,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, state_store
-from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
 
 # os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
 OS_FAMILIES = (
@@ -196,10 +196,10 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE):
             mounts_text = handle.read()
     except (IOError, OSError):
         mounts_text = ""
-    supported, reason = nl.vrf_support(sys_module=at("/sys/module/vrf"), lib_modules=at("/lib/modules"),
-                                       cmdline=at("/proc/cmdline"))
+    supported, reason = kernel_support.vrf_support(
+        sys_module=at("/sys/module/vrf"), lib_modules=at("/lib/modules"), cmdline=at("/proc/cmdline"))
     return {
-        "kernel": nl.kernel_release(),
+        "kernel": kernel_support.kernel_release(),
         "systemd": os.path.isdir(at("/run/systemd/system")),
         "udev": os.path.exists(at("/run/udev/control")),
         "cgroup2": cgroup.cgroup2_mount(mounts_text),

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support as nl
 from ansible_collections.netlb.multiwan.plugins.modules import balancer_facts
 
 MOUNTS = """sysfs /sys sysfs rw 0 0

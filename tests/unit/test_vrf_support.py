@@ -1,7 +1,7 @@
 """vrf_support(): whether this kernel can make VRF devices, read without creating one."""
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support as nl
 
 
 @pytest.mark.parametrize("builtin, dep, cmdline, supported", [

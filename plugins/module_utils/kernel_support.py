@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the running kernel offers, read from files alone: no pyroute2 import (a third of a
+second on a small host), so netlb.multiwan.balancer_facts, run by every role run, stays cheap."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import platform
+
+
+def kernel_release():
+    return platform.release()
+
+
+def _blacklisted_on_cmdline(module, cmdline="/proc/cmdline"):
+    """module_blacklist= makes the kernel refuse to load *module*, also on demand."""
+    try:
+        with open(cmdline) as handle:
+            args = handle.read().split()
+    except (IOError, OSError):
+        return False
+    return any(arg.startswith("module_blacklist=") and module in arg.split("=", 1)[1].split(",")
+               for arg in args)
+
+
+def vrf_support(sys_module="/sys/module/vrf", lib_modules="/lib/modules", cmdline="/proc/cmdline"):
+    """(supported, reason) for creating VRF devices on this kernel.
+
+    Checked without creating anything: a loaded or built-in driver shows in
+    /sys/module/vrf; an installed module is auto-loaded by the kernel on the
+    first RTM_NEWLINK of kind vrf (alias rtnl-link-vrf), unless the kernel
+    command line forbids loading it.
+    """
+    if os.path.isdir(sys_module):
+        return True, "vrf driver loaded"
+    moddir = os.path.join(lib_modules, kernel_release())
+    for name in ("modules.builtin", "modules.dep"):
+        try:
+            with open(os.path.join(moddir, name)) as handle:
+                found = any(os.path.basename(line.split(":", 1)[0].strip()).split(".ko")[0] == "vrf"
+                            for line in handle)
+        except (IOError, OSError):
+            continue
+        if not found:
+            continue
+        if name == "modules.dep" and _blacklisted_on_cmdline("vrf", cmdline):
+            return False, ("kernel %s has no VRF support: its vrf module is in module_blacklist= "
+                           "on the kernel command line" % kernel_release())
+        return True, "vrf driver available in %s" % name
+    return False, "kernel %s has no VRF support" % kernel_release()
