@@ -155,7 +155,7 @@ def test_the_command_drains_and_records_it(attached, netns, tmp_path):
     from ansible_collections.netlb.multiwan.plugins.module_utils import cli
 
     cg, maps = attached
-    doc = {"policy": "round_robin", "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
+    doc = {"version": 1, "policy": "round_robin", "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
            "uplinks": [dict(u, weight=1) for u in UPLINKS]}
     path = tmp_path / "balancer.json"
     path.write_text(json.dumps(doc))
