@@ -40,13 +40,6 @@ class ApplyError(Exception):
         super(ApplyError, self).__init__("%s: %s" % (phase, message))
 
 
-def routing_engine(params, link, kind, check_mode):
-    """The engine netlb.multiwan.vrf (kind vrf) or fwmark_table runs, for *params*."""
-    if kind == "vrf":
-        return routing.VrfEngine(params, link, model.validate_params(params), check_mode=check_mode)
-    return routing.FwmarkTableEngine(params, link, routing.validate_fwmark(params), check_mode=check_mode)
-
-
 def retired(recorded, doc):
     """(kind, params) of what *recorded* routed and *doc* no longer does: an uplink taken
     out of the inventory, renamed, moved to another table, or another steering."""
@@ -148,19 +141,27 @@ class Apply(object):
             if kind is not None:
                 yield i, up, kind, params
 
+    def route_uplink(self, i, up, kind, params, link, check_mode):
+        try:
+            engine = routing.engine_for(kind, params, link, check_mode)
+            engine.run()
+        except (routing.RoutingError, model.ValidationError) as exc:
+            raise ApplyError("routing", "uplink %s (%s): %s" % (up["name"], up["interface"], exc),
+                             field="uplinks[%d]" % i)
+        except nl.NetlinkError as exc:
+            raise ApplyError("routing", "uplink %s: netlink: %s; the changes to this uplink were rolled back"
+                             % (up["name"], exc))
+        return engine
+
     def check_routing(self, doc, link):
         """Every uplink's engine in check mode first: the first refusal stops the run
         before anything changed (one uplink must not be moved while the next is refused)."""
         for i, up, kind, params in self.routed_uplinks(doc):
-            try:
-                routing_engine(params, link, kind, check_mode=True).run()
-            except (routing.RoutingError, model.ValidationError) as exc:
-                raise ApplyError("routing", "uplink %s (%s): %s" % (up["name"], up["interface"], exc),
-                                 field="uplinks[%d]" % i)
+            self.route_uplink(i, up, kind, params, link, check_mode=True)
 
     def retire(self, recorded, doc, link):
         for kind, params in retired(recorded, doc):
-            engine = routing_engine(params, link, kind, self.check_mode)
+            engine = routing.engine_for(kind, params, link, self.check_mode)
             try:
                 engine.run()
             except (routing.RoutingError, nl.NetlinkError) as exc:
@@ -169,15 +170,7 @@ class Apply(object):
 
     def route(self, doc, link):
         for i, up, kind, params in self.routed_uplinks(doc):
-            engine = routing_engine(params, link, kind, self.check_mode)
-            try:
-                engine.run()
-            except (routing.RoutingError, model.ValidationError) as exc:
-                raise ApplyError("routing", "uplink %s (%s): %s" % (up["name"], up["interface"], exc),
-                                 field="uplinks[%d]" % i)
-            except nl.NetlinkError as exc:
-                raise ApplyError("routing", "uplink %s: netlink: %s; the changes to this uplink were rolled back"
-                                 % (up["name"], exc))
+            engine = self.route_uplink(i, up, kind, params, link, self.check_mode)
             self.actions["routing"] += ["%s: %s" % (up["name"], a) for a in engine.actions]
             self.warnings += getattr(engine, "warnings", [])
 

@@ -572,6 +572,14 @@ def uplink_params(doc, uplink):
     return None, None
 
 
+def engine_for(kind, params, link, check_mode=False):
+    """The engine netlb.multiwan.vrf (kind vrf) or fwmark_table runs, for *params*
+    (uplink_params); raises model.ValidationError for a bad value."""
+    if kind == "vrf":
+        return VrfEngine(params, link, model.validate_params(params), check_mode=check_mode)
+    return FwmarkTableEngine(params, link, validate_fwmark(params), check_mode=check_mode)
+
+
 def apply_uplink(doc, name, netlink=None):
     """Route uplink ``name`` of state document ``doc`` as the role did:
     (kind, actions, warnings), kind as uplink_params gives it.
@@ -588,13 +596,9 @@ def apply_uplink(doc, name, netlink=None):
         return None, [], []
     link = netlink or nl.Netlink()
     try:
-        if kind == "vrf":
-            engine = VrfEngine(params, link, model.validate_params(params))
-            engine.run()
-            return kind, engine.actions, engine.warnings
-        engine = FwmarkTableEngine(params, link, validate_fwmark(params))
+        engine = engine_for(kind, params, link)
         engine.run()
-        return kind, engine.actions, []
+        return kind, engine.actions, getattr(engine, "warnings", [])
     finally:
         if netlink is None:
             link.close()
