@@ -5,11 +5,16 @@
 
   check      every uplink's routing checked before the first change (the SSH guard, tables
              taken by someone else, a missing interface): a refused uplink changes nothing
+  detach     the program from the attachments the recorded document has and the new one lacks
   retire     the VRFs and fwmark tables the recorded document has and the new one lacks
   routing    each extra uplink's VRF or fwmark table, as netlb.multiwan.vrf / fwmark_table
   document   the new document, with the drains an operator made on the host kept
   attach     the program on every attachment, as netlb.multiwan.cgroup_bpf_attach
   maps       the runtime maps, source rules and rp_filter from the document as written
+
+``remove()`` undoes all of it (the role's ``balancer_state: absent``): detach, retire, maps
+(rp_filter back as it was), document, for what the recorded document and, when given, the
+planned one name (an uplink in the inventory that no run recorded is still removed).
 
 netlb.multiwan.balancer_apply runs it for the role; the boot unit (netlb-multiwan-apply) runs
 its routing and attach phases from the document on disk. Holding the lock throughout, a
@@ -29,7 +34,8 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routi
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
-PHASES = ("retire", "routing", "document", "attach", "maps")
+PHASES = ("detach", "retire", "routing", "document", "attach", "maps")
+NOTHING = {"uplinks": [], "attachments": []}
 
 
 class ApplyError(Exception):
@@ -40,25 +46,44 @@ class ApplyError(Exception):
         super(ApplyError, self).__init__("%s: %s" % (phase, message))
 
 
+def routing_key(piece):
+    """What identifies a VRF (its name) or an fwmark table (table and mark)."""
+    kind, params = piece
+    return (kind, params["name"]) if kind == "vrf" else (kind, params["table"], params["mark"])
+
+
+def unique(items, key):
+    seen, out = set(), []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            out.append(item)
+    return out
+
+
 def retired(recorded, doc):
     """(kind, params) of what *recorded* routed and *doc* no longer does: an uplink taken
     out of the inventory, renamed, moved to another table, or another steering."""
-    planned = set()
-    for up in doc.get("uplinks", []):
-        kind, params = routing.uplink_params(doc, up)
-        if kind == "vrf":
-            planned.add(("vrf", params["name"]))
-        elif kind == "fwmark":
-            planned.add(("fwmark", params["table"], params["mark"]))
+    pieces = (routing.uplink_params(doc, up) for up in doc.get("uplinks", []))
+    planned = set(routing_key(piece) for piece in pieces if piece[0] is not None)
     out = []
     for up in (recorded or {}).get("uplinks", []):
         kind, params = routing.uplink_params(recorded, up)
-        if kind == "vrf" and ("vrf", params["name"]) not in planned:
+        if kind is None or routing_key((kind, params)) in planned:
+            continue
+        if kind == "vrf":
             # By name alone, as the vrf module's state=absent: another table now is still ours.
             out.append((kind, dict(params, state="absent", table=None, interfaces=[], routes=[])))
-        elif kind == "fwmark" and ("fwmark", params["table"], params["mark"]) not in planned:
+        else:
             out.append((kind, dict(params, state="absent", routes=[])))
     return out
+
+
+def dropped_attachments(recorded, doc):
+    """The attachments of *recorded* that *doc* lacks (by cgroup and pin directory): a slice
+    or cgroup taken out of the inventory keeps no program."""
+    kept = set((a["cgroup"], a["pin_dir"]) for a in doc.get("attachments", []))
+    return [a for a in (recorded or {}).get("attachments", []) if (a["cgroup"], a["pin_dir"]) not in kept]
 
 
 def attach_params(doc, attachment):
@@ -80,16 +105,25 @@ def attach_all(doc, host_factory, check_mode=False):
             # A first run in check mode: the role has not installed the program yet.
             actions.append("%s: load %s and attach it" % (attachment["cgroup"], doc["object"]))
             continue
-        attacher = attach.Attacher(host_factory(attach_params(doc, attachment)))
-        try:
-            attacher.prepare()
-            attacher.read_state()
-            attacher.present()
-        except attach.AttachError as exc:
-            raise ApplyError("attach", "%s: %s" % (attachment["cgroup"], exc), field=exc.field)
+        attacher = run_attacher("attach", host_factory(attach_params(doc, attachment)))
         actions += ["%s: %s" % (attachment["cgroup"], a) for a in attacher.actions]
         warnings += attacher.warnings
     return actions, warnings
+
+
+def run_attacher(phase, host):
+    """cgroup_bpf_attach's engine for *host*'s params (state present or absent)."""
+    attacher = attach.Attacher(host)
+    try:
+        attacher.prepare()
+        attacher.read_state()
+        if host.params["state"] == "present":
+            attacher.present()
+        else:
+            attacher.absent()
+    except attach.AttachError as exc:
+        raise ApplyError(phase, "%s: %s" % (host.params["cgroup"], exc), field=exc.field)
+    return attacher
 
 
 class Apply(object):
@@ -99,7 +133,8 @@ class Apply(object):
 
     def __init__(self, planned, host_factory, path=state_store.DEFAULT_PATH, keep_drains=True, check_mode=False,
                  netlink=nl.Netlink):
-        self.planned = state_store.validate(planned, "content")
+        # remove() may go without a plan: the recorded document says what is there.
+        self.planned = None if planned is None else state_store.validate(planned, "content")
         self.host_factory, self.path, self.netlink = host_factory, path, netlink
         self.keep_drains, self.check_mode = keep_drains, check_mode
         self.actions = dict((phase, []) for phase in PHASES)
@@ -111,6 +146,8 @@ class Apply(object):
         return any(self.actions.values())
 
     def run(self):
+        if self.planned is None:
+            raise ApplyError("document", "no planned document to converge to")
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             if self.check_mode:  # a new host: nothing on it to keep, or to race with
@@ -119,15 +156,27 @@ class Apply(object):
         with state_store.locked(self.path):
             return self.converge()
 
-    def converge(self):
+    def remove(self):
+        """Undo everything; returns the recorded document (None if there was none)."""
+        if not os.path.isdir(os.path.dirname(self.path)):
+            return self.teardown()
+        with state_store.locked(self.path):
+            return self.teardown()
+
+    def read_recorded(self, consequence):
         try:
-            recorded = state_store.read(self.path)
+            return state_store.read(self.path)
         except state_store.StateError as exc:
-            recorded = None  # replaced whole: nothing of it can be kept or retired
-            self.warnings.append("%s; it is replaced, with no drain kept and nothing retired" % exc)
+            self.warnings.append("%s; %s" % (exc, consequence))
+            return None
+
+    def converge(self):
+        # An unusable document is replaced whole: nothing of it can be kept or retired.
+        recorded = self.read_recorded("it is replaced, with no drain kept and nothing retired")
         doc = state_store.keep_runtime(self.planned, recorded, self.keep_drains)
         with self.netlink() as link:
             self.check_routing(doc, link)
+            self.detach(dropped_attachments(recorded, doc))
             self.retire(recorded, doc, link)
             self.route(doc, link)
         self.write_document(doc)
@@ -159,8 +208,48 @@ class Apply(object):
         for i, up, kind, params in self.routed_uplinks(doc):
             self.route_uplink(i, up, kind, params, link, check_mode=True)
 
+    def teardown(self):
+        recorded = self.read_recorded("only what the planned document names is removed")
+        known = [d for d in (recorded, self.planned) if d]
+        # Both name most pieces: each is undone once.
+        self.detach(unique((a for d in known for a in d.get("attachments", [])),
+                           key=lambda a: (a["cgroup"], a["pin_dir"])))
+        with self.netlink() as link:
+            self.retire_routing(unique((p for d in known for p in retired(d, NOTHING)), key=routing_key), link)
+        self.restore_rp_filter(known[0] if known else {})
+        self.remove_document()
+        return recorded
+
+    def detach(self, attachments):
+        for attachment in attachments:
+            params = {"cgroup": attachment["cgroup"], "pin_dir": attachment["pin_dir"], "object": None,
+                      "attach_types": [], "state": "absent", "attach_method": "auto"}
+            attacher = run_attacher("detach", self.host_factory(params))
+            self.actions["detach"] += ["%s: %s" % (attachment["cgroup"], a) for a in attacher.actions]
+            self.warnings += attacher.warnings
+
+    def restore_rp_filter(self, doc):
+        from ansible_collections.netlb.multiwan.plugins.module_utils import rp_filter
+        try:
+            self.actions["maps"] += rp_filter.converge(doc, present=False, check_mode=self.check_mode)
+        except rp_filter.RpFilterError as exc:
+            raise ApplyError("maps", str(exc), field="rp_filter")
+
+    def remove_document(self):
+        try:
+            with open(self.path) as handle:
+                self.document_before = handle.read()
+        except (IOError, OSError):
+            return
+        self.actions["document"].append("remove %s" % self.path)
+        if not self.check_mode:
+            os.unlink(self.path)
+
     def retire(self, recorded, doc, link):
-        for kind, params in retired(recorded, doc):
+        self.retire_routing(retired(recorded, doc), link)
+
+    def retire_routing(self, pieces, link):
+        for kind, params in pieces:
             engine = routing.engine_for(kind, params, link, self.check_mode)
             try:
                 engine.run()

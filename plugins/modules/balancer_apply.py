@@ -17,8 +17,8 @@ description:
     from the host's plan) and converges everything the balancer owns on the host, under the document's lock,
     the way the C(netlb.multiwan.balancer) role needs it in one task.
   - "Phases: every uplink's routing is checked before the first change (a refused uplink, for example one
-    whose interface carries the Ansible connection, changes nothing); the VRFs and fwmark tables that the
-    recorded document has and the new one lacks are removed; each extra uplink gets its VRF
+    whose interface carries the Ansible connection, changes nothing); the program is detached from the attachments, and the VRFs and
+    fwmark tables are removed, that the recorded document has and the new one lacks; each extra uplink gets its VRF
     (as M(netlb.multiwan.vrf)) or fwmark table (as M(netlb.multiwan.fwmark_table)); the document is
     written, keeping the drains made on the host; the program is attached to every attachment (as
     M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules and C(rp_filter) are converged
@@ -36,8 +36,19 @@ options:
       - Checked as every reader of the document checks it (version, uplinks, attachments) before anything
         is changed; each uplink's routing is checked by the engines of M(netlb.multiwan.vrf) and
         M(netlb.multiwan.fwmark_table).
+      - Required with O(state=present). With O(state=absent), what it names is removed too (an uplink
+        of the inventory that no run recorded on the host).
     type: raw
-    required: true
+  state:
+    description:
+      - V(present) converges the host to O(content).
+      - V(absent) undoes everything the document recorded on the host (and O(content) names), in phases
+        under the lock - the program detached from every attachment and unpinned, the VRFs and fwmark
+        tables with their rules removed, every C(rp_filter) value the balancer loosened put back, the
+        document removed. The role's units, commands and program file are the role's to remove.
+    type: str
+    choices: [present, absent]
+    default: present
   path:
     description: Where the document lives on the host.
     type: path
@@ -77,6 +88,10 @@ EXAMPLES = r"""
   netlb.multiwan.balancer_apply:
     content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
     keep_drains: false
+
+- name: Remove everything the balancer set up in the kernel, and its document
+  netlb.multiwan.balancer_apply:
+    state: absent
 """
 
 RETURN = r"""
@@ -85,6 +100,7 @@ actions:
   returned: always
   type: dict
   sample:
+    detach: []
     retire: []
     routing: ["wifi: create vrf wifi-vrf table 10", "wifi: enslave wlp1s0 to wifi-vrf"]
     document: ["write /etc/netlb-multiwan/balancer.json"]
@@ -92,7 +108,7 @@ actions:
     maps: ["multiwan: selection"]
 drained:
   description: The uplinks the written document has drained (kept from the host).
-  returned: always
+  returned: when O(state=present)
   type: list
   elements: str
   sample: [wifi]
@@ -121,8 +137,8 @@ def diffs(engine, path):
         if phase == "document":
             if engine.document_after != engine.document_before:
                 out.append({"before_header": path if engine.document_before is not None else "%s (absent)" % path,
-                            "after_header": path, "before": engine.document_before or "",
-                            "after": engine.document_after})
+                            "after_header": path if engine.document_after is not None else "%s (absent)" % path,
+                            "before": engine.document_before or "", "after": engine.document_after or ""})
         elif engine.actions[phase]:
             out.append({"before_header": phase, "after_header": phase, "before": "",
                         "after": "".join("+ %s\n" % a for a in engine.actions[phase])})
@@ -132,16 +148,19 @@ def diffs(engine, path):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            content=dict(type="raw", required=True),
+            content=dict(type="raw"),
             path=dict(type="path", default=state_store.DEFAULT_PATH),
             keep_drains=dict(type="bool", default=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
+        required_if=[("state", "present", ["content"])],
         supports_check_mode=True,
     )
     if not nl.HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=to_native(nl.PYROUTE2_IMPORT_ERROR))
+    present = module.params["state"] == "present"
     planned = module.params["content"]
-    if not isinstance(planned, dict):
+    if planned is not None and not isinstance(planned, dict):
         try:
             planned = json.loads(to_native(planned))
         except ValueError as exc:
@@ -153,7 +172,7 @@ def main():
     except state_store.StateError as exc:
         module.fail_json(msg=to_native(exc), field="content")
     try:
-        doc = engine.run()
+        doc = engine.run() if present else engine.remove()
     except apply.ApplyError as exc:
         module.fail_json(msg=to_native(exc), phase=exc.phase, field=exc.field, actions=engine.actions)
     except (IOError, OSError) as exc:
@@ -161,8 +180,9 @@ def main():
                          exception=traceback.format_exc())
     for warning in engine.warnings:
         module.warn(warning)
-    result = dict(changed=engine.changed, actions=engine.actions,
-                  drained=[u["name"] for u in doc["uplinks"] if u.get("drained")])
+    result = dict(changed=engine.changed, actions=engine.actions)
+    if present:
+        result["drained"] = [u["name"] for u in doc["uplinks"] if u.get("drained")]
     if module._diff:
         result["diff"] = diffs(engine, module.params["path"])
     module.exit_json(**result)

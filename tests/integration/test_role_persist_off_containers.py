@@ -6,7 +6,8 @@ read it), the tracker and the slice run from runtime units (/run/systemd/system)
 no unit is enabled. One systemd container plays the laptop with fwmark steering
 (tests/integration/laptop.py); the controller runs on this machine over SSH. In order:
 a run on the blank host, traffic from the cgroup and the slice, a second run that
-changes nothing, absent, and the host is as blank as before.
+changes nothing, a run without the slice (its attachment detached and unpinned), absent,
+and the host is as blank as before.
 """
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def facts():
         f["run2"] = site_over_ssh(fleet, inventory)
         status = fleet.ssh(guest, "netlb-multiwan-status")
         f["status"] = {"rc": status.returncode, "text": status.stdout + status.stderr}
+        # The slice taken out of the inventory: its attachment is detached and unpinned.
+        f["no_slice"] = site_over_ssh(fleet, inventory, "-e", "balancer_slice=")
+        f["pins_no_slice"] = ssh("ls /sys/fs/bpf")
+        f["progs_no_slice"] = ssh(UNITS["cgroup_progs"])
         f["absent"] = site_over_ssh(fleet, inventory, "-e", "balancer_state=absent")
         f["after_absent"] = snapshot()
     return f
@@ -82,6 +87,14 @@ def test_traffic_from_the_cgroup_and_the_slice_uses_both_uplinks(facts):
 def test_second_run_changes_nothing_and_status_has_no_problems(facts):
     assert facts["run2"]["rc"] == 0 and facts["run2"]["changed"] == 0, facts["run2"]["output"]
     assert facts["status"]["rc"] == 0 and "problems: none" in facts["status"]["text"], facts["status"]["text"]
+
+
+def test_a_slice_taken_out_of_the_inventory_keeps_no_program(facts):
+    assert facts["no_slice"]["rc"] == 0 and facts["no_slice"]["changed"] > 0, facts["no_slice"]["output"]
+    assert [p for p in facts["pins_no_slice"].split() if p.startswith("netlb")] == ["netlb_multiwan"], \
+        facts["pins_no_slice"]
+    assert "multiwan.slice" not in facts["progs_no_slice"] and "connect4" in facts["progs_no_slice"], \
+        facts["progs_no_slice"]
 
 
 def test_absent_restores_the_blank_host(facts):

@@ -29,7 +29,8 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import attach, cli,
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool
 
 LOOP = Path(__file__).with_name("connect_loop.py")
-APPLY = ROOT / "files" / "boot" / "netlb_multiwan_apply.py"
+# netlb-multiwan-apply as the role installs it: the engine's boot.main.
+APPLY = ["-c", "from ansible_collections.netlb.multiwan.plugins.module_utils.boot import main; raise SystemExit(main())"]
 PORT = 7
 RATE = 200  # connects per second (the issue asks >= 100)
 COLLECTIONS = str(ROOT / ".build" / "collections")
@@ -70,8 +71,8 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
             state.write_text(json.dumps(doc, indent=2))
             # Routed by the boot command (the engine the modules run) in the client namespace.
             for up in ("wifi", "lte"):
-                subprocess.run(["ip", "netns", "exec", lab.client_netns, sys.executable, str(APPLY), "uplink", up],
-                               env=dict(os.environ, NETLB_MULTIWAN_STATE=str(state), NETLB_MULTIWAN_LIB=COLLECTIONS),
+                subprocess.run(["ip", "netns", "exec", lab.client_netns, sys.executable, *APPLY, "uplink", up],
+                               env=dict(os.environ, NETLB_MULTIWAN_STATE=str(state), PYTHONPATH=COLLECTIONS),
                                check=True, capture_output=True, text=True)
             attacher = attach.Attacher(cli.Host({
                 "cgroup": cg.path, "object": obj, "pin_dir": cg.pin_dir, "attach_types": ["connect4"],

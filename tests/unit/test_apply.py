@@ -123,3 +123,46 @@ def test_retired_is_what_the_record_routes_and_the_plan_does_not(recorded, plann
            for kind, p in apply.retired(recorded, planned)]
     assert got == gone
     assert all(p["state"] == "absent" for _kind, p in apply.retired(recorded, planned))
+
+
+def remove(path, planned=None, fake=None, check_mode=False):
+    engine = apply.Apply(planned and dict(planned, state_dir=str(path.parent)),
+                         lambda params: cli.Host(params, check_mode), path=str(path), check_mode=check_mode,
+                         netlink=lambda: contextlib.nullcontext(fake or FakeNetlink()))
+    return engine, engine.remove()
+
+
+def test_absent_removes_what_the_record_and_the_plan_name_once_each(tmp_path):
+    path, fake = tmp_path / "balancer.json", FakeNetlink()
+    run(path, dict(VRFS, uplinks=VRFS["uplinks"][:1]), fake)
+    # wifi is in the inventory but no run recorded it (made by hand, or a run that failed).
+    run(tmp_path / "other.json", VRFS, fake)
+    engine, recorded = remove(path, VRFS, fake, check_mode=True)
+    assert [a for a in engine.actions["retire"] if a.startswith("delete vrf")] == \
+        ["delete vrf mobile-vrf", "delete vrf wifi-vrf"]
+    assert engine.actions["document"] == ["remove %s" % path] and path.exists()
+    assert sorted(lk.name for lk in fake.links() if lk.kind == "vrf") == ["mobile-vrf", "wifi-vrf"]
+    engine, recorded = remove(path, VRFS, fake)
+    assert engine.changed and [u["name"] for u in recorded["uplinks"]] == ["mobile"] and not path.exists()
+    assert [lk.name for lk in fake.links() if lk.kind == "vrf"] == []
+    engine, recorded = remove(path, VRFS, fake)
+    assert not engine.changed and recorded is None
+
+
+def test_absent_without_a_plan_removes_what_the_record_names(tmp_path):
+    path, fake = tmp_path / "balancer.json", FakeNetlink()
+    run(path, VRFS, fake)
+    engine, _recorded = remove(path, None, fake)
+    assert [a for a in engine.actions["retire"] if a.startswith("delete vrf")] == \
+        ["delete vrf mobile-vrf", "delete vrf wifi-vrf"]
+    assert remove(tmp_path / "none" / "balancer.json")[0].changed is False
+
+
+def test_an_attachment_the_plan_drops_is_detached():
+    slice_ = {"cgroup": "multiwan.slice", "pin_dir": "/sys/fs/bpf/netlb_slice", "slice": "multiwan.slice"}
+    root = {"cgroup": "/", "pin_dir": "/sys/fs/bpf/netlb"}
+    assert apply.dropped_attachments(dict(PLANNED, attachments=[root, slice_]), dict(PLANNED, attachments=[root])) \
+        == [slice_]
+    assert apply.dropped_attachments(None, PLANNED) == []
+    moved = dict(root, pin_dir="/sys/fs/bpf/other")
+    assert apply.dropped_attachments(dict(PLANNED, attachments=[root]), dict(PLANNED, attachments=[moved])) == [root]

@@ -1,24 +1,19 @@
-"""files/boot/netlb_multiwan_apply.py (the boot-time re-apply command): its
+"""module_utils/boot.py (the boot-time re-apply command, netlb-multiwan-apply): its
 uplink step runs the modules' engine (module_utils/uplink_routing) on the state
 document's entry, here against the fake netlink layer. The real thing runs in
 the VM reboot test (tests/integration/test_role_vm.py) and the container
 restart test (tests/integration/test_role_runtime_containers.py)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import boot as apply
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as m
 
 from .fake_netlink import FakeNetlink
 
-SOURCE = Path(__file__).resolve().parents[2] / "files" / "boot" / "netlb_multiwan_apply.py"
-spec = importlib.util.spec_from_file_location("netlb_multiwan_apply", SOURCE)
-apply = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(apply)
 
 GW = [{"dst": "default", "gateway": "10.0.0.1"}]
 STATE = {
@@ -152,5 +147,7 @@ def test_a_bad_recorded_value_is_reported_not_applied():
 
 
 def test_usage(capsys):
-    assert apply.main(["frobnicate"]) == 2
-    assert "usage: netlb-multiwan-apply uplink NAME | bpf" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
+        apply.main(["frobnicate"])
+    assert raised.value.code == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    assert apply.main([]) == 2 and "usage: netlb-multiwan-apply" in capsys.readouterr().err

@@ -1,48 +1,72 @@
-"""The role installs the engine (module_utils) on the host for the boot unit,
-the status command, the runtime command and the health tracker. A module_utils
-file one of them imports but the role misses breaks the host only after a reboot
-(the modules themselves get module_utils from Ansible). tasks/files.yml installs
-every file of plugins/module_utils (a fileglob, no list kept by hand): the import
-closure of those entry points must lie within it."""
+"""The engine on the host (filter balancer_engine): the role installs the collection's
+module_utils that the host's commands import, followed through every import, and one
+small executable per command. A module the engine imports but the role misses would break
+the host only after a reboot (the modules themselves get module_utils from Ansible): here
+the filter's files are installed into a temp root and every command and every installed
+module is run by an interpreter that sees nothing else (no site-packages, no checkout)."""
 import ast
-import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netlb.multiwan.plugins.filter import balancer_engine as engine
+
 ROOT = Path(__file__).resolve().parents[2]
-UTILS = ROOT / "plugins" / "module_utils"
-PACKAGE = "ansible_collections.netlb.multiwan.plugins.module_utils"
+PACKAGE_DIR = Path(*engine.PACKAGE.split("."))
 
 
-def imported_utils(path):
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:
-                names.update(alias.name for alias in node.names)
-            elif node.module.startswith(PACKAGE + "."):
-                names.add(node.module[len(PACKAGE) + 1:].split(".")[0])
-    return names
+def install(tmp_path, commands=None):
+    """The filter's files under tmp_path (the host's paths made relative to it)."""
+    lib = tmp_path / "lib"
+    commands = commands or dict((name, "/sbin/" + name) for name in engine.COMMANDS)
+    files = engine.balancer_engine(commands, python=sys.executable, lib=str(lib))
+    for entry in files:
+        path = Path(entry["path"]) if entry["path"].startswith(str(tmp_path)) else tmp_path / entry["path"].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(entry["content"])
+        path.chmod(int(entry.get("mode", "0644"), 8))
+    return files, lib
 
 
-def closure(entry_points):
-    seen, todo = set(), list(entry_points)
-    while todo:
-        for name in imported_utils(todo.pop()):
-            if name not in seen:
-                seen.add(name)
-                todo.append(UTILS / (name + ".py"))
-    return seen
+def test_every_command_runs_from_the_installed_package_alone(tmp_path):
+    files, _lib = install(tmp_path)
+    assert [f["path"] for f in files[:4]] == ["/sbin/" + name for name in sorted(engine.COMMANDS)]
+    for name in engine.COMMANDS:
+        # -S: no site-packages (nor pyroute2: the engine reports it missing, it does not crash
+        # on import); -I: nothing from the environment or the working directory.
+        script = (tmp_path / "sbin" / name).read_text().replace("#!" + sys.executable, "")
+        proc = subprocess.run([sys.executable, "-S", "-I", "-c", script, "--help"], capture_output=True, text=True,
+                              timeout=60, cwd=str(tmp_path), check=False)
+        assert proc.returncode == 0 and "usage: %s" % name in proc.stdout, (name, proc.stdout, proc.stderr)
 
 
-def installed_list():
-    text = (ROOT / "roles" / "balancer" / "tasks" / "files.yml").read_text()
-    assert re.search(r"query\('ansible\.builtin\.fileglob', role_path ~ '/\.\./\.\./plugins/module_utils/\*\.py'\)", text), \
-        "tasks/files.yml no longer installs every module_utils file"
-    return set(path.stem for path in UTILS.glob("*.py"))
+def test_every_installed_module_imports_from_the_installed_package_alone(tmp_path):
+    files, lib = install(tmp_path)
+    modules = sorted(Path(f["path"]).stem for f in files if f["path"].endswith(".py"))
+    code = "import sys; sys.path.insert(0, %r)\n" % str(lib) + "".join(
+        "import %s.%s\n" % (engine.PACKAGE, name) for name in modules)
+    proc = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
-def test_the_role_installs_every_module_the_engine_imports():
-    entry_points = [ROOT / "files" / "boot" / "netlb_multiwan_apply.py"] + [
-        UTILS / (name + ".py") for name in ("cli", "balancer_status", "tracker")]
-    needed = closure(entry_points) | {"cli", "balancer_status", "tracker"}
-    assert sorted(needed - installed_list()) == [], "imported on the host but not installed"
+def test_the_package_is_the_import_closure_of_the_commands():
+    names = engine.closure(module for module, _summary in engine.COMMANDS.values())
+    # Every module_utils import in those files, read independently of the filter.
+    for name in names:
+        tree = ast.parse((ROOT / "plugins" / "module_utils" / (name + ".py")).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(engine.PACKAGE):
+                assert (node.module.split(".")[-1] if node.module != engine.PACKAGE else None) in names + [None]
+                if node.module == engine.PACKAGE:
+                    assert set(a.name for a in node.names) <= set(names), (name, node.module)
+    # Modules only Ansible's modules run stay off the host.
+    assert "boot" in names and "tracker" in names
+
+
+def test_an_unknown_command_is_named():
+    with pytest.raises(AnsibleFilterError, match="unknown command netlb-multiwan-oops"):
+        engine.balancer_engine({"netlb-multiwan-oops": "/sbin/x"}, python="/usr/bin/python3")

@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright: netlb.multiwan contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine the role installs on a host: its commands, and the collection's module_utils
+they import (followed through every import, not a list kept by hand)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: balancer_engine
+short_description: The files of the balancer's engine on a host, for M(netlb.multiwan.file_set)
+version_added: "0.2.0"
+description:
+  - The host runs the code the modules run (the boot unit, the tracker, C(netlb-multiwan) and the status
+    command have no controller to ask). This filter gives the files that install it as a package of the
+    collection's C(module_utils) under O(lib), with one small executable per command.
+  - Which C(module_utils) are installed follows the imports of the commands' modules, transitively, so a
+    new import reaches the host with the code that needs it.
+  - "Commands: C(netlb-multiwan) (runtime control), C(netlb-multiwan-status), C(netlb-multiwan-apply)
+    (the boot units' re-apply) and C(netlb-multiwan-track) (the health tracker)."
+options:
+  _input:
+    description: The commands to install, each command's name mapped to its path on the host.
+    type: dict
+    required: true
+  python:
+    description: The interpreter the commands run with (the one the modules ran with has pyroute2).
+    type: str
+    required: true
+  lib:
+    description: The directory the package is installed under (put on the commands' C(sys.path)).
+    type: str
+    default: /usr/local/lib/netlb-multiwan
+"""
+
+EXAMPLES = r"""
+- name: Install the runtime command and the status command with the engine
+  netlb.multiwan.file_set:
+    files: >-
+      {{ {'netlb-multiwan': '/usr/local/sbin/netlb-multiwan',
+          'netlb-multiwan-status': '/usr/local/sbin/netlb-multiwan-status'}
+         | netlb.multiwan.balancer_engine(python='/usr/bin/python3') }}
+"""
+
+RETURN = r"""
+_value:
+  description: Entries for M(netlb.multiwan.file_set) (path, content, mode), the commands first.
+  type: list
+  elements: dict
+"""
+
+import ast
+import os
+
+from ansible.errors import AnsibleFilterError
+
+PACKAGE = "ansible_collections.netlb.multiwan.plugins.module_utils"
+UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
+DEFAULT_LIB = "/usr/local/lib/netlb-multiwan"
+# Each command: the module_utils whose main() it runs, and what it is for.
+COMMANDS = {
+    "netlb-multiwan": ("cli", "runtime control (status, drain, undrain, weight)"),
+    "netlb-multiwan-status": ("balancer_status", "status of the balancer (uplinks, connections, problems)"),
+    "netlb-multiwan-apply": ("boot", "re-apply the state document at boot (the boot units run it)"),
+    "netlb-multiwan-track": ("tracker", "uplink health tracker"),
+}
+
+
+def imported_utils(name, utils=UTILS):
+    """The collection's module_utils that module_utils *name* imports, anywhere in it
+    (a function's late import too)."""
+    with open(os.path.join(utils, name + ".py")) as handle:
+        tree = ast.parse(handle.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE + "."):
+            names.add(node.module[len(PACKAGE) + 1:].split(".")[0])
+    return names
+
+
+def closure(names, utils=UTILS):
+    """*names* and every module_utils they import, transitively, sorted."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported_utils(name, utils))
+    return sorted(seen)
+
+
+def command_script(python, lib, module, summary):
+    return ("#!%s\n# netlb.multiwan: %s\nimport sys\nsys.path.insert(0, %r)\n"
+            "from %s.%s import main\nraise SystemExit(main())\n" % (python, summary, lib, PACKAGE, module))
+
+
+def balancer_engine(commands, python, lib=DEFAULT_LIB):
+    if not isinstance(commands, dict):
+        raise AnsibleFilterError("balancer_engine: expects {command: path}, got %s" % type(commands).__name__)
+    unknown = sorted(set(commands) - set(COMMANDS))
+    if unknown:
+        raise AnsibleFilterError("balancer_engine: unknown command %s (known: %s)"
+                                 % (", ".join(unknown), ", ".join(sorted(COMMANDS))))
+    files = [{"path": path, "mode": "0755", "content": command_script(python, lib, *COMMANDS[name])}
+             for name, path in sorted(commands.items())]
+    # The engine is one package on every host: every command's imports, whichever are installed.
+    package_dir = os.path.join(lib, *PACKAGE.split("."))
+    for name in closure(module for module, _summary in COMMANDS.values()):
+        with open(os.path.join(UTILS, name + ".py")) as handle:
+            files.append({"path": os.path.join(package_dir, name + ".py"), "content": handle.read()})
+    return files
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"balancer_engine": balancer_engine}
