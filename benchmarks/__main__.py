@@ -127,6 +127,23 @@ def vm_guest(params: dict, workdir: str) -> Iterator[callable]:
             proc.wait()
 
 
+def hook_methods(methods) -> list:
+    """The per-connect table's programs: the baselines, then each policy."""
+    return [methods.baseline("empty"), methods.baseline("decide")] + [
+        methods.bpf(p) for p in ("random", "weighted", "round_robin")]
+
+
+def measure_hook_alone(params: dict) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory(prefix="netlb-bench-") as tmp:
+        connect_rate = build_connect_rate(tmp)
+        with host_testbed("nlbbenchh", TWO_LINKS, connect_rate, log) as (bed, methods):
+            log("hook run time (kernel BPF stats)")
+            hook = measure_hook_ns(bed, hook_methods(methods),
+                                   {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
+            log("hook run time vs number of uplinks (kernel BPF stats)")
+            return hook, measure_hook_scaling(bed, params["hook_count"], log)
+
+
 def run(params: dict, with_vm: bool) -> dict:
     results: dict = {"params": params, "machine": machine(), "load": {"start": load_sample()},
                      "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -168,7 +185,7 @@ def run(params: dict, with_vm: bool) -> dict:
             log("connect() rates")
             results["connect"] = measure_connect_cost(bed, methods, params, log)
             log("hook run time (kernel BPF stats)")
-            results["hook_ns"] = measure_hook_ns(bed, [methods.bpf(p) for p in ("random", "weighted", "round_robin")],
+            results["hook_ns"] = measure_hook_ns(bed, hook_methods(methods),
                                                  {"udp": params["hook_count"], "tcp": params["hook_count_tcp"]}, log)
             log("hook run time vs number of uplinks (kernel BPF stats)")
             results["hook_scaling"] = measure_hook_scaling(bed, params["hook_count"], log)
@@ -191,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results[/quick])")
     parser.add_argument("--only-failover", action="store_true",
                         help="measure the failover section alone and put it into the existing latest.json")
+    parser.add_argument("--only-hook", action="store_true",
+                        help="measure the hook's run time alone (with its baselines, and against the number of "
+                             "uplinks) and put it into the existing latest.json")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, cgroups, BPF)")
@@ -204,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         results["params"]["failover_reps"] = params["failover_reps"]
         results["failover_measured"] = {"commit": machine()["commit"], "seconds": round(time.monotonic() - t0, 1),
                                         "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    elif args.only_hook:
+        results = json.loads((out / "latest.json").read_text())
+        t0 = time.monotonic()
+        results["hook_ns"], results["hook_scaling"] = measure_hook_alone(params)
+        results["hook_measured"] = {"commit": machine()["commit"], "seconds": round(time.monotonic() - t0, 1),
+                                    "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     else:
         results = run(params, with_vm=not args.no_vm)
     guest_log = results.get("vm", {}).pop("log", None)

@@ -29,15 +29,24 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import subprocess
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from benchmarks.testbed import Log, Method, Testbed, measure_hook_ns
 from benchmarks.stats import integer_weights
 from tests.integration.ansible_runner import run_cases
 from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import Lab, Uplink
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool
+from ansible_collections.netlb.multiwan.plugins.module_utils.cli import Host
+from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import Maps
 
 POLICIES = ("random", "weighted", "round_robin")
+# Baselines of the per-connect table: an empty program, and the balancer deciding with
+# no slot to steer to (every pick leaves the socket alone: no setsockopt).
+BASELINES = {"empty": "an empty connect4 program", "decide": "netlb weighted, decide only (no setsockopt)"}
+EMPTY_SOURCE = Path(__file__).with_name("bpf") / "empty.bpf.c"
 HOOK_SCALING_COUNTS = (2, 4, 8, 16)  # up to MW_MAX_UPLINKS
 CLOCKS = ("wall", "cpu")
 NFT_TABLE = "netlb_bench"
@@ -116,6 +125,7 @@ class HostMethods:
         self.plain_cgroup = stack.enter_context(TestCgroup("bench_plain"))
         os.mkdir(self.plain_cgroup.path)  # no program: the attach module makes the others
         self.cgroups = {p: stack.enter_context(TestCgroup("bench_" + p)) for p in POLICIES}
+        self.baseline_cgroups = {k: stack.enter_context(TestCgroup("bench_" + k)) for k in BASELINES}
         self._attach_programs()
 
     def _attach_programs(self) -> None:
@@ -126,6 +136,24 @@ class HostMethods:
         seconds = attach_converged({key: (cg, build_object(cg.tmp, uplinks, steering="fwmark", policy=key, name=key))
                                     for key, cg in self.cgroups.items()})
         self.log("  attached and converged %s with cgroup_bpf_attach (%.1f s)" % (", ".join(self.cgroups), seconds))
+        empty, decide = self.baseline_cgroups["empty"], self.baseline_cgroups["decide"]
+        empty_object = os.path.join(empty.tmp, "empty.bpf.o")
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                        "-I/usr/include/%s-linux-gnu" % os.uname().machine, "-c", str(EMPTY_SOURCE),
+                        "-o", empty_object], check=True, capture_output=True, text=True)
+        cases = [{"id": "empty", "args": {"cgroup": empty.name, "object": empty_object, "pin_dir": empty.pin_dir}},
+                 {"id": "decide", "args": {"cgroup": decide.name, "pin_dir": decide.pin_dir, "shared_maps": SHARED_MAPS,
+                                           "object": build_object(decide.tmp, uplinks, steering="fwmark",
+                                                                  policy="weighted", name="decide")}}]
+        run = run_cases(cases, playbook="attach_cases.yml")
+        for case in cases:
+            result = run["results"].get(case["id"])
+            if not result or result.get("failed"):
+                raise RuntimeError("attaching the %s baseline failed: %s" % (
+                    case["id"], (result or {}).get("msg") or run["output"][-3000:]))
+        # The same selection with no mark on any slot: the program picks, and leaves the socket alone.
+        Maps(Bpftool(Host(), "bpftool"), decide.pin_dir + "/maps").converge(
+            [dict(u, mark=None) for u in uplinks], "weighted", steering="fwmark")
 
     # -- methods -----------------------------------------------------------
     def single(self) -> Method:
@@ -163,6 +191,9 @@ class HostMethods:
 
     def bpf(self, policy: str) -> Method:
         return Method("bpf_" + policy, "netlb fwmark, " + policy, self.cgroups[policy].path, prog_cgroup=True)
+
+    def baseline(self, key: str) -> Method:
+        return Method("bpf_" + key, BASELINES[key], self.baseline_cgroups[key].path, prog_cgroup=True)
 
     def all(self, single: bool = True) -> list[Method]:
         return ([self.single()] if single else []) + [self.ecmp(), self.nft()] + [self.bpf(p) for p in POLICIES]
@@ -216,9 +247,9 @@ def measure_hook_scaling(bed: Testbed, count: int, log: Log,
 
     Every uplink i gets mark(i), uplink 0 included, so every connect pays the
     same setsockopt whatever n (with uplink 0 in main, 1/n of them would skip
-    it). Interfaces repeat the lab's: fwmark steering compiles in only the
-    mark, and a mark without an `ip rule` routes via main, all that an unsent
-    udp connect needs. Each program gets a cgroup of its own, removed again
+    it). Interfaces repeat the lab's: fwmark steering uses only the mark, and
+    a mark without an `ip rule` routes via main, all that an unsent udp
+    connect needs. Each program gets a cgroup of its own, removed again
     when measured."""
     lab = bed.lab
     with contextlib.ExitStack() as stack:

@@ -20,6 +20,8 @@ LABELS = {
     "vrf_weighted": "(e) netlb vrf, weighted (site.yml)",
     "vrf_random": "(e) netlb vrf, random",
     "vrf_round_robin": "(e) netlb vrf, round_robin",
+    "bpf_empty": "baseline: an empty connect4 program",
+    "bpf_decide": "baseline: netlb weighted, decide only (no setsockopt)",
 }
 TARGET_EFFICIENCY = 0.97
 # The makespan targets: weighted's ideal / makespan (nominal rates) in
@@ -184,6 +186,13 @@ def connect_section(connect: dict, hook_ns: dict, params: dict) -> list[str]:
     protos = list(next(iter(hook_ns.values())).keys())
     lines += _table(["program"] + ["ns per %s connect" % p for p in protos],
                     [[label(k)] + ["%.0f" % v[p] for p in protos] for k, v in hook_ns.items()])
+    if "bpf_empty" in hook_ns and "bpf_weighted" in hook_ns:
+        own = dict((p, hook_ns["bpf_weighted"][p] - hook_ns["bpf_empty"][p]) for p in protos)
+        lines += ["The balancer's own share (weighted over the empty program): %s; of it, deciding alone "
+                  "(no setsockopt): %s." % (
+                      ", ".join("%.0f ns per %s connect" % (own[p], p) for p in protos),
+                      ", ".join("%.0f ns" % (hook_ns["bpf_decide"][p] - hook_ns["bpf_empty"][p]) for p in protos)
+                      if "bpf_decide" in hook_ns else "not measured"), ""]
     lines += [
         "connect() per second of one process (benchmarks/connect_rate.c). **udp**: socket + connect + close, "
         "no packet sent (the hook's largest share of the work); **tcp**: a handshake through the lab, closed with "

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Types and constants shared by the balancer program, its rendered config and
- * the control plane (plugins/module_utils/selection.py and the engine).
+/* Types and constants shared by the balancer program and the control plane
+ * (plugins/module_utils/datapath.py and selection.py).
  *
- * The header rendered per host (multiwan_config.h) holds only what is fixed
- * for the host: how each uplink slot is steered (VRF device or mark). All that
- * changes at runtime - weights, drained or down uplinks, the selection tables,
- * excluded prefixes, the policy - lives in pinned maps the control plane writes.
+ * One object for every host: nothing here or in the program is per host. How
+ * each uplink slot is steered (VRF device, interface or mark), its source
+ * addresses and whether it is usable travel with the selection the control
+ * plane computes, in one map entry that flips whole: the program never sees a
+ * slot order different from the weights it picks by.
  */
 #ifndef NETLB_MULTIWAN_H
 #define NETLB_MULTIWAN_H
@@ -34,21 +35,43 @@
 #define MW_POLICY_ROTATION 1    /* the next rotation entry (weighted, round_robin) */
 #define MW_POLICY_HASH_DST 2    /* the destination's bucket: same destination, same uplink */
 
-/* Steering: how a socket is put on an uplink. */
-#define MW_STEER_VRF 0    /* SO_BINDTODEVICE to the uplink's VRF device */
-#define MW_STEER_FWMARK 1 /* SO_MARK, routed by `ip rule fwmark M lookup T` */
-#define MW_STEER_DEVICE 2 /* SO_BINDTODEVICE to the uplink's own interface: its main-table routes */
+/* Why a socket was left alone: mw_counters[MW_MAX_UPLINKS + reason]. */
+#define MW_SKIP_NO_UPLINK 0     /* no usable uplink (all drained or down), or no selection yet */
+#define MW_SKIP_LOCAL 1         /* loopback, this host, link-local, multicast, broadcast */
+#define MW_SKIP_EXCLUDED 2      /* an excluded prefix or port */
+#define MW_SKIP_BOUND 3         /* the application bound it to a device or marked it */
+#define MW_SKIP_FOREIGN_NETNS 4 /* another network namespace's (a container's) */
+#define MW_SKIP_TYPE 5          /* neither a stream nor a datagram socket */
+#define MW_SKIP_REASONS 6
 
-struct mw_uplink {
-	char dev[MW_IFNAMSIZ]; /* VRF device (device steering: the interface); "" = main table, leave the socket */
-	__u32 mark;            /* fwmark; 0 = main table, leave the socket */
+/* mw_host.flags: which exclusion maps hold anything (an empty one is not looked up). */
+#define MW_HOST_EXCLUDE4 1
+#define MW_HOST_EXCLUDE6 2
+#define MW_HOST_EXCLUDE_PORTS 4
+
+/* mw_slot.flags */
+#define MW_SLOT_USABLE 1     /* up, not drained, weight > 0: an unconnected UDP socket stays on it */
+#define MW_SLOT_UDP_SOURCE 2 /* its table is selected by `ip rule from ADDR`: its address steers UDP */
+
+/* How a socket is put on one uplink: SO_BINDTODEVICE to dev (the uplink's VRF,
+ * or with device steering its own interface), else SO_MARK to mark (fwmark
+ * steering, for `ip rule fwmark M lookup T`). Neither: the main-table uplink,
+ * the socket is left alone. */
+struct mw_slot {
+	char dev[MW_IFNAMSIZ];
+	__u32 mark;
+	__u32 flags;  /* MW_SLOT_* */
+	__u32 ip4;    /* source for its unconnected UDP (network order); 0: none (yet) */
+	__u32 ip6[4];
 };
 
-/* What the program picks from. The control plane fills the entry the program
- * does not read, then flips mw_control.active: a connect sees the old
- * selection or the new one, never half of each. */
+/* What the program picks from, and how it steers each pick. The control plane
+ * fills the entry the program does not read, then flips mw_control.active: a
+ * connect sees the old generation or the new one, never half of each. */
 struct mw_selection {
 	__u32 rotation_len; /* 0: no usable uplink, every socket is left alone */
+	__u32 num_slots;
+	struct mw_slot slots[MW_MAX_UPLINKS];
 	__u8 rotation[MW_ROTATION_MAX];
 	__u8 buckets[MW_BUCKETS];
 };
@@ -56,15 +79,6 @@ struct mw_selection {
 struct mw_control {
 	__u32 active; /* 0 or 1: the mw_selection entry in use */
 	__u32 policy; /* MW_POLICY_* */
-};
-
-/* Runtime state per uplink slot: written by the control plane (role, the
- * netlb-multiwan command, the health tracker), read back by status. The
- * program reads only the selection computed from it. */
-struct mw_uplink_state {
-	__u32 weight;
-	__u32 drained; /* administratively out (netlb-multiwan drain) */
-	__u32 down;    /* the health tracker found it down */
 };
 
 struct mw_lpm4 {
@@ -89,19 +103,12 @@ struct mw_ports {
  * namespace's cookie) or the guard is off; every namespace is steered. */
 struct mw_host {
 	__u64 netns_cookie;
+	__u32 flags;  /* MW_HOST_* */
+	__u32 unused;
 };
 
-/* An uplink's own addresses (network byte order, 0 = none): the source an
- * unconnected UDP datagram is given, routed by `ip rule from ADDR lookup T`.
- * Written by the control plane once that rule exists, so an address here
- * always selects its uplink. */
-struct mw_uplink_addr {
-	__u32 ip4;
-	__u32 ip6[4];
-};
-
-/* Per CPU: one entry per uplink slot, then MW_MAX_UPLINKS for sockets never
- * steered. Kept (pinned) across weight changes and program replacement. */
+/* Per CPU: one entry per uplink slot, then one per MW_SKIP_* reason for sockets
+ * never steered. Kept (pinned) across weight changes and program replacement. */
 struct mw_counters {
 	__u64 steered; /* sockets given to this uplink (main uplink: left alone) */
 	__u64 errors;  /* bpf_setsockopt failures; the connect went on unsteered */

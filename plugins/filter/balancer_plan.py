@@ -3,11 +3,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of the netlb.multiwan.balancer role.
 
-balancer_plan turns a host's inventory (balancer_uplinks and friends)
-into the validated context of files/bpf/multiwan_config.h.j2. The plan lives
-in plugin_utils/plan.py, shared with the tests; its rules are the collection's
-one schema (module_utils/schema.py, which the modules use too), so the same
-rules guard every name and number that ends up in C source or on a host.
+balancer_plan turns a host's inventory (balancer_uplinks and friends) into
+its validated plan, from which the state document is built (balancer_state).
+The plan lives in plugin_utils/plan.py, shared with the tests; its rules are
+the collection's one schema (module_utils/schema.py, which the modules use
+too), so the same rules guard every name and number that reaches a host.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,13 +16,13 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: balancer_plan
-short_description: Validated plan (BPF config context and routing) of a balancer host
+short_description: Validated plan (uplinks, routing, tracking) of a balancer host
 version_added: "0.1.0"
 description:
   - Checks a host's uplinks (names, interfaces, VRF devices, marks, weights), steering, policy and
-    excluded prefixes, tables and gateways. Returns C(bpf), the variables that
-    C(files/bpf/multiwan_config.h.j2) renders, and C(routing), one entry per uplink outside the
-    main table.
+    excluded prefixes, tables and gateways. Returns the state document's C(uplinks) and C(routing), one
+    entry per uplink outside the main table.
+  - The program is one object for every host; how each uplink is steered reaches it through its maps.
   - Fails with a message naming the field, e.g. C(balancer_uplinks[1].weight).
 options:
   _input:
@@ -31,7 +31,7 @@ options:
     elements: dict
     required: true
   steering:
-    description: C(vrf) or C(fwmark).
+    description: C(vrf), C(fwmark) or C(device).
     type: str
     required: true
   policy:
@@ -57,12 +57,12 @@ options:
     elements: dict
     default: []
   host:
-    description: Host name, for the header's comment.
+    description: Host name. Not used since the program is the same for every host (kept for 0.1.0's callers).
     type: str
 """
 
 EXAMPLES = r"""
-- name: Context for the BPF config header
+- name: The plan of this host
   ansible.builtin.set_fact:
     balancer_plan: "{{ balancer_uplinks | netlb.multiwan.balancer_plan(steering='vrf', policy='random') }}"
 
@@ -76,7 +76,7 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description:
-    - C(bpf) (mw_* variables of multiwan_config.h.j2), C(routing) (list of uplinks outside main),
+    - C(uplinks) (the state document's, in slot order), C(routing) (list of uplinks outside main), C(track),
       C(exclude) (the excluded prefixes, normalised) and C(exclude_ports) (the port exclusions, normalised).
   type: dict
 """

@@ -275,6 +275,9 @@ class Attacher(object):
                     shutil.rmtree(self.pin_dir, ignore_errors=True)
 
             try:
+                reshaped = self.reshaped_maps(reuse)
+                for name in reshaped:
+                    del reuse[name]
                 self.bpftool.loadall(self.p["object"], self.pin_path, reuse=reuse)
                 lacking = [n for n in self.p["shared_maps"]
                            if n not in reuse and not os.path.exists(os.path.join(self.pin_path, "maps", n))]
@@ -284,6 +287,8 @@ class Attacher(object):
                 for name in self.p["shared_maps"]:
                     if name not in reuse:
                         os.makedirs(shared_dir, exist_ok=True)
+                        if name in reshaped:  # the old program keeps its map until it is replaced
+                            os.unlink(os.path.join(shared_dir, name))
                         self.bpftool.pin_map(os.path.join(self.pin_path, "maps", name), os.path.join(shared_dir, name))
             except BpftoolError as exc:
                 undo_load()
@@ -323,6 +328,21 @@ class Attacher(object):
         for k in stale:
             shutil.rmtree(os.path.join(self.pin_dir, k))
         return after
+
+    def reshaped_maps(self, reuse):
+        """The shared maps of *reuse* whose shape the new object changed (a new layout of
+        the program's tables): those get a new map, not the pinned one. Told by loading
+        the object once with maps of its own (a scratch pin directory, removed)."""
+        if not reuse:
+            return []
+        scratch = self.pin_path + "_shape"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            self.bpftool.loadall(self.p["object"], scratch)
+            return sorted(name for name, path in reuse.items()
+                          if self.bpftool.map_shape(os.path.join(scratch, "maps", name)) != self.bpftool.map_shape(path))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def attach_hook(self, hook, link):
         """Attach the new program at hook; returns what undoes it."""

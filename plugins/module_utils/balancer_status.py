@@ -32,7 +32,7 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import health, rp_filter, runner, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, health, rp_filter, runner, state_store
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
 DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
@@ -377,7 +377,7 @@ class Collector(object):
 
     def collect(self):
         result = {"state_file": self.state_file, "state_found": False, "steering": None, "policy": None,
-                  "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "skipped": None,
+                  "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "skipped": None, "skipped_by_reason": None,
                   "connections": None, "attachments": [], "rules": [], "tools": self.tools, "problems": self.problems}
         state = self.read_state()
         if state is None:
@@ -444,8 +444,12 @@ class Collector(object):
         for i, up in enumerate(uplinks):
             up["connections"] = total(i, "steered")
             up["errors"] = total(i, "errors")
-        # The last slot counts sockets never steered (MW_MAX_UPLINKS in the program).
-        result["skipped"] = sum(c[-1]["steered"] for c in readable if c)
+        by_reason = {}
+        for c in readable:
+            for reason, sockets in skipped_by_reason(c).items():
+                by_reason[reason] = by_reason.get(reason, 0) + sockets
+        result["skipped_by_reason"] = by_reason
+        result["skipped"] = sum(by_reason.values())
         result["connections"] = sum(up["connections"] for up in uplinks)
         for up in uplinks:
             up["share"] = round(100.0 * up["connections"] / result["connections"], 1) if result["connections"] else None
@@ -472,6 +476,20 @@ def _counter_value(value):
     if len(raw) < 16:
         return {"steered": 0, "errors": 0}
     return {"steered": int.from_bytes(raw[0:8], sys.byteorder), "errors": int.from_bytes(raw[8:16], sys.byteorder)}
+
+
+# How `netlb-multiwan status` names each reason a socket was left alone.
+REASON_WORDS = {"no_uplink": "no usable uplink", "local": "local destination", "excluded": "excluded",
+                "bound": "bound by the application", "foreign_netns": "other namespace", "type": "other socket type"}
+
+
+def skipped_by_reason(slots):
+    """{reason: sockets left alone} from counter_slots: the entries past the uplinks', one
+    per MW_SKIP_* reason (an object before 0.2.0 had one for every reason: "unspecified")."""
+    rest = slots[datapath.MAX_UPLINKS:]
+    if len(rest) == 1:
+        return {"unspecified": rest[0]["steered"]}
+    return dict((reason, rest[i]["steered"] if i < len(rest) else 0) for i, reason in enumerate(datapath.SKIP_REASONS))
 
 
 def counter_slots(dump):
@@ -553,8 +571,10 @@ def render(status):
                          "?" if up["errors"] is None else up["errors"]))
         lines.append("")
         lines += _table(rows)
-        lines.append("  never steered (loopback, excluded, already bound): %s"
-                     % ("?" if status["skipped"] is None else status["skipped"]))
+        reasons = ", ".join("%s %d" % (REASON_WORDS.get(reason, reason), sockets)
+                            for reason, sockets in sorted((status["skipped_by_reason"] or {}).items()) if sockets)
+        lines.append("  never steered (%s): %s" % (reasons or "by reason: none",
+                                                   "?" if status["skipped"] is None else status["skipped"]))
         for up in status["uplinks"]:
             defaults = ["%s %s" % (family, "yes" if present else "NO")
                         for family, present in (("IPv4", up["default_route"]), ("IPv6", up["default_route6"]))

@@ -48,6 +48,12 @@ class Bpftool(object):
         args += ["pinmaps", pin_dir + "/maps"]
         self.text_runner.run(*args)
 
+    def map_shape(self, pinned):
+        """What a program that reuses the map at ``pinned`` relies on: type, key and value
+        sizes, entries, flags. libbpf reuses a pinned map whatever its shape."""
+        info = self.json("map", "show", "pinned", pinned) or {}
+        return tuple(info.get(k) for k in ("type", "bytes_key", "bytes_value", "max_entries", "flags"))
+
     def pin_map(self, pinned, path):
         """Pin the map pinned at ``pinned`` at ``path`` too."""
         self.run("map", "pin", "pinned", pinned, path)

@@ -83,7 +83,7 @@ def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
     that comes back (a replugged modem) gets both again. rp_filter goes last: a
     setting that cannot be written (rp_filter.RpFilterError, an OSError) leaves the
     maps converged all the same."""
-    changes, sources = [], None  # None: the address map is left as it is
+    changes, sources = [], None  # None: each uplink keeps the addresses the maps give it
     from ansible_collections.netlb.multiwan.plugins.module_utils import netlink, rp_filter
 
     # The netlb-multiwan command runs on the host's python3, which may lack pyroute2:
@@ -101,7 +101,8 @@ def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")
         changes += ["%s: %s" % (attachment["cgroup"], c)
                     for c in maps.converge(uplinks, doc["policy"], doc.get("exclude", []), check_mode=check_mode,
-                                           exclude_ports=port_ranges(doc), sources=sources, netns_cookie=cookie)]
+                                           exclude_ports=port_ranges(doc), sources=sources, netns_cookie=cookie,
+                                           steering=doc["steering"])]
     if routing:
         changes += rp_filter.converge(doc, check_mode=check_mode)
     return changes

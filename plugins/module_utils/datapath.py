@@ -4,13 +4,15 @@
 """The program's pinned maps: their byte layout (files/bpf/multiwan.h) and
 converging them to a runtime state with bpftool.
 
-Runtime state, per uplink slot: weight, drained, down, the addresses that
-steer its unconnected UDP; for the host: the policy, the excluded prefixes and
-ports, and the network namespace whose sockets are steered. From it the control plane computes the
-selection (module_utils/selection.py), writes it to the entry of mw_selection
-the program is not reading, then flips mw_control.active, so a connect never
-sees half a table. Nothing is rewritten when the maps already hold the state:
-converging twice changes nothing.
+Runtime state, per uplink slot: how it is steered (VRF device, interface or
+mark), weight, drained, down, the addresses that steer its unconnected UDP; for
+the host: the policy, the excluded prefixes and ports, and the network namespace
+whose sockets are steered. The program is the same object on every host: the
+slots and the tables computed from them (module_utils/selection.py) are one
+generation, written to the entry of mw_selection the program is not reading,
+then mw_control.active flips, so a connect never sees half a table, nor a slot
+order other than the one its weights were computed for. Nothing is rewritten
+when the maps already hold the state: converging twice changes nothing.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,6 +28,9 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import selection
 
 MAX_UPLINKS = 16
 POLICY_IDS = {"random": 0, "weighted": 1, "round_robin": 1, "hash_dst": 2}   # MW_POLICY_*
+# Why a socket was left alone, in MW_SKIP_* order: mw_counters[MAX_UPLINKS + i].
+SKIP_REASONS = ("no_uplink", "local", "excluded", "bound", "foreign_netns", "type")
+HOST_EXCLUDE4, HOST_EXCLUDE6, HOST_EXCLUDE_PORTS = 1, 2, 4   # MW_HOST_*
 
 
 class DatapathError(Exception):
@@ -43,17 +48,56 @@ def live_weights(uplinks, policy):
     return out
 
 
-def selection_value(uplinks, policy):
+IFNAMSIZ = 16
+SLOT_USABLE, SLOT_UDP_SOURCE = 1, 2   # MW_SLOT_*
+SLOT = struct.Struct("=%dsII4s16s" % IFNAMSIZ)   # struct mw_slot
+NO_ADDRESSES = b"\0" * 20
+
+
+def slot_steering(steering, up):
+    """(device, mark, flags) of one uplink of a document with *steering*: the VRF
+    device, the uplink's own interface (device steering) or the mark; neither for
+    the main-table uplink. A routed uplink's table is selected by its source
+    address too (uplink_routing's source rules): MW_SLOT_UDP_SOURCE."""
+    if steering == "device":
+        return up["interface"], 0, 0
+    if steering == "vrf" and up.get("vrf"):
+        return up["vrf"], 0, SLOT_UDP_SOURCE
+    if steering == "fwmark" and up.get("mark"):
+        return "", int(up["mark"]), SLOT_UDP_SOURCE
+    return "", 0, 0
+
+
+def slot_value(steering, up, usable, addresses):
+    """struct mw_slot; *addresses*: the 20 bytes of uplink_addr_value."""
+    dev, mark, flags = slot_steering(steering, up)
+    return SLOT.pack(dev.encode(), mark, flags | (SLOT_USABLE if usable else 0), addresses[:4], addresses[4:])
+
+
+def selection_value(uplinks, policy, steering="vrf", addresses=None):
+    """struct mw_selection: the tables and the slots they pick from, one generation.
+    *addresses*: {slot: 20 bytes} (none: no source for unconnected UDP)."""
     weights = live_weights(uplinks, policy)
     rotation = selection.rotation(weights)
     table = selection.buckets(weights)
-    return (struct.pack("=I", len(rotation))
+    slots = b"".join(slot_value(steering, up, slot in weights, (addresses or {}).get(slot, NO_ADDRESSES))
+                     for slot, up in enumerate(uplinks))
+    return (struct.pack("=II", len(rotation), len(uplinks))
+            + slots + b"\0" * (SLOT.size * (MAX_UPLINKS - len(uplinks)))
             + bytes(bytearray(rotation + [0] * (selection.ROTATION_MAX - len(rotation))))
             + bytes(bytearray(table)))
 
 
-def uplink_state_value(up):
-    return struct.pack("=III", int(up.get("weight", 1)), 1 if up.get("drained") else 0, 1 if up.get("down") else 0)
+def selection_slots(value):
+    """[(device, mark, addresses)] of the slots of a struct mw_selection."""
+    if not value or len(value) < 8:
+        return []
+    count = min(struct.unpack("=I", value[4:8])[0], MAX_UPLINKS)
+    out = []
+    for i in range(count):
+        dev, mark, _flags, ip4, ip6 = SLOT.unpack_from(value, 8 + i * SLOT.size)
+        out.append((dev.rstrip(b"\0").decode(), mark, ip4 + ip6))
+    return out
 
 
 def control_value(active, policy):
@@ -75,8 +119,9 @@ def ports_value(exclude_ports):
     return b"".join(struct.pack("=%dQ" % PORT_WORDS, *words[proto]) for proto in PROTOCOLS)
 
 
-def host_value(netns_cookie):
-    return struct.pack("=Q", netns_cookie or 0)
+def host_value(netns_cookie, flags=0):
+    """struct mw_host: the namespace steered, and which exclusion maps hold anything."""
+    return struct.pack("=QII", netns_cookie or 0, flags, 0)
 
 
 def own_netns_cookie():
@@ -94,7 +139,8 @@ def own_netns_cookie():
 
 
 def uplink_addr_value(addresses):
-    """struct mw_uplink_addr: the first IPv4 and IPv6 address of ["a.b.c.d/32", "x::y/128", ...]."""
+    """The addresses of a struct mw_slot (ip4, ip6): the first IPv4 and IPv6 address of
+    ["a.b.c.d/32", "x::y/128", ...]."""
     ip4, ip6 = b"\0" * 4, b"\0" * 16
     for text in reversed(list(addresses or [])):
         addr = ipaddress.ip_interface(text).ip
@@ -126,8 +172,8 @@ class Maps(object):
     """The pinned maps of one attachment (``<pin_dir>/maps``), through a runner
     with ``json(*args)`` and ``run(*args)`` (module_utils/bpftool.Bpftool)."""
 
-    NAMES = ("mw_control", "mw_selection", "mw_cursor", "mw_uplink_state", "mw_counters",
-             "mw_exclude4", "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_uplink_addr", "mw_udp_sockets")
+    NAMES = ("mw_control", "mw_selection", "mw_cursor", "mw_counters",
+             "mw_exclude4", "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_udp_sockets")
 
     def __init__(self, bpftool, maps_dir):
         self.bpftool, self.maps_dir = bpftool, maps_dir.rstrip("/")
@@ -163,30 +209,33 @@ class Maps(object):
         return [change]
 
     def converge(self, uplinks, policy, exclude=(), check_mode=False, exclude_ports=(), sources=None,
-                 netns_cookie=0):
+                 netns_cookie=0, steering="vrf"):
         """Make the maps hold this runtime state. Returns the list of changes
-        ("uplink 1 state", "selection", "exclude 10.0.0.0/8", ...).
+        ("selection", "exclude 10.0.0.0/8", ...).
 
-        ``exclude_ports``: [{"proto", "first", "last"}]; ``sources``: {slot:
-        [addresses]} whose source rules exist (other slots get none), None to
-        leave the addresses as they are;
+        ``uplinks``: the document's, in slot order, with ``down`` from the tracker;
+        ``steering``: the document's; ``exclude_ports``: [{"proto", "first", "last"}];
+        ``sources``: {slot: [addresses]} whose source rules exist (other slots get
+        none), None to keep the addresses the selection in force gives each uplink
+        (by its device or mark: the slots may have moved);
         ``netns_cookie``: the namespace whose sockets are steered (0: all)."""
         if len(uplinks) > MAX_UPLINKS:
             raise DatapathError("at most %d uplinks" % MAX_UPLINKS)
         if policy not in POLICY_IDS:
             raise DatapathError("unknown policy %r" % policy)
         changes = []
-        for slot, up in enumerate(uplinks):
-            want = uplink_state_value(up)
-            if self.lookup("mw_uplink_state", u32_key(slot)) != want:
-                changes.append("uplink %d state" % slot)
-                if not check_mode:
-                    self.update("mw_uplink_state", u32_key(slot), want)
         control = self.lookup("mw_control", u32_key(0)) or control_value(0, "random")
         active, current_policy = struct.unpack("=II", control[:8])
         active &= 1
-        want = selection_value(uplinks, policy)
-        if self.lookup("mw_selection", u32_key(active)) != want or current_policy != POLICY_IDS[policy]:
+        current = self.lookup("mw_selection", u32_key(active))
+        if sources is None:
+            kept = dict(((dev, mark), addresses) for dev, mark, addresses in selection_slots(current))
+            addresses = dict((slot, kept.get(slot_steering(steering, up)[:2], NO_ADDRESSES))
+                             for slot, up in enumerate(uplinks))
+        else:
+            addresses = dict((slot, uplink_addr_value(sources.get(slot))) for slot in range(len(uplinks)))
+        want = selection_value(uplinks, policy, steering, addresses)
+        if current != want or current_policy != POLICY_IDS[policy]:
             changes.append("selection")
             if not check_mode:
                 self.update("mw_selection", u32_key(1 - active), want)
@@ -209,9 +258,10 @@ class Maps(object):
                 self.update(name, key, b"\x01")
         changes += self.converge_value("mw_exclude_ports", u32_key(0), ports_value(exclude_ports),
                                        "excluded ports", check_mode)
-        changes += self.converge_value("mw_host", u32_key(0), host_value(netns_cookie), "host namespace", check_mode)
-        for slot in range(len(uplinks) if sources is not None else 0):
-            changes += self.converge_value("mw_uplink_addr", u32_key(slot),
-                                           uplink_addr_value((sources or {}).get(slot)),
-                                           "uplink %d source addresses" % slot, check_mode)
+        # After the exclusions: a flag is set once its map holds what it says.
+        flags = ((HOST_EXCLUDE4 if any(lpm_key(p)[0] == 4 for p in exclude) else 0)
+                 | (HOST_EXCLUDE6 if any(lpm_key(p)[0] == 6 for p in exclude) else 0)
+                 | (HOST_EXCLUDE_PORTS if exclude_ports else 0))
+        changes += self.converge_value("mw_host", u32_key(0), host_value(netns_cookie, flags),
+                                       "host namespace and exclusions", check_mode)
         return changes

@@ -22,7 +22,7 @@ import re
 U32 = 2 ** 32 - 1
 MAX_UPLINKS = 16
 MAX_WEIGHT = 1000
-MAX_EXCLUDES = 32
+MAX_EXCLUDES = 256   # MW_MAX_EXCLUDES: the program's prefix tries
 # 253 default, 254 main, 255 local: shared with the rest of the host; 0 is "unspec".
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 TABLE_RANGE_TEXT = "1-252 or 256-%d" % U32

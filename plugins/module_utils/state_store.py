@@ -74,8 +74,8 @@ def document(plan, settings):
         value = settings[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise StateError("state document", key, "has the wrong type (%s)" % type(value).__name__)
-    doc = dict(settings, version=VERSION, managed_by=MANAGED_BY, steering=plan["bpf"]["mw_steering"],
-               policy=plan["bpf"]["mw_policy"], exclude=plan["exclude"], exclude_ports=plan["exclude_ports"],
+    doc = dict(settings, version=VERSION, managed_by=MANAGED_BY, steering=plan["steering"],
+               policy=plan["policy"], exclude=plan["exclude"], exclude_ports=plan["exclude_ports"],
                uplinks=plan["uplinks"])
     return validate(doc)
 

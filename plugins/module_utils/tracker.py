@@ -511,8 +511,9 @@ def render_metrics(doc, states, counters):
                [((("uplink", u["name"]),), counters[i]["errors"] if i < len(counters) else 0)
                 for i, u in enumerate(uplinks)])
         metric("sockets_skipped_total", "counter",
-               "Sockets the program left alone (loopback, excluded, already bound or marked, no uplink live).",
-               [((), counters[-1]["steered"] if counters else 0)])
+               "Sockets the program left alone, by reason (no_uplink, local, excluded, bound, foreign_netns, type).",
+               [((("reason", reason),), sockets)
+                for reason, sockets in sorted(balancer_status.skipped_by_reason(counters).items())])
     return "\n".join(rows) + "\n"
 
 

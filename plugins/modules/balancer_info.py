@@ -184,6 +184,13 @@ balancer:
       description: Sockets never steered (loopback, link-local, excluded prefixes, already bound or marked).
       type: int
       sample: 3
+    skipped_by_reason:
+      description:
+        - RV(balancer.skipped) by reason - C(no_uplink) (none usable), C(local) (loopback, link-local, multicast),
+          C(excluded) (a prefix or port), C(bound) (by the application), C(foreign_netns) (another network
+          namespace's), C(type) (neither stream nor datagram); C(unspecified) for a program before 0.2.0.
+      type: dict
+      sample: {"no_uplink": 0, "local": 3, "excluded": 0, "bound": 0, "foreign_netns": 0, "type": 0}
     attachments:
       description: Every cgroup the program should be attached to.
       type: list

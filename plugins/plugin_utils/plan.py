@@ -1,15 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: netlb.multiwan contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The controller's plan of a balancer host: its inventory checked at once,
-and the context of the BPF program's config header.
+"""The controller's plan of a balancer host: its inventory checked at once.
 
-files/bpf/multiwan.bpf.c is static; the per-host part is multiwan_config.h,
-rendered from files/bpf/multiwan_config.h.j2 with the context built here.
-Everything that ends up in C source is validated first, by the collection's
-one schema (module_utils/schema.py, which the modules use too): names and
-devices against a strict character set (no quote, backslash or comment can
-get in), marks, weights and prefixes by value.
+The program (files/bpf) is one object for every host: how each uplink slot is
+steered (VRF device, interface or mark) reaches it through its maps, from the
+state document built here. Everything is validated by the collection's one
+schema (module_utils/schema.py, which the modules use too): names and devices
+against a strict character set, marks, weights and prefixes by value.
 
 Controller-side only (the balancer_plan filter and the tests), hence a
 plugin_util and not a module_util.
@@ -20,8 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
-import os
-import re
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import schema
 
@@ -32,23 +28,16 @@ MAX_WEIGHT = schema.MAX_WEIGHT
 MAX_EXCLUDES = schema.MAX_EXCLUDES
 LABEL_RE = schema.LABEL_RE
 IFNAME_RE = schema.IFNAME_RE
-TEMPLATE_NAME = "multiwan_config.h.j2"
 
 # The error of every check here is the schema's (field, message); the old name stays.
 ConfigError = schema.SchemaError
 
 
-def bpf_source_dir():
-    """files/bpf of this collection (works from a checkout and when installed):
-    this file is <collection>/plugins/plugin_utils/plan.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "files", "bpf"))
-
-
-def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=None):
-    """Validated template context. Uplinks are dicts as in the role's inventory:
-    name, interface, weight, and vrf (vrf steering) or mark (fwmark steering);
-    an uplink without vrf/mark stays in the main table."""
+def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
+    """{"uplinks": each checked (name, interface, weight, and how its sockets are
+    steered: dev, mark), "exclude": the normalised prefixes}. Uplinks are dicts
+    as in the role's inventory: name, interface, weight, and vrf (vrf steering)
+    or mark (fwmark steering); an uplink without vrf/mark stays in the main table."""
     schema.choice(steering, "steering", STEERINGS)
     schema.choice(policy, "policy", POLICIES)
     if not isinstance(uplinks, (list, tuple)) or not 1 <= len(uplinks) <= MAX_UPLINKS:
@@ -97,56 +86,22 @@ def build_context(uplinks, steering="vrf", policy="random", exclude=(), host=Non
     if len(main) > 1 and steering != "device":
         raise ConfigError("uplinks", "only one uplink can stay in the main table (%s)"
                           % ", ".join(u["name"] for u in main))
-    exclude4, exclude6 = [], []
     if len(exclude) > MAX_EXCLUDES:
         raise ConfigError("exclude", "at most %d prefixes" % MAX_EXCLUDES)
-    for i, text in enumerate(exclude):
-        net = ipaddress.ip_network(schema.prefix(text, "exclude[%d]" % i))
-        if net.version == 4:
-            exclude4.append({"text": str(net), "c_addr": "0x%08x" % int(net.network_address),
-                             "c_mask": "0x%08x" % int(net.netmask)})
-        else:
-            exclude6.append({"text": str(net), "c_addr": _words(net.network_address), "c_mask": _words(net.netmask)})
-    return {
-        "mw_host": _safe_comment(host) if host else None,
-        "mw_policy": policy,
-        "mw_steering": steering,
-        "mw_uplinks": rendered,
-        "mw_exclude4": exclude4,
-        "mw_exclude6": exclude6,
-    }
-
-
-def _words(addr):
-    value = int(addr)
-    return ", ".join("0x%08x" % ((value >> shift) & 0xFFFFFFFF) for shift in (96, 64, 32, 0))
-
-
-def _safe_comment(text):
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", str(text))[:64]
-
-
-def render(context, template_dir=None):
-    """multiwan_config.h text (jinja2, with Ansible's template whitespace rules)."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(template_dir or bpf_source_dir()),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-    )
-    return env.get_template(TEMPLATE_NAME).render(**context)
+    nets = [ipaddress.ip_network(schema.prefix(text, "exclude[%d]" % i)) for i, text in enumerate(exclude)]
+    # IPv4 first, as the program's two tries hold them.
+    return {"uplinks": rendered,
+            "exclude": [str(n) for n in nets if n.version == 4] + [str(n) for n in nets if n.version == 6]}
 
 
 def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=None, exclude_ports=()):
-    """A host's whole inventory checked at once: {"bpf": template context,
-    "routing": one entry per extra uplink for the vrf / fwmark_table modules,
-    "exclude": the normalised prefixes, "exclude_ports": the normalised port
-    exclusions}.
+    """A host's whole inventory checked at once: {"steering", "policy", "routing": one entry per extra
+    uplink for the vrf / fwmark_table modules, "exclude": the normalised prefixes,
+    "exclude_ports": the normalised port exclusions, "track", "uplinks": the state
+    document's}. *host* is not used any more (the program is the same for every
+    host); it stays for callers of 0.1.0.
 
-    Adds to build_context what routing needs: a table per extra uplink (not
+    Adds to check_uplinks what routing needs: a table per extra uplink (not
     reserved, not shared), gateways of the right family, and the fwmark
     default (mark = table). ``track``: the role's tracking defaults (None: no
     uplink is tracked unless it says so); "track" maps each uplink's name to its
@@ -161,7 +116,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
             raise ConfigError(field, "must be a dictionary")
         up = dict(up)
         if steering == "device":
-            filled.append(up)  # build_context refuses vrf, mark and table
+            filled.append(up)  # check_uplinks refuses vrf, mark and table
             continue
         extra = up.get("vrf") is not None if steering == "vrf" else (
             up.get("table") is not None or up.get("mark") is not None)
@@ -193,8 +148,8 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
             raise ConfigError(field + ".vrf", "a table without a vrf: give the VRF device name, or drop the table "
                                               "for the main-table uplink")
         filled.append(up)
-    ctx = build_context(filled, steering=steering, policy=policy, exclude=exclude, host=host)
-    if steering != "device" and not any(not u["dev"] and not u["mark"] for u in ctx["mw_uplinks"]) and not routing:
+    checked = check_uplinks(filled, steering=steering, policy=policy, exclude=exclude)
+    if steering != "device" and not any(not u["dev"] and not u["mark"] for u in checked["uplinks"]) and not routing:
         raise ConfigError("uplinks", "no uplink to balance")
     if track is not None:  # the role's own knobs first, named as the role names them
         try:
@@ -204,18 +159,18 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
     tracking = dict((up.get("name"), schema.track(up.get("track"), "uplinks[%d].track" % i, track))
                     for i, up in enumerate(uplinks))
     ports = schema.port_exclusions(list(exclude_ports or []), "exclude_ports")
-    return {"bpf": ctx, "routing": routing, "track": tracking,
-            "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]], "exclude_ports": ports,
-            "uplinks": document_uplinks(uplinks, ctx, routing, tracking)}
+    return {"steering": steering, "policy": policy, "routing": routing, "track": tracking,
+            "exclude": checked["exclude"], "exclude_ports": ports,
+            "uplinks": document_uplinks(uplinks, checked["uplinks"], routing, tracking)}
 
 
-def document_uplinks(uplinks, ctx, routing, tracking):
+def document_uplinks(uplinks, checked_uplinks, routing, tracking):
     """The state document's uplinks, in slot order (the program's counters map
     follows it), from the checked values: the weight as the schema read it, the
     gateways normalised, the routing the vrf / fwmark_table engines apply."""
     routed = dict((r["name"], r) for r in routing)
     out = []
-    for slot, (up, checked) in enumerate(zip(uplinks, ctx["mw_uplinks"])):
+    for slot, (up, checked) in enumerate(zip(uplinks, checked_uplinks)):
         r = routed.get(checked["name"], {})
         gateways = dict((key, schema.address(up[key], "uplinks[%d].%s" % (slot, key), version))
                         for key, version in (("gateway", 4), ("gateway6", 6)) if up.get(key) is not None)

@@ -1,7 +1,8 @@
 """Build the balancer program for a test and give it a cgroup of its own.
 
-``build_object`` renders files/bpf/multiwan_config.h with the collection's
-renderer and compiles with clang, as the role will. ``TestCgroup`` makes a
+``build_object`` compiles the program with clang, as the role does (one object
+for every host and test), and records what the test's state document would
+say of the uplinks: how each is steered reaches the program through its maps. ``TestCgroup`` makes a
 cgroup under the cgroup2 mount (never the root) and a bpffs pin directory,
 and removes both — programs detached, processes killed — also on failure.
 """
@@ -21,9 +22,10 @@ from pathlib import Path
 from tests.integration.ansible_runner import ROOT
 
 sys.path.insert(0, str(ROOT / ".build" / "collections"))
-from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan as bpf_config  # noqa: E402
+from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan  # noqa: E402
 from ansible_collections.netlb.multiwan.plugins.module_utils.balancer_status import counter_slots  # noqa: E402
 from ansible_collections.netlb.multiwan.plugins.module_utils.cgroup import cgroup2_mount  # noqa: E402
+from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import Maps  # noqa: E402
 
 BPF_DIR = ROOT / "files" / "bpf"
 PROBE = Path(__file__).with_name("connect_probe.py")
@@ -31,19 +33,19 @@ PROBE = Path(__file__).with_name("connect_probe.py")
 
 def build_object(out_dir: str, uplinks: list[dict], *, steering: str, policy: str,
                  exclude: tuple = (), name: str = "multiwan", extra_cflags: tuple = ()) -> str:
-    ctx = bpf_config.build_context(uplinks, steering=steering, policy=policy, exclude=list(exclude))
-    build = Path(out_dir) / ("build-" + name)
-    build.mkdir(parents=True, exist_ok=True)
-    (build / "multiwan_config.h").write_text(bpf_config.render(ctx))
+    checked = plan.check_uplinks(uplinks, steering=steering, policy=policy, exclude=list(exclude))
     obj = str(Path(out_dir) / (name + ".bpf.o"))
     arch = os.uname().machine
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-                    "-I%s" % build, "-I%s" % BPF_DIR, "-I/usr/include/%s-linux-gnu" % arch, *extra_cflags,
+                    "-I%s" % BPF_DIR, "-I/usr/include/%s-linux-gnu" % arch, *extra_cflags,
                     "-c", str(BPF_DIR / "multiwan.bpf.c"), "-o", obj], check=True, capture_output=True, text=True)
-    # What the role's state file would say at runtime (weights, policy, exclusions): converge() reads it.
+    # What the role's state file would say at runtime (steering, weights, policy, exclusions):
+    # converge() reads it.
     Path(obj + ".runtime.json").write_text(json.dumps({
-        "uplinks": [{"weight": u.get("weight", 1)} for u in uplinks], "policy": policy,
-        "exclude": [p["text"] for p in ctx["mw_exclude4"] + ctx["mw_exclude6"]]}))
+        "steering": steering, "policy": policy, "exclude": checked["exclude"],
+        "uplinks": [{"weight": u.get("weight", 1), "interface": u["interface"],
+                     "vrf": c["dev"] if steering == "vrf" and c["dev"] else None, "mark": c["mark"] or None}
+                    for u, c in zip(uplinks, checked["uplinks"])]}))
     return obj
 
 
@@ -55,11 +57,10 @@ def converge(pin_dir: str, obj: str) -> list[str]:
 
     runtime = json.loads(Path(obj + ".runtime.json").read_text())
     maps = datapath.Maps(Bpftool(cli.Host(), "bpftool"), pin_dir + "/maps")
-    return maps.converge(runtime["uplinks"], runtime["policy"], runtime["exclude"])
+    return maps.converge(runtime["uplinks"], runtime["policy"], runtime["exclude"], steering=runtime["steering"])
 
 
-SHARED_MAPS = ["mw_control", "mw_selection", "mw_cursor", "mw_uplink_state", "mw_counters", "mw_exclude4",
-               "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_uplink_addr", "mw_udp_sockets"]
+SHARED_MAPS = list(Maps.NAMES)
 COLLECTIONS = str(ROOT / ".build" / "collections")
 
 

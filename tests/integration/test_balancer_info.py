@@ -25,6 +25,7 @@ import pytest
 from tests.integration.ansible_runner import ROOT, failed_cleanly, run_cases, run_playbook
 from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge, detach_program
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink
+from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import MAX_UPLINKS, SKIP_REASONS
 
 pytestmark = pytest.mark.hostkernel
 
@@ -168,10 +169,12 @@ def test_counters_and_uplinks_match_the_connections_made(balancer):
     assert att["exists"] and att["current"] and att["object"] == status["object_digest"] and att["pinned"] == [att["object"]]
     assert [(h["attach_type"], h["ok"], [p["name"] for p in h["programs"]]) for h in att["hooks"]] == [
         ("connect4", True, ["mw_connect4"]), ("connect6", True, ["mw_connect6"])]
-    # The per-CPU counters map, summed: one slot per possible uplink, then "skipped".
+    # The per-CPU counters map, summed: one slot per possible uplink, then one per reason to skip.
     assert att["counters"][:2] == [{"steered": decisions["none"], "errors": 0},
                                    {"steered": decisions["mark:0x100"], "errors": 0}]
-    assert att["counters"][-1] == {"steered": 4, "errors": 0} and len(att["counters"]) == 17
+    assert len(att["counters"]) == MAX_UPLINKS + len(SKIP_REASONS)
+    assert att["counters"][MAX_UPLINKS + SKIP_REASONS.index("local")] == {"steered": 4, "errors": 0}
+    assert status["skipped_by_reason"] == dict((r, 4 if r == "local" else 0) for r in SKIP_REASONS)
 
     # The command the role installed (status.yml), run by the host's own python3.
     with open(balancer.command) as handle:

@@ -19,10 +19,14 @@ from tests.integration.ansible_runner import failed_cleanly, run_cases
 from tests.integration import udp_probe
 from tests.integration.bpf_lab import PROBE, SHARED_MAPS, TestCgroup, build_object, converge, converge_engine
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, received_mbps, stream_local_hosts
+from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import MAX_UPLINKS, SKIP_REASONS
 
 pytestmark = pytest.mark.hostkernel
 
 MARK = 0x100
+# The counters of sockets left alone, by reason (mw_counters[MAX_UPLINKS + reason]).
+EXCLUDED = MAX_UPLINKS + SKIP_REASONS.index("excluded")
+FOREIGN = MAX_UPLINKS + SKIP_REASONS.index("foreign_netns")
 MOBILE = {"name": "mobile", "interface": "usb0", "weight": 1}
 WIFI = {"name": "wifi", "interface": "wlp1s0", "mark": MARK, "weight": 1}
 
@@ -144,12 +148,15 @@ def test_never_steered_destinations(lab, cgroup):
 def replace_under_a_connect_loop(lab, cgroup, method):
     """Replace the object while a process in the cgroup connects 1,000 times a second.
 
-    Every uplink carries a mark, so an unsteered socket shows as "none"; the two objects
-    differ in what is compiled in (mobile's mark), so the decisions show which program
-    steered each socket. Returns the replacing run, the decisions, how many program runs
-    the shared counters saw (steered, failed and skipped, every slot) and the seconds."""
+    Every uplink carries a mark, so an unsteered socket shows as "none". The program is
+    the same for every host: the second object is the same source built elsewhere (other
+    bytes, so the module replaces it); the maps converged after it give mobile another
+    mark, so the decisions show the replacement's run went on. Returns the replacing run,
+    the decisions, how many program runs the shared counters saw (steered, failed and
+    skipped, every slot) and the seconds."""
     first = build(cgroup, "round_robin", (dict(MOBILE, mark=0x200), WIFI), name="first")
-    second = build(cgroup, "weighted", (dict(MOBILE, mark=0x300, weight=2), WIFI), name="second")
+    second = build(cgroup, "weighted", (dict(MOBILE, mark=0x300, weight=2), WIFI), name="second",
+                   extra_cflags=("-fdebug-prefix-map=/=/second/",))
     attach(cgroup, first, attach_method=method)
     seen_before = program_runs(cgroup)
     started = time.monotonic()
@@ -264,6 +271,8 @@ def test_bad_inputs_fail_cleanly_and_change_nothing(lab, cgroup):
 UDP_PROBE = Path(__file__).with_name("udp_probe.py")
 # The document's uplinks for the engine: wifi has its own table (100, the fixture's).
 DOC_UPLINKS = [dict(MOBILE), dict(WIFI, table=100)]
+# Both marked (mobile's mark has no rule: main routes it), so a socket left alone shows as "none".
+BOTH_MARKED = [dict(MOBILE, mark=0x200, table=200), dict(WIFI, table=100)]
 
 
 def unconnected_udp(lab, cgroup, dst, sockets, datagrams=3, port=9999):
@@ -301,9 +310,9 @@ def test_port_exclusions(lab, cgroup):
     obj = build(cgroup, "round_robin", (dict(MOBILE, mark=0x200), WIFI))
     attach(cgroup, obj)
     ports = [{"proto": "tcp", "port": "22"}, {"proto": "udp", "port": "6881-6889"}]
-    assert "test: excluded ports" in converge_engine(lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS,
+    assert "test: excluded ports" in converge_engine(lab.client_netns, cgroup.pin_dir, obj, BOTH_MARKED,
                                                     steering="fwmark", exclude_ports=ports)
-    before = cgroup.counters()[16]["steered"]
+    before = cgroup.counters()[EXCLUDED]["steered"]
 
     def decisions(port, proto, count=100):
         return collections.Counter(cgroup.probe(["--dst", SERVER4, "--count", str(count), "--port", str(port),
@@ -316,7 +325,7 @@ def test_port_exclusions(lab, cgroup):
     assert "none" not in decisions(6890, "udp", 50)
     assert "none" not in decisions(6885, "tcp", 50), "a udp exclusion leaves tcp to that port steered"
     assert "none" not in decisions(22, "udp", 50)
-    assert cgroup.counters()[16]["steered"] - before == 150, "excluded connects count as skipped"
+    assert cgroup.counters()[EXCLUDED]["steered"] - before == 150, "excluded connects count as skipped, excluded"
 
 
 def test_other_network_namespaces_in_the_cgroup_are_left_alone(lab, cgroup):
@@ -330,16 +339,16 @@ def test_other_network_namespaces_in_the_cgroup_are_left_alone(lab, cgroup):
                      ["link", "set", "ctr1", "up"],
                      ["route", "add", "default", "dev", "ctr0"]):
             subprocess.run(["ip", "-n", other] + argv, check=True)
-        assert "test: host namespace" in converge_engine(lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS,
-                                                        steering="fwmark", netns_guard=True)
-        skipped = cgroup.counters()[16]["steered"]
+        assert "test: host namespace and exclusions" in converge_engine(lab.client_netns, cgroup.pin_dir, obj,
+                                                                        BOTH_MARKED, steering="fwmark", netns_guard=True)
+        skipped = cgroup.counters()[FOREIGN]["steered"]
         foreign = collections.Counter(cgroup.probe(["--dst", SERVER4, "--count", "100"], other)["decisions"])
         assert foreign == {"none": 100}, foreign
-        assert cgroup.counters()[16]["steered"] - skipped == 100, "counted as skipped"
+        assert cgroup.counters()[FOREIGN]["steered"] - skipped == 100, "counted as skipped, another namespace's"
         host = collections.Counter(cgroup.probe(["--dst", SERVER4, "--count", "100"], lab.client_netns)["decisions"])
         assert host == {"mark:0x200": 50, "mark:0x100": 50}, host
         # Without the guard the same sockets are steered: the guard is what left them alone.
-        converge_engine(lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS, steering="fwmark")
+        converge_engine(lab.client_netns, cgroup.pin_dir, obj, BOTH_MARKED, steering="fwmark")
         foreign = collections.Counter(cgroup.probe(["--dst", SERVER4, "--count", "100"], other)["decisions"])
         assert "none" not in foreign, foreign
     finally:

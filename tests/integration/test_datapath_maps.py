@@ -1,6 +1,8 @@
 """The maps-driven data plane on this machine's kernel: the control plane
 (module_utils/datapath.py) converges the pinned maps, the loaded program
-follows them with no reload.
+follows them with no reload - weights, drains, exclusions, and the slots
+themselves (one object for every host: which mark each slot sets is in the
+selection map too, and uplinks that swap or leave flip in one generation).
 
 Three uplinks with fwmark steering in a throw-away network namespace (a veth
 pair and one table per mark: UDP connect() needs a route, nothing is sent);
@@ -9,23 +11,33 @@ socket's mark.
 """
 import collections
 import json
+import os
 import subprocess
+import sys
+import threading
 import uuid
 
 import pytest
 
 from tests.integration.ansible_runner import run_cases
-from tests.integration.bpf_lab import TestCgroup, build_object
+from tests.integration.bpf_lab import COLLECTIONS, TestCgroup, build_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import datapath
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool
 
 pytestmark = pytest.mark.hostkernel
 
 UPLINKS = [{"name": "mobile", "interface": "usb0"},
-           {"name": "wifi", "interface": "wlp1s0", "mark": 11},
-           {"name": "lte", "interface": "wwan0", "mark": 12}]
+           {"name": "wifi", "interface": "wlp1s0", "mark": 11, "table": 11},
+           {"name": "lte", "interface": "wwan0", "mark": 12, "table": 12}]
 DECISION = {"none": 0, "mark:0xb": 1, "mark:0xc": 2}
 SHARED_MAPS = list(datapath.Maps.NAMES)
+
+
+class FwmarkMaps(datapath.Maps):
+    """The test's maps, converged as a document with fwmark steering would be."""
+
+    def converge(self, uplinks, policy, **kwargs):
+        return super(FwmarkMaps, self).converge(uplinks, policy, steering="fwmark", **kwargs)
 
 
 class Runner:
@@ -65,7 +77,7 @@ def attached(netns):
     with TestCgroup("dp") as cg:
         obj = build_object(cg.tmp, UPLINKS, steering="fwmark", policy="weighted")
         attach(cg, obj)
-        yield cg, datapath.Maps(Bpftool(Runner(), "bpftool"), cg.pin_dir + "/maps")
+        yield cg, FwmarkMaps(Bpftool(Runner(), "bpftool"), cg.pin_dir + "/maps")
 
 
 def connects(cg, netns, count, dsts=("100.64.0.1",)):
@@ -88,7 +100,7 @@ def steered(cg):
 
 
 def state(*weights, drained=()):
-    return [{"weight": w, "drained": slot in drained} for slot, w in enumerate(weights)]
+    return [dict(UPLINKS[slot], weight=w, drained=slot in drained) for slot, w in enumerate(weights)]
 
 
 def test_before_any_state_every_socket_is_left_alone(attached, netns):
@@ -102,7 +114,7 @@ def test_weights_are_followed_exactly_and_change_without_a_reload(attached, netn
     assert maps.converge(state(2, 1, 1), "weighted") == []   # converged: nothing to write
     program = prog_id(cg)
     assert collections.Counter(connects(cg, netns, 400)) == {0: 200, 1: 100, 2: 100}
-    assert maps.converge(state(1, 1, 2), "weighted") == ["uplink 0 state", "uplink 2 state", "selection"]
+    assert maps.converge(state(1, 1, 2), "weighted") == ["selection"]
     assert collections.Counter(connects(cg, netns, 400)) == {0: 100, 1: 100, 2: 200}
     assert prog_id(cg) == program
 
@@ -151,23 +163,83 @@ def test_a_new_program_keeps_counters_and_runtime_state(attached, netns):
     assert [a - b for a, b in zip(steered(cg), before)][:3] == [200, 100, 100]
 
 
+def test_a_new_program_gets_a_new_map_where_it_changed_the_map_s_shape(attached, netns):
+    # A host upgraded from a release whose selection entry was smaller (0.1.0: the
+    # tables alone): libbpf would reuse the pinned map whatever its shape.
+    cg, maps = attached
+    shared = cg.pin_dir + "/maps/mw_selection"
+    subprocess.run(["rm", shared], check=True)
+    subprocess.run(["bpftool", "map", "create", shared, "type", "array", "key", "4", "value", "5124", "entries", "2",
+                    "name", "mw_selection"], check=True)
+    other = build_object(cg.tmp, UPLINKS, steering="fwmark", policy="weighted", name="upgrade",
+                         extra_cflags=("-fdebug-prefix-map=/=/upgrade/",))
+    result = attach(cg, other)
+    assert result["changed"] and len(prog_id(cg)) == 1, result
+    info = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "pinned", shared], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["bytes_value"] == len(datapath.selection_value(state(1, 1, 1), "weighted"))
+    assert maps.converge(state(2, 1, 1), "weighted") == ["selection"]
+    assert collections.Counter(connects(cg, netns, 400)) == {0: 200, 1: 100, 2: 100}
+
+
+def test_uplinks_that_swap_or_leave_under_load_never_use_a_drained_one(attached, netns):
+    # lte (mark 12) is drained throughout; wifi and lte swap slots, then the middle slot
+    # leaves, back and forth, while connects run: each connect sees one generation, so
+    # none gets lte's mark and every one gets a mark of the document in force.
+    cg, maps = attached
+    mobile, wifi, lte = UPLINKS
+    orders = [[dict(mobile, weight=1), dict(wifi, weight=1), dict(lte, weight=1, drained=True)],
+              [dict(mobile, weight=1), dict(lte, weight=1, drained=True), dict(wifi, weight=1)],
+              [dict(mobile, weight=1), dict(wifi, weight=1)]]
+    maps.converge(orders[0], "round_robin")
+    stop, flips = threading.Event(), []
+
+    def flip():
+        while not stop.is_set():
+            maps.converge(orders[len(flips) % 3], "round_robin")
+            flips.append(1)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    counted = collections.Counter()
+    try:
+        while len(flips) < 12:
+            counted.update(cg.probe(["--count", "1000", "--dst", "100.64.0.1"], netns=netns)["decisions"])
+    finally:
+        stop.set()
+        flipper.join()
+    assert sum(counted.values()) >= 1000 * 2, (len(flips), counted)
+    assert set(counted) == {"none", "mark:0xb"}, counted
+
+
+def netlb_multiwan(netns, *args):
+    """`netlb-multiwan ARGS` as the host runs it, in the test's namespace: the command also
+    converges the source rules of the uplinks it steers, in the namespace it runs in."""
+    code = ("import sys\nfrom ansible_collections.netlb.multiwan.plugins.module_utils import cli\n"
+            "raise SystemExit(cli.main(sys.argv[1:]))\n")
+    return subprocess.run(["nsenter", "--net=/run/netns/%s" % netns, sys.executable, "-c", code, *args],
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS), capture_output=True, text=True,
+                          timeout=120).returncode
+
+
 def test_the_command_drains_and_records_it(attached, netns, tmp_path):
     from ansible_collections.netlb.multiwan.plugins.module_utils import cli
 
-    cg, maps = attached
-    doc = {"version": 1, "policy": "round_robin", "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
+    cg, _maps = attached
+    doc = {"version": 1, "steering": "fwmark", "policy": "round_robin",
+           "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
            "uplinks": [dict(u, weight=1) for u in UPLINKS]}
     path = tmp_path / "balancer.json"
     path.write_text(json.dumps(doc))
-    assert cli.main(["--state", str(path), "drain", "wifi"]) == 0
+    assert netlb_multiwan(netns, "--state", str(path), "drain", "wifi") == 0
     assert cli.load(str(path))["uplinks"][1]["drained"] is True
     assert 1 not in connects(cg, netns, 100)
-    assert cli.main(["--state", str(path), "undrain", "wifi"]) == 0
+    assert netlb_multiwan(netns, "--state", str(path), "undrain", "wifi") == 0
     assert collections.Counter(connects(cg, netns, 99)) == {0: 33, 1: 33, 2: 33}
-    assert cli.main(["--state", str(path), "weight", "lte", "2"]) == 0
+    assert netlb_multiwan(netns, "--state", str(path), "weight", "lte", "2") == 0
     assert sorted(collections.Counter(connects(cg, netns, 99)).values()) == [33, 33, 33]   # round_robin: equal
     doc = cli.load(str(path))
     doc["policy"] = "weighted"
     cli.save(str(path), doc)
-    assert cli.main(["--state", str(path), "weight", "lte", "2"]) == 0   # recorded already: maps converge
+    assert netlb_multiwan(netns, "--state", str(path), "weight", "lte", "2") == 0   # recorded already: maps converge
     assert collections.Counter(connects(cg, netns, 100)) == {0: 25, 1: 25, 2: 50}

@@ -13,6 +13,10 @@ host-a and host-b put their extra uplinks into VRFs (wifi-vrf table 10, lte-vrf 
 11) where this kernel has VRF, else into fwmark tables (100, 101; marks 0x100, 0x200):
 VRF steering itself: test_role_vm (VM lab) and test_bpf_vrf (namespaces of a VRF kernel).
 
+The program is one object for every host: three hosts with two and three uplinks,
+VRF and fwmark steering, get the same bytes, compiled once on the controller (the
+containers have no clang).
+
 One fleet boot, two site.yml runs, one ssh per host for the kernel state and
 one for iperf3; the tests below only assert on the collected facts.
 """
@@ -48,7 +52,9 @@ STATE_COMMAND = (
     "printf '{\"link\": '; ip -d -j link show; "
     "printf ', \"rule\": '; ip -j rule show; "
     "printf ', \"route\": '; ip -j route show table main; "
-    "printf ', \"cgroup\": '; bpftool -j cgroup show %s/%s; printf '}'" % (GUEST_CGROUP2, CGROUP)
+    "printf ', \"cgroup\": '; bpftool -j cgroup show %s/%s; "
+    "printf ', \"object\": \"%%s\"' \"$(sha256sum < /var/lib/netlb-multiwan/multiwan.bpf.o | cut -c1-64)\"; "
+    "printf ', \"compilers\": \"%%s\"}' \"$(command -v clang llc 2>/dev/null | tr '\\n' ' ')\"" % (GUEST_CGROUP2, CGROUP)
 )
 IPERF_COMMAND = in_cgroup(CGROUP, "iperf3 -c %s -P10 -t2 -J" % SERVER4)
 
@@ -116,13 +122,36 @@ def facts():
                     "mgmt_address": guest.address}
 
         run1 = site()
+        builds = sorted(p.name for p in Path(tmp, "build").iterdir())
         with ThreadPoolExecutor(len(fleet.guests)) as pool:
             probes = dict(zip([g.name for g in fleet.guests], pool.map(probe, fleet.guests)))
         run2 = site()
         # What systemd saw, when a run failed.
         consoles = {g.name: fleet.exec(g, ["journalctl", "-b", "--no-pager", "-n", "60"]).stdout
                     for g in fleet.guests if run1["rc"] or run2["rc"]}
-    return {"run1": run1, "run2": run2, "hosts": probes, "consoles": consoles}
+    return {"run1": run1, "run2": run2, "hosts": probes, "consoles": consoles, "builds": builds}
+
+
+def task_results(output: str, task: str) -> list[str]:
+    """The per-host result lines ("changed: [host-a -> localhost]", ...) of one task."""
+    lines, inside = [], False
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            inside = line.startswith("TASK [%s" % task)
+        elif inside and line.split(":")[0] in ("ok", "changed", "skipping", "failed"):
+            lines.append(line.split(":")[0])
+    return lines
+
+
+def test_one_object_compiled_once_for_every_host(facts):
+    hosts = facts["hosts"]
+    assert all(isinstance(h["state"], dict) for h in hosts.values()), hosts
+    digests = set(h["state"]["object"] for h in hosts.values())
+    assert len(digests) == 1 and len(digests.pop()) == 64, hosts
+    assert [h["state"]["compilers"].strip() for h in hosts.values()] == ["", "", ""]   # no clang, no llc
+    assert len(facts["builds"]) == 1, facts["builds"]
+    assert task_results(facts["run1"]["output"], "netlb.multiwan.balancer : Compile").count("changed") == 1, \
+        facts["run1"]["output"]
 
 
 def links(state: dict) -> dict:

@@ -102,3 +102,6 @@ def test_metrics_parse_and_match_the_counters_map(host, tracker):
                  "sockets_skipped", "setsockopt_errors"):
         assert "netlb_multiwan_" + name in families, sorted(families)
     assert text.count("# HELP ") == text.count("# TYPE ") == len(families)
+    from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import SKIP_REASONS
+    skipped = families["netlb_multiwan_sockets_skipped"].samples
+    assert sorted(s.labels["reason"] for s in skipped) == sorted(SKIP_REASONS), skipped

@@ -32,6 +32,15 @@ def counters_dump(values, per_cpu=False, formatted=True):
     return dump
 
 
+def program_counters(*uplinks, local=0, per_cpu=None):
+    """The counters map of the program: *uplinks* in their slots, the 16th slot on the
+    skip reasons (sockets left alone for a local destination: *local*)."""
+    zero = per_cpu and [(0, 0)] * per_cpu or (0, 0)
+    skips = [zero] * len(bs.datapath.SKIP_REASONS)
+    skips[bs.datapath.SKIP_REASONS.index("local")] = local if per_cpu else (local, 0)
+    return list(uplinks) + [zero] * (bs.datapath.MAX_UPLINKS - len(uplinks)) + skips
+
+
 def raw(value):
     return ["0x%02x" % b for b in value[0].to_bytes(8, "little") + value[1].to_bytes(8, "little")]
 
@@ -74,7 +83,7 @@ class FakeHost(bs.Host):
         self.ip(["-4", "rule", "show"], [{"priority": 0, "table": "local"},
                                          {"priority": 10000, "src": "all", "fwmark": "0x100", "table": "100"},
                                          {"priority": 32766, "table": "main"}])
-        self.attachment("multiwan", [(10, 0), (20, 1), (5, 0)])
+        self.attachment("multiwan", program_counters((10, 0), (20, 1), local=5))
 
     def link(self, name, operstate, carrier, master=None):
         base = self.root / "net" / name
@@ -209,7 +218,7 @@ def test_missing_bpftool_leaves_counters_unknown(host):
     assert status["uplinks"][1]["default_route"] is True  # ip still works
     assert status["attachments"][0]["hooks"] == [] and not any(c[0] == "bpftool" for c in host.calls)
     text = bs.render(status)
-    assert "  mobile  usb0       up     main" in text and "never steered (loopback, excluded, already bound): ?" in text
+    assert "  mobile  usb0       up     main" in text and "never steered (by reason: none): ?" in text
 
 
 def test_missing_ip_is_one_problem(host):
@@ -220,14 +229,14 @@ def test_missing_ip_is_one_problem(host):
 
 
 def test_counters_are_summed_over_attachments_and_cpus(host):
-    _path, pin_dir = host.attachment("multiwan.slice", [(1, 0), (2, 0), (3, 0)], prog_base=200)
-    per_cpu = [[(1, 0), (100, 0)], [(2, 1), (200, 0)], [(3, 0), (300, 0)]]
+    _path, pin_dir = host.attachment("multiwan.slice", program_counters((1, 0), (2, 0), local=3), prog_base=200)
+    per_cpu = program_counters([(1, 0), (100, 0)], [(2, 1), (200, 0)], local=[(3, 0), (300, 0)], per_cpu=2)
     dump = str(pin_dir / host.digest / "maps" / "mw_counters")
     host.answers[("bpftool", "map", "dump", "pinned", dump)] = (0, json.dumps(counters_dump(per_cpu, per_cpu=True)), "")
     status = host.collect()
     assert status["problems"] == []
-    assert status["attachments"][1]["counters"] == [{"steered": 101, "errors": 0}, {"steered": 202, "errors": 1},
-                                                    {"steered": 303, "errors": 0}]
+    assert status["attachments"][1]["counters"][:2] == [{"steered": 101, "errors": 0}, {"steered": 202, "errors": 1}]
+    assert status["skipped_by_reason"] == dict((r, 308 if r == "local" else 0) for r in bs.datapath.SKIP_REASONS)
     assert [u["connections"] for u in status["uplinks"]] == [111, 222]
     assert [u["errors"] for u in status["uplinks"]] == [0, 2]
     assert status["skipped"] == 308 and status["connections"] == 333
@@ -247,7 +256,11 @@ def test_problems_are_listed(host, tmp_path):
     host.ip(["-4", "rule", "show"], [{"priority": 10000, "fwmark": "0x100", "fwmask": "0xff00", "table": "100"}])
     host.state["uplinks"].append({"slot": 2, "name": "lte", "interface": "wwan0", "table": 101, "mark": None})
     host.ip(["-4", "route", "show", "table", "101"], [])
-    host.attachment("half", [(1, 0), (1, 0), (0, 0), (0, 0)], hooks=("connect4",), prog_base=300)
+    host.attachment("half", program_counters((1, 0), (1, 0)), hooks=("connect4",), prog_base=300)
+    # A program of another release, built for two uplinks and one skipped slot.
+    old_counters = str(host.root / "pins_multiwan" / host.digest / "maps" / "mw_counters")
+    host.answers[("bpftool", "map", "dump", "pinned", old_counters)] = (
+        0, json.dumps(counters_dump([(10, 0), (20, 1), (5, 0)])), "")
     path, pins = host.attachment("stale", [], digest=OLD_DIGEST, prog_base=400)
     del host.answers[("bpftool", "map", "dump", "pinned", str(pins / OLD_DIGEST / "maps" / "mw_counters"))]
     host.answers[("bpftool", "cgroup", "show", str(path))] = (0, json.dumps(
@@ -340,7 +353,7 @@ def test_table_rendering(host):
         "  mobile  usb0       up     main                          1           10  33.3%       0",
         "  wifi    wlp1s0     up     mark 0x100 -> table 100       3           20  66.7%       1",
     ]
-    assert "  never steered (loopback, excluded, already bound): 5" in lines
+    assert "  never steered (local destination 5): 5" in lines
     assert "  mobile: 192.0.2.2/24; default route IPv4 yes" in lines
     assert "  %s (2 processes)  object %s (installed)" % (host.mount / "multiwan", host.digest) in lines
     assert "    connect4: mw_connect4 id 100" in lines

@@ -154,3 +154,13 @@ def test_transfers_allow_an_exact_split():
     assert (TRANSFERS, TRANSFERS_THREE) == (12, 14)
     # 14 transfers over 40 + 20 + 10 Mbit/s in 4 s: 2.5 MB each, as 12 over 40 + 20.
     assert transfer_bytes([40.0, 20.0, 10.0], 4, TRANSFERS_THREE) == transfer_bytes([40.0, 20.0], 4) == 2_500_000
+
+
+def test_the_hook_s_own_share_is_over_an_empty_program():
+    results = fake_results()
+    results["hook_ns"] = dict({"bpf_empty": {"udp": 40.0, "tcp": 45.0}, "bpf_decide": {"udp": 70.0, "tcp": 80.0}},
+                              **results["hook_ns"])
+    text = render_markdown(results, chart="latest.png")
+    assert "| baseline: an empty connect4 program | 40 | 45 |" in text
+    assert ("The balancer's own share (weighted over the empty program): 90 ns per udp connect, 105 ns per tcp "
+            "connect; of it, deciding alone (no setsockopt): 30 ns, 35 ns.") in text

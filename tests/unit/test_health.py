@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cli, health, schema, tracker
+from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath, health, schema, tracker
 
 
 def rounds(state, results, start=0.0, step=0.25):
@@ -81,11 +81,13 @@ def test_metrics_have_one_help_and_type_each_and_prometheus_names():
     doc = {"uplinks": [{"name": "mobile", "drained": False}, {"name": "wifi", "drained": True}]}
     states = {"mobile": health.UplinkHealth("mobile"), "wifi": health.UplinkHealth("wifi", state="down")}
     states["mobile"].rtt_ms = 1.5
-    text = tracker.render_metrics(doc, states, [{"steered": 10, "errors": 0}, {"steered": 5, "errors": 1},
-                                                {"steered": 3, "errors": 0}])
+    counters = [{"steered": 10, "errors": 0}, {"steered": 5, "errors": 1}] + [{"steered": 0, "errors": 0}] * 14
+    counters += [{"steered": 3 if reason == "excluded" else 0, "errors": 0} for reason in datapath.SKIP_REASONS]
+    text = tracker.render_metrics(doc, states, counters)
     assert 'netlb_multiwan_uplink_up{uplink="wifi"} 0' in text
     assert 'netlb_multiwan_sockets_steered_total{uplink="mobile"} 10' in text
-    assert "netlb_multiwan_sockets_skipped_total 3" in text
+    assert 'netlb_multiwan_sockets_skipped_total{reason="excluded"} 3' in text
+    assert 'netlb_multiwan_sockets_skipped_total{reason="local"} 0' in text
     assert 'netlb_multiwan_probe_rtt_seconds{uplink="mobile"} 0.001500' in text
     helps = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# HELP")]
     types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")]

@@ -1,5 +1,6 @@
-"""The controller's plan (plugin_utils/plan.py): validation and rendering of the
-per-host BPF config (what ends up in C), the routing entries, the balancer_plan filter."""
+"""The controller's plan (plugin_utils/plan.py): validation of a host's inventory, how
+each uplink is steered, the routing entries, the balancer_plan filter. The program is one
+object for every host: no per-host source is left."""
 import os
 
 import pytest
@@ -14,12 +15,16 @@ MOBILE = {"name": "mobile", "interface": "usb0", "weight": 2}
 WIFI = {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 1}
 
 
-def test_the_header_holds_only_what_is_fixed_per_host():
-    text = b.render(b.build_context([MOBILE, WIFI], "vrf", "weighted", ["10.0.0.0/8", "2001:db8:ab::/48"]))
-    assert "#define MW_STEERING MW_STEER_VRF" in text and "#define MW_NUM_UPLINKS 2" in text
-    assert '{ .dev = "wifi-vrf", .mark = 0 }, /* 1: wifi: wlp1s0 */' in text
-    # policy, weights and exclusions are runtime state, in maps
-    assert "POLICY" not in text and "weight" not in text and "10.0.0.0" not in text
+def test_each_uplink_is_checked_with_how_it_is_steered():
+    got = b.check_uplinks([MOBILE, WIFI], "vrf", "weighted", ["2001:db8:ab::/48", "10.0.0.0/8"])
+    assert [(u["name"], u["dev"], u["mark"], u["weight"]) for u in got["uplinks"]] == [
+        ("mobile", "", 0, 2), ("wifi", "wifi-vrf", 0, 1)]
+    assert got["exclude"] == ["10.0.0.0/8", "2001:db8:ab::/48"]
+
+
+def test_no_source_of_the_program_is_per_host():
+    bpf = os.path.join(os.path.dirname(b.__file__), "..", "..", "files", "bpf")
+    assert sorted(os.listdir(bpf)) == ["multiwan.bpf.c", "multiwan.h"]
 
 
 @pytest.mark.parametrize("field, bad", [
@@ -39,7 +44,7 @@ def test_the_header_holds_only_what_is_fixed_per_host():
 def test_injection_and_bad_values_are_refused(field, bad):
     up = dict(WIFI, **{field: bad})
     with pytest.raises(b.ConfigError) as err:
-        b.build_context([MOBILE, up], "vrf", "random")
+        b.check_uplinks([MOBILE, up], "vrf", "random")
     assert err.value.field == "uplinks[1].%s" % field
 
 
@@ -53,29 +58,28 @@ def test_bad_options(kwargs, field):
     args = dict(uplinks=[MOBILE, WIFI], steering="vrf", policy="random")
     args.update(kwargs)
     with pytest.raises(b.ConfigError) as err:
-        b.build_context(**args)
+        b.check_uplinks(**args)
     assert err.value.field == field
 
 
 def test_duplicates_and_steering_mismatch():
     with pytest.raises(b.ConfigError, match="uplinks\\[1\\].name: mobile is used twice"):
-        b.build_context([MOBILE, dict(WIFI, name="mobile")], "vrf", "random")
+        b.check_uplinks([MOBILE, dict(WIFI, name="mobile")], "vrf", "random")
     with pytest.raises(b.ConfigError, match="uplinks\\[1\\].mark: 0x100 is used by two uplinks"):
-        b.build_context([{"name": "a", "interface": "a0", "mark": 0x100},
+        b.check_uplinks([{"name": "a", "interface": "a0", "mark": 0x100},
                          {"name": "c", "interface": "c0", "mark": 0x100}], "fwmark", "random")
     with pytest.raises(b.ConfigError, match="uplinks\\[1\\].vrf: is for vrf steering"):
-        b.build_context([MOBILE, WIFI], "fwmark", "random")
+        b.check_uplinks([MOBILE, WIFI], "fwmark", "random")
     with pytest.raises(b.ConfigError, match="only one uplink can stay in the main table"):
-        b.build_context([MOBILE, dict(MOBILE, name="m2", interface="usb1")], "vrf", "random")
+        b.check_uplinks([MOBILE, dict(MOBILE, name="m2", interface="usb1")], "vrf", "random")
     with pytest.raises(b.ConfigError, match="uplinks: needs 1 to 16"):
-        b.build_context([], "vrf", "random")
+        b.check_uplinks([], "vrf", "random")
 
 
 WIFI_ROUTED = dict(WIFI, table=10, gateway="10.0.0.1")
 
 
-def test_template_is_found_from_plugin_utils():
-    assert os.path.isfile(os.path.join(b.bpf_source_dir(), b.TEMPLATE_NAME))
+def test_the_plan_errors_are_the_schema_s():
     assert b.ConfigError is schema.SchemaError
 
 
@@ -84,13 +88,13 @@ def test_plan_gives_routing_per_extra_uplink_and_normalised_values():
     assert got["routing"] == [{"name": "wifi", "interface": "wlp1s0", "table": 10, "vrf": "wifi-vrf",
                                "routes": [{"dst": "default", "gateway": "10.0.0.1"},
                                           {"dst": "default", "gateway": "2001:db8::1"}]}]
-    assert got["exclude"] == ["10.0.0.0/8"] and got["bpf"]["mw_host"] == "h1"
+    assert got["exclude"] == ["10.0.0.0/8"] and "bpf" not in got
 
 
 def test_plan_fwmark_mark_defaults_to_the_table():
     got = b.plan([MOBILE, {"name": "wifi", "interface": "wlp1s0", "table": 100, "gateway": "10.0.0.1"}],
                  "fwmark", "random")
-    assert got["routing"][0]["mark"] == 100 and got["bpf"]["mw_uplinks"][1]["mark"] == 100
+    assert got["routing"][0]["mark"] == 100 and got["uplinks"][1]["mark"] == 100
 
 
 @pytest.mark.parametrize("change, steering, field, words", [

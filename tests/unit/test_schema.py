@@ -195,6 +195,6 @@ def test_slice_filter_names_the_variable():
 
 
 def test_constants():
-    assert (s.MAX_UPLINKS, s.MAX_WEIGHT, s.MAX_EXCLUDES) == (16, 1000, 32)
+    assert (s.MAX_UPLINKS, s.MAX_WEIGHT, s.MAX_EXCLUDES) == (16, 1000, 256)
     assert set(s.RESERVED_TABLES) == {0, 253, 254, 255}
     assert (s.RULE_PRIORITY_MIN, s.RULE_PRIORITY_MAX) == (1, 32765)

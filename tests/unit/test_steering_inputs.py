@@ -1,5 +1,5 @@
 """Port exclusions, source rules for unconnected UDP and the maps' byte layout
-(files/bpf/multiwan.h: struct mw_ports, mw_host, mw_uplink_addr)."""
+(files/bpf/multiwan.h: struct mw_ports, mw_host, the addresses of struct mw_slot)."""
 import struct
 
 import pytest
@@ -65,7 +65,9 @@ def test_uplink_addresses_layout():
     value = datapath.uplink_addr_value(["198.51.100.2/32", "2001:db8:2::2/128", "198.51.100.3/32"])
     assert value[:4] == bytes([198, 51, 100, 2]) and value[4:] == bytes.fromhex("20010db8000200000000000000000002")
     assert datapath.uplink_addr_value(None) == b"\0" * 20
-    assert datapath.host_value(0x1234) == struct.pack("=Q", 0x1234)
+    # struct mw_host: the cookie, then which exclusion maps hold anything (the program skips an empty one).
+    assert datapath.host_value(0x1234) == struct.pack("=QII", 0x1234, 0, 0)
+    assert datapath.host_value(0, datapath.HOST_EXCLUDE6) == struct.pack("=QII", 0, 2, 0)
 
 
 DOC = {"steering": "fwmark", "rule_priority": 10000,
@@ -115,8 +117,8 @@ def test_device_steering_binds_every_uplink_to_its_interface_and_routes_nothing(
     uplinks = [{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0", "weight": 2}]
     got = plan.plan(uplinks, steering="device", policy="weighted")
     assert got["routing"] == []
-    assert [(u["dev"], u["mark"], u["weight"]) for u in got["bpf"]["mw_uplinks"]] == [("usb0", 0, 1), ("wlp1s0", 0, 2)]
-    assert "#define MW_STEERING MW_STEER_DEVICE" in plan.render(got["bpf"])
+    assert [datapath.slot_steering("device", u) + (u["weight"],) for u in got["uplinks"]] == [
+        ("usb0", 0, 0, 1), ("wlp1s0", 0, 0, 2)]
 
 
 @pytest.mark.parametrize("extra, field", [({"vrf": "wifi-vrf"}, "uplinks[1].vrf"), ({"mark": 7}, "uplinks[1].mark"),
