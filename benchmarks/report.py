@@ -449,6 +449,9 @@ def render_markdown(results: dict, chart: str | None = None) -> str:
             lines += makespan_section(results[key], results[lab]["ceilings"], target)
     if "connect" in results:
         lines += connect_section(results["connect"], results["hook_ns"], p)
+        if results.get("hook_measured"):
+            lines += ["(The hook's run times above and against the number of uplinks below: measured on their own "
+                      "at commit %s, `make bench BENCH_ARGS=--only-hook`.)" % results["hook_measured"]["commit"], ""]
     lines += hook_scaling_section(results.get("hook_scaling"), p)
     lines += failover_section(results.get("failover"), results.get("failover_measured"))
     if "vm" in results:
