@@ -573,8 +573,8 @@ def render(status):
         lines += _table(rows)
         reasons = ", ".join("%s %d" % (REASON_WORDS.get(reason, reason), sockets)
                             for reason, sockets in sorted((status["skipped_by_reason"] or {}).items()) if sockets)
-        lines.append("  never steered (%s): %s" % (reasons or "by reason: none",
-                                                   "?" if status["skipped"] is None else status["skipped"]))
+        lines.append("  never steered%s: %s" % (" (%s)" % reasons if reasons else "",
+                                                "?" if status["skipped"] is None else status["skipped"]))
         for up in status["uplinks"]:
             defaults = ["%s %s" % (family, "yes" if present else "NO")
                         for family, present in (("IPv4", up["default_route"]), ("IPv6", up["default_route6"]))
