@@ -101,15 +101,21 @@ def attach_converged(objects: dict[str, tuple[TestCgroup, str]]) -> float:
     """Attach each (cgroup, object) in one playbook run, with the maps shared
     as the role pins them, then converge each attachment's maps: until then
     the program steers nothing. Returns the playbook's seconds."""
-    cases = [{"id": key, "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir,
-                                  "shared_maps": SHARED_MAPS}} for key, (cg, obj) in objects.items()]
+    seconds = attach_all([{"id": key, "args": {"cgroup": cg.name, "object": obj, "pin_dir": cg.pin_dir,
+                                               "shared_maps": SHARED_MAPS}} for key, (cg, obj) in objects.items()])
+    for cg, obj in objects.values():
+        converge(cg.pin_dir, obj)
+    return seconds
+
+
+def attach_all(cases: list[dict]) -> float:
+    """cgroup_bpf_attach for every case ({"id", "args"}) in one playbook run; its seconds."""
     run = run_cases(cases, playbook="attach_cases.yml")
-    for key, (cg, obj) in objects.items():
-        result = run["results"].get(key)
+    for case in cases:
+        result = run["results"].get(case["id"])
         if not result or result.get("failed"):
             raise RuntimeError("attaching the %s program failed: %s" % (
-                key, (result or {}).get("msg") or run["output"][-3000:]))
-        converge(cg.pin_dir, obj)
+                case["id"], (result or {}).get("msg") or run["output"][-3000:]))
     return run["seconds"]
 
 
@@ -145,12 +151,7 @@ class HostMethods:
                  {"id": "decide", "args": {"cgroup": decide.name, "pin_dir": decide.pin_dir, "shared_maps": SHARED_MAPS,
                                            "object": build_object(decide.tmp, uplinks, steering="fwmark",
                                                                   policy="weighted", name="decide")}}]
-        run = run_cases(cases, playbook="attach_cases.yml")
-        for case in cases:
-            result = run["results"].get(case["id"])
-            if not result or result.get("failed"):
-                raise RuntimeError("attaching the %s baseline failed: %s" % (
-                    case["id"], (result or {}).get("msg") or run["output"][-3000:]))
+        attach_all(cases)
         # The same selection with no mark on any slot: the program picks, and leaves the socket alone.
         Maps(Bpftool(Host(), "bpftool"), decide.pin_dir + "/maps").converge(
             [dict(u, mark=None) for u in uplinks], "weighted", steering="fwmark")

@@ -148,20 +148,22 @@ class Apply(object):
     def run(self):
         if self.planned is None:
             raise ApplyError("document", "no planned document to converge to")
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            if self.check_mode:  # a new host: nothing on it to keep, or to race with
-                return self.converge()
-            os.makedirs(directory, 0o755)
-        with state_store.locked(self.path):
-            return self.converge()
+        return self.locked(self.converge, make_dir=True)
 
     def remove(self):
         """Undo everything; returns the recorded document (None if there was none)."""
-        if not os.path.isdir(os.path.dirname(self.path)):
-            return self.teardown()
+        return self.locked(self.teardown, make_dir=False)
+
+    def locked(self, step, make_dir):
+        """*step* under the document's lock. Without the document's directory (a new host, or
+        one torn down) there is nothing to keep or to race with: it is made only to converge."""
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            if self.check_mode or not make_dir:
+                return step()
+            os.makedirs(directory, 0o755)
         with state_store.locked(self.path):
-            return self.teardown()
+            return step()
 
     def read_recorded(self, consequence):
         try:
