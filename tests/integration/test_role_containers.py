@@ -105,7 +105,10 @@ def facts():
 
         f["run3"] = site(inventory)
         fleet.restart(guest)
-        f["restarted_units"] = ssh("systemctl is-active netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service")
+        # The NICs come back after systemd (as a hot-plugged USB modem would): the uplink
+        # unit fails once and retries every 3 s until its interface is there.
+        units = "systemctl is-active netlb-multiwan-bpf.service netlb-multiwan-uplink-wifi.service"
+        f["restarted_units"] = ssh(f"for i in $(seq 60); do [ \"$({units} | sort -u)\" = active ] && break; sleep 0.5; done; {units}")
         f["restarted_rules"] = ssh("ip rule show")
         f["restarted_progs"] = ssh(SNAPSHOT["cgroup_progs"])
         f["iperf_after_restart"] = iperf_local_hosts(fleet.ssh(guest, IPERF_CGROUP))
