@@ -14,6 +14,9 @@ APT_PACKAGES=(iproute2 kmod procps iputils-ping iperf3 clang llvm libbpf-dev bpf
               podman runc mmdebstrap
               python3 python3-venv python3-pip make git
               openssh-server openssh-client netcat-openbsd)
+# python3-pyroute2: the engine's commands on this machine's own python3, as the role installs
+# it on a managed host (netlb-multiwan-status reads links, routes and rules over netlink).
+APT_PACKAGES+=(python3-pyroute2)
 # nftables: the mwan3-style method that `make bench` compares with.
 APT_PACKAGES+=(nftables)
 

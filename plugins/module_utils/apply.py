@@ -28,13 +28,13 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import attach, datapath, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import attach, datapath, state_store, steering
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 
-PHASES = ("detach", "retire", "routing", "document", "attach", "maps")
+PHASES = ("withdraw", "detach", "retire", "routing", "document", "attach", "maps")
 NOTHING = {"uplinks": [], "attachments": []}
 
 
@@ -61,22 +61,28 @@ def unique(items, key):
     return out
 
 
+def routed(doc):
+    """(uplink, (kind, params)) of every uplink *doc* routes (a VRF, an fwmark table)."""
+    provider = steering.of(doc or {})
+    for up in (doc or {}).get("uplinks", []):
+        piece = provider.routing(doc, up)
+        if piece[0] is not None:
+            yield up, piece
+
+
 def retired(recorded, doc):
     """(kind, params) of what *recorded* routed and *doc* no longer does: an uplink taken
     out of the inventory, renamed, moved to another table, or another steering."""
-    pieces = (routing.uplink_params(doc, up) for up in doc.get("uplinks", []))
-    planned = set(routing_key(piece) for piece in pieces if piece[0] is not None)
-    out = []
-    for up in (recorded or {}).get("uplinks", []):
-        kind, params = routing.uplink_params(recorded, up)
-        if kind is None or routing_key((kind, params)) in planned:
-            continue
-        if kind == "vrf":
-            # By name alone, as the vrf module's state=absent: another table now is still ours.
-            out.append((kind, dict(params, state="absent", table=None, interfaces=[], routes=[])))
-        else:
-            out.append((kind, dict(params, state="absent", routes=[])))
-    return out
+    planned = set(routing_key(piece) for _up, piece in routed(doc))
+    provider = steering.of(recorded or {})
+    return [(kind, provider.retirement(params)) for _up, (kind, params) in routed(recorded)
+            if routing_key((kind, params)) not in planned]
+
+
+def leaving(recorded, pieces):
+    """Names of *recorded*'s uplinks whose routing *pieces* (retired's) take away."""
+    keys = set(routing_key(piece) for piece in pieces)
+    return [up["name"] for up, piece in routed(recorded) if routing_key(piece) in keys]
 
 
 def dropped_attachments(recorded, doc):
@@ -178,8 +184,10 @@ class Apply(object):
         doc = state_store.keep_runtime(self.planned, recorded, self.keep_drains)
         with self.netlink() as link:
             self.check_routing(doc, link)
+            retiring = retired(recorded, doc)
+            self.withdraw(recorded, leaving(recorded, retiring))
             self.detach(dropped_attachments(recorded, doc))
-            self.retire(recorded, doc, link)
+            self.retire_routing(retiring, link)
             self.route(doc, link)
         self.write_document(doc)
         self.attach(doc)
@@ -188,7 +196,7 @@ class Apply(object):
 
     def routed_uplinks(self, doc):
         for i, up in enumerate(doc["uplinks"]):
-            kind, params = routing.uplink_params(doc, up)
+            kind, params = steering.of(doc).routing(doc, up)
             if kind is not None:
                 yield i, up, kind, params
 
@@ -247,8 +255,25 @@ class Apply(object):
         if not self.check_mode:
             os.unlink(self.path)
 
-    def retire(self, recorded, doc, link):
-        self.retire_routing(retired(recorded, doc), link)
+    def withdraw(self, recorded, names):
+        """Take the uplinks *names* out of the maps the recorded document runs, before their
+        routing goes: a socket the program steers while their rules and tables are being
+        removed would leave through the main table with their mark, or fail. The new
+        document's maps (a phase later) no longer have them at all."""
+        if not names or not recorded.get("attachments"):
+            return
+        from ansible_collections.netlb.multiwan.plugins.module_utils import cli
+
+        out = dict(recorded, uplinks=[dict(up, drained=True) if up["name"] in names else up
+                                      for up in recorded["uplinks"]],
+                   attachments=[a for a in recorded["attachments"] if cli.maps_pinned(a)])
+        try:
+            changes = self.map_changes(out, routing=False)
+        except ApplyError as exc:  # maps of another layout (an upgrade): the maps phase replaces them
+            self.warnings.append("%s not taken out of the maps before their routing is removed: %s"
+                                 % (", ".join(names), exc))
+            return
+        self.actions["withdraw"] += ["%s: %s" % (", ".join(names), change) for change in changes]
 
     def retire_routing(self, pieces, link):
         for kind, params in pieces:
@@ -283,17 +308,22 @@ class Apply(object):
         self.warnings += warnings
 
     def converge_maps(self, doc):
+        from ansible_collections.netlb.multiwan.plugins.module_utils import cli
+
+        # In check mode an attachment made by this run has no maps yet to compare with.
+        pinned = dict(doc, attachments=[a for a in doc.get("attachments", []) if cli.maps_pinned(a)])
+        self.actions["maps"] += self.map_changes(pinned if self.check_mode else doc)
+
+    def map_changes(self, doc, routing=True):
         from ansible_collections.netlb.multiwan.plugins.module_utils import cli, rp_filter
 
         host = self.host_factory({})
         bpftool = host.get_bin_path("bpftool")
         if not bpftool and doc.get("attachments"):
             raise ApplyError("maps", "bpftool not found on the managed host")
-        # In check mode an attachment made by this run has no maps yet to compare with.
-        pinned = dict(doc, attachments=[a for a in doc.get("attachments", []) if cli.maps_pinned(a)])
         try:
-            self.actions["maps"] += cli.converge_maps(pinned if self.check_mode else doc, Bpftool(host, bpftool or "bpftool"),
-                                                      check_mode=self.check_mode)
+            return cli.converge_maps(doc, Bpftool(host, bpftool or "bpftool"), check_mode=self.check_mode,
+                                     routing=routing)
         except rp_filter.RpFilterError as exc:
             raise ApplyError("maps", str(exc), field="rp_filter")
         except (BpftoolError, datapath.DatapathError, nl.NetlinkError, OSError) as exc:

@@ -5,14 +5,17 @@
 
 Reads the state file the balancer role writes (/etc/netlb-multiwan/balancer.json)
 and compares it with the live kernel: uplink links, addresses, VRF masters,
-routing tables and fwmark rules (sysfs and ``ip -j``), and the cgroup
-attachments and per-uplink counters of the program (``bpftool -j``). Read only.
+routing tables and policy rules (over netlink, module_utils/netlink: the
+tracker's reader, and the tracker's definition of a usable uplink,
+steering.usable), and the cgroup attachments and per-uplink counters of the
+program (``bpftool -j``). Read only.
 
 The same file is the module_utils of netlb.multiwan.balancer_info and, installed
 by the role under /usr/local/lib/netlb-multiwan with the engine, the command
 /usr/local/sbin/netlb-multiwan-status on managed hosts (a wrapper calling main).
-So it imports the Python standard library and module_utils/runner (stdlib only
-itself), nothing from ansible.
+So it imports the Python standard library, pyroute2 (optional: without it the
+status says what it could not read) and the engine's module_utils, nothing from
+ansible.
 
     netlb-multiwan-status [--json] [--state FILE]
 
@@ -32,7 +35,9 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, health, rp_filter, runner, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, health, netlink, rp_filter, runner, schema,
+                                                                     state_store, steering)
+from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
 DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
@@ -43,6 +48,7 @@ SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 # bpftool >= 7 prints the kernel's attach type names (cgroup_inet4_connect).
 LONG_ATTACH_TYPE_RE = re.compile(r"^cgroup_(?:inet|udp)([46])_(\w+)$")
 COMMAND_TIMEOUT = 30
+FAMILY_LABELS = {model.AF_INET: "IPv4", model.AF_INET6: "IPv6"}
 
 
 def short_attach_type(name):
@@ -66,6 +72,13 @@ class Host(object):
 
     def which(self, name):
         return runner.which(name, dirs=SBIN_DIRS)
+
+    @staticmethod
+    def kernel():
+        """The reader of links, addresses, routes and rules (the tracker's too)."""
+        if not netlink.HAS_PYROUTE2:
+            raise ImportError("pyroute2 is not installed (python3-pyroute2)")
+        return netlink.Netlink()
 
     def run(self, argv):
         """(rc, stdout, stderr) in the C locale; rc 127 when the command cannot be started,
@@ -93,7 +106,8 @@ class Collector(object):
         self.state_file = state_file
         self.host = host
         self.problems = []
-        self.tools = {"ip": host.which("ip"), "bpftool": host.which("bpftool")}
+        self.tools = {"bpftool": host.which("bpftool"), "pyroute2": netlink.PYROUTE2_VERSION}
+        self.kernel = None  # module_utils/netlink.Netlink while collecting
 
     def problem(self, text):
         self.problems.append(text)
@@ -127,156 +141,89 @@ class Collector(object):
     # -- uplinks -----------------------------------------------------------
 
     def link(self, interface):
-        base = os.path.join(self.host.sys_class_net, interface or "")
-        if not interface or not os.path.isdir(base):
-            return {"exists": False, "operstate": None, "carrier": None, "master": None}
-        carrier = self.host.read(os.path.join(base, "carrier"))
-        master = os.path.join(base, "master")
+        found = self.kernel.link(interface) if interface else None
+        if found is None:
+            return {"exists": False, "operstate": None, "carrier": None, "master": None}, None
         return {
             "exists": True,
-            "operstate": self.host.read(os.path.join(base, "operstate")),
-            "carrier": None if carrier is None else carrier == "1",
-            "master": os.path.basename(os.path.realpath(master)) if os.path.exists(master) else None,
-        }
+            "operstate": (found.operstate or "unknown").lower(),
+            "carrier": found.carrier,
+            "master": self.kernel.master_name(found),
+        }, found
 
-    def addresses(self):
-        """{interface: ["addr/prefixlen", ...]} of global addresses."""
-        data, _err = self.command_json("ip", ["addr", "show"])
-        result = {}
-        for link in data or []:
-            result[link.get("ifname")] = ["%s/%s" % (a.get("local"), a.get("prefixlen"))
-                                          for a in link.get("addr_info", []) if a.get("scope") == "global"]
-        return result
-
-    def routes(self, family, table):
-        data, err = self.command_json("ip", [family, "route", "show", "table", str(table)])
-        if data is None and "FIB table does not exist" in (err or ""):
-            return [], None  # a table without routes does not exist for the kernel
-        return data, err
-
-    @staticmethod
-    def route_devices(route):
-        return [route.get("dev")] + [hop.get("dev") for hop in route.get("nexthops", [])]
-
-    @staticmethod
-    def route_text(route):
-        parts = [route.get("dst", "?")]
-        if route.get("gateway"):
-            parts += ["via", route["gateway"]]
-        if route.get("dev"):
-            parts += ["dev", route["dev"]]
-        for hop in route.get("nexthops", []):
-            parts += ["nexthop", "via", hop.get("gateway", "?"), "dev", hop.get("dev", "?")]
-        return " ".join(parts)
-
-    def uplink(self, state, entry, addresses):
-        steering = state.get("steering")
-        mark = entry.get("mark")
-        table = entry.get("table")
-        if steering == "fwmark" and not mark and table:
-            mark = table  # the role's default: the mark is the table number
+    def uplink(self, state, provider, entry):
         name = entry.get("name") or entry.get("interface") or "slot %s" % entry.get("slot")
         interface = entry.get("interface")
-        in_main = not (entry.get("vrf") if steering == "vrf" else mark)
+        described = provider.describe(entry)
         up = {
             "slot": entry.get("slot"),
             "name": name,
             "interface": interface,
             "gateway": entry.get("gateway"),
             "gateway6": entry.get("gateway6"),
-            "vrf": entry.get("vrf") if steering == "vrf" else None,
+            "vrf": described["vrf"],
             # device steering: sockets bound to the interface itself, its main-table routes
-            "device": interface if steering == "device" else None,
-            "table": "main" if in_main else table,
-            "mark": None if in_main or steering != "fwmark" else mark,
+            "device": described["device"],
+            "table": described["table"],
+            "mark": described["mark"],
             "weight": entry.get("weight", 1),
             # As recorded by the role or `netlb-multiwan drain`; the maps follow it.
             "drained": bool(entry.get("drained")),
+            "addresses": [], "routes": [], "default_route": None, "default_route6": None,
+            "usable": None, "usable_reason": None,
         }
-        up.update(self.link(interface))
-        up["addresses"] = addresses.get(interface, [])
-        if not up["exists"]:
-            self.problem("%s: interface %s does not exist" % (name, interface))
-        elif up["operstate"] == "down":
-            self.problem("%s: link %s is down" % (name, interface))
-        elif up["carrier"] is False:
-            self.problem("%s: link %s has no carrier" % (name, interface))
-
         # The kernel's effective reverse-path filter on the uplink (max of all and its own).
         up["rp_filter"] = rp_filter.effective(interface, self.host.ipv4_conf) if interface else None
         if (name, interface) in rp_filter.strict(state, self.host.ipv4_conf):
             self.problem("%s: strict reverse-path filtering (rp_filter=1) on %s drops the replies of the sockets "
                          "steered to it: balancer_rp_filter: loose, or sysctl net.ipv4.conf.%s.rp_filter=2"
                          % (name, interface, interface))
-
+        if self.kernel is None:
+            up.update(exists=None, operstate=None, carrier=None, master=None)
+            return up
+        link, found = self.link(interface)
+        up.update(link)
         if up["vrf"]:
-            vrf = self.vrf_table(up["vrf"])
-            if vrf is False:
+            vrf = self.kernel.link(up["vrf"])
+            if vrf is None:
                 self.problem("%s: VRF %s does not exist" % (name, up["vrf"]))
-            elif vrf is not None and table is not None and vrf != table:
-                self.problem("%s: VRF %s uses table %s, the state file says %s" % (name, up["vrf"], vrf, table))
-            if up["exists"] and up["master"] != up["vrf"]:
-                self.problem("%s: %s is not enslaved to %s (master: %s)"
-                             % (name, interface, up["vrf"], up["master"] or "none"))
-
-        up["routes"] = []
-        families = [("-4", "default_route", entry.get("gateway") or not entry.get("gateway6"))]
-        families.append(("-6", "default_route6", state.get("ipv6") and entry.get("gateway6")))
-        for family, key, wanted in families:
-            up[key] = None
-            if not wanted:
-                continue
-            routes, err = self.routes(family, up["table"])
-            if routes is None:
-                if self.tools["ip"]:  # a missing ip is reported once, by collect()
-                    self.problem("%s: ip %s route show table %s failed: %s" % (name, family, up["table"], err))
-                continue
-            mine = [r for r in routes if interface in self.route_devices(r)] if in_main else routes
-            up["routes"] += [self.route_text(r) for r in mine]
-            up[key] = any(r.get("dst") == "default" and interface in self.route_devices(r) for r in routes)
-            if not up[key]:
-                self.problem("%s: %stable %s has no default route via %s"
-                             % (name, "IPv6 " if family == "-6" else "", up["table"], interface))
+            elif vrf.vrf_table is not None and entry.get("table") is not None and vrf.vrf_table != entry["table"]:
+                self.problem("%s: VRF %s uses table %s, the state file says %s"
+                             % (name, up["vrf"], vrf.vrf_table, entry["table"]))
+        families = set([4] if entry.get("gateway") or not entry.get("gateway6") else [])
+        if state.get("ipv6") and entry.get("gateway6"):
+            families.add(6)
+        # The tracker's definition: what a socket steered to this uplink would find.
+        up["usable"], up["usable_reason"] = steering.usable(self.kernel, provider, entry, families)
+        if not up["usable"]:
+            self.problem("%s: not usable: %s" % (name, up["usable_reason"]))
+        if found is None:
+            return up
+        up["addresses"] = (self.kernel.global_addresses(found.index, 4)
+                           + self.kernel.global_addresses(found.index, 6))
+        table = provider.table(entry)
+        in_main = table == steering.MAIN_TABLE
+        up["routes"] = [r.render() for r in self.kernel.routes(table) if not in_main or r.dev == interface]
+        for family, key in ((4, "default_route"), (6, "default_route6")):
+            if family in families:
+                up[key] = self.kernel.default_route(table, family, found.index)
         return up
-
-    def vrf_table(self, vrf):
-        """The VRF's table, False when the device is missing, None when unknown."""
-        if not os.path.isdir(os.path.join(self.host.sys_class_net, vrf)):
-            return False
-        data, _err = self.command_json("ip", ["-d", "link", "show", "dev", vrf])
-        try:
-            return data[0]["linkinfo"]["info_data"]["table"]
-        except (TypeError, LookupError):
-            return None
 
     # -- rules -------------------------------------------------------------
 
-    def rules(self, state, uplinks):
-        families = [("-4", "IPv4")] + ([("-6", "IPv6")] if state.get("ipv6") else [])
+    def rules(self, state, provider):
+        families = [model.AF_INET] + ([model.AF_INET6] if state.get("ipv6") else [])
+        entries = state.get("uplinks") or []
         result = []
-        for flag, label in families:
-            present, err = self.command_json("ip", [flag, "rule", "show"])
-            if present is None:
+        for rule in provider.rules(self.kernel, entries, families):
+            rule = dict(rule, family=FAMILY_LABELS[rule["family"]])
+            result.append(rule)
+            if rule["present"]:
                 continue
-            if state.get("steering") == "vrf":
-                if any(u["vrf"] for u in uplinks):
-                    found = [r for r in present if "l3mdev" in r]
-                    result.append({"family": label, "rule": "l3mdev", "present": bool(found),
-                                   "priority": found[0].get("priority") if found else None})
-                    if not found:
-                        self.problem("no %s l3mdev rule (ip rule add l3mdev): VRF tables are never consulted" % label)
-                continue
-            for up in uplinks:
-                if up["mark"] is None:
-                    continue
-                found = [r for r in present
-                         if _int(r.get("fwmark")) == up["mark"] and _int(r.get("fwmask", "0xffffffff")) == 0xFFFFFFFF
-                         and str(r.get("table")) == str(up["table"])]
-                result.append({"family": label, "rule": "fwmark %#x lookup %s" % (up["mark"], up["table"]),
-                               "uplink": up["name"], "present": bool(found),
-                               "priority": found[0].get("priority") if found else None})
-                if not found:
-                    self.problem("%s: no %s rule fwmark %#x lookup %s" % (up["name"], label, up["mark"], up["table"]))
+            if rule["rule"] == "l3mdev":
+                self.problem("no %s l3mdev rule (ip rule add l3mdev): VRF tables are never consulted" % rule["family"])
+            else:
+                self.problem("%s: no %s rule %s" % (rule["uplink"], rule["family"], rule["rule"]))
         return result
 
     # -- attachments -------------------------------------------------------
@@ -384,8 +331,10 @@ class Collector(object):
             return result
         result.update(state_found=True, steering=state.get("steering"), policy=state.get("policy"),
                       ipv6=bool(state.get("ipv6")), object=state.get("object"))
-        if not self.tools["ip"]:
-            self.problem("ip (iproute2) not found: addresses, routes and rules not checked")
+        try:
+            self.kernel = self.host.kernel()
+        except (netlink.NetlinkError, OSError, ImportError) as exc:
+            self.problem("links, addresses, routes and rules not read (netlink: %s)" % exc)
         if not self.tools["bpftool"]:
             self.problem("bpftool not found: attachments and counters not checked")
 
@@ -395,12 +344,20 @@ class Collector(object):
             except (IOError, OSError):
                 self.problem("installed object %s missing" % result["object"])
 
+        try:
+            provider = steering.of(state)
+        except schema.SchemaError as exc:
+            self.problem("state file %s: %s" % (self.state_file, exc))
+            return result
         entries = sorted(state.get("uplinks") or [], key=lambda u: u.get("slot", 0))
-        addresses = self.addresses() if self.tools["ip"] else {}
-        uplinks = [self.uplink(state, entry, addresses) for entry in entries]
+        try:
+            uplinks = [self.uplink(state, provider, entry) for entry in entries]
+            result["rules"] = self.rules(state, provider) if self.kernel is not None else []
+        finally:
+            if self.kernel is not None:
+                self.kernel.close()
         result["uplinks"] = uplinks
         self.add_health(state, entries, uplinks)
-        result["rules"] = self.rules(state, uplinks) if self.tools["ip"] else []
 
         mount = self.host.cgroup2_mount()
         result["attachments"] = [self.attachment(state, entry, mount, result["object_digest"])
@@ -531,6 +488,8 @@ def _table(rows):
 
 
 def link_state(up):
+    if up["exists"] is None:
+        return "?"  # not read (no netlink)
     if not up["exists"]:
         return "missing"
     if up["operstate"] == "down":
@@ -541,6 +500,8 @@ def link_state(up):
         return "drained"
     if (up.get("health") or {}).get("state") == "down":
         return "failed"  # the link is up, its probes are not answered
+    if up.get("usable") is False:
+        return "unusable"  # no address or no default route: the problems say which
     return up["operstate"] or "?"
 
 

@@ -25,6 +25,7 @@ import socket
 import struct
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import selection
+from ansible_collections.netlb.multiwan.plugins.module_utils import steering as steering_providers
 
 MAX_UPLINKS = 16
 POLICY_IDS = {"random": 0, "weighted": 1, "round_robin": 1, "hash_dst": 2}   # MW_POLICY_*
@@ -49,38 +50,25 @@ def live_weights(uplinks, policy):
 
 
 IFNAMSIZ = 16
-SLOT_USABLE, SLOT_UDP_SOURCE = 1, 2   # MW_SLOT_*
+SLOT_USABLE, SLOT_UDP_SOURCE = steering_providers.SLOT_USABLE, steering_providers.SLOT_UDP_SOURCE
 SLOT = struct.Struct("=%dsII4s16s" % IFNAMSIZ)   # struct mw_slot
 NO_ADDRESSES = b"\0" * 20
 
 
-def slot_steering(steering, up):
-    """(device, mark, flags) of one uplink of a document with *steering*: the VRF
-    device, the uplink's own interface (device steering) or the mark; neither for
-    the main-table uplink. A routed uplink's table is selected by its source
-    address too (uplink_routing's source rules): MW_SLOT_UDP_SOURCE."""
-    if steering == "device":
-        return up["interface"], 0, 0
-    if steering == "vrf" and up.get("vrf"):
-        return up["vrf"], 0, SLOT_UDP_SOURCE
-    if steering == "fwmark" and up.get("mark"):
-        return "", int(up["mark"]), SLOT_UDP_SOURCE
-    return "", 0, 0
-
-
-def slot_value(steering, up, usable, addresses):
-    """struct mw_slot; *addresses*: the 20 bytes of uplink_addr_value."""
-    dev, mark, flags = slot_steering(steering, up)
+def slot_value(provider, up, usable, addresses):
+    """struct mw_slot of *up* steered by *provider*; *addresses*: the 20 bytes of uplink_addr_value."""
+    dev, mark, flags = provider.slot(up)
     return SLOT.pack(dev.encode(), mark, flags | (SLOT_USABLE if usable else 0), addresses[:4], addresses[4:])
 
 
 def selection_value(uplinks, policy, steering="vrf", addresses=None):
     """struct mw_selection: the tables and the slots they pick from, one generation.
     *addresses*: {slot: 20 bytes} (none: no source for unconnected UDP)."""
+    provider = steering_providers.provider(steering)
     weights = live_weights(uplinks, policy)
     rotation = selection.rotation(weights)
     table = selection.buckets(weights)
-    slots = b"".join(slot_value(steering, up, slot in weights, (addresses or {}).get(slot, NO_ADDRESSES))
+    slots = b"".join(slot_value(provider, up, slot in weights, (addresses or {}).get(slot, NO_ADDRESSES))
                      for slot, up in enumerate(uplinks))
     return (struct.pack("=II", len(rotation), len(uplinks))
             + slots + b"\0" * (SLOT.size * (MAX_UPLINKS - len(uplinks)))
@@ -230,7 +218,7 @@ class Maps(object):
         current = self.lookup("mw_selection", u32_key(active))
         if sources is None:
             kept = dict(((dev, mark), addresses) for dev, mark, addresses in selection_slots(current))
-            addresses = dict((slot, kept.get(slot_steering(steering, up)[:2], NO_ADDRESSES))
+            addresses = dict((slot, kept.get(steering_providers.provider(steering).slot(up)[:2], NO_ADDRESSES))
                              for slot, up in enumerate(uplinks))
         else:
             addresses = dict((slot, uplink_addr_value(sources.get(slot))) for slot in range(len(uplinks)))

@@ -33,10 +33,15 @@ try:
     from pyroute2.netlink.exceptions import NetlinkError
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
+    try:
+        from pyroute2 import __version__ as PYROUTE2_VERSION
+    except ImportError:  # pragma: no cover - a pyroute2 without it
+        PYROUTE2_VERSION = "unknown"
 except ImportError as exc:  # pragma: no cover - depends on the host
     IPRoute = None
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = exc
+    PYROUTE2_VERSION = None
 
     class NetlinkError(Exception):
         code = 0
@@ -58,15 +63,17 @@ class NetnsNotFound(Exception):
 
 
 class Link(object):
-    __slots__ = ("index", "name", "kind", "master", "up", "vrf_table")
+    __slots__ = ("index", "name", "kind", "master", "up", "vrf_table", "carrier", "operstate")
 
-    def __init__(self, index, name, kind=None, master=0, up=False, vrf_table=None):
+    def __init__(self, index, name, kind=None, master=0, up=False, vrf_table=None, carrier=None, operstate=None):
         self.index = index
         self.name = name
         self.kind = kind
         self.master = master
-        self.up = up
+        self.up = up  # administratively (IFF_UP)
         self.vrf_table = vrf_table
+        self.carrier = carrier  # None: not reported
+        self.operstate = operstate  # "UP", "DOWN", "UNKNOWN" (no carrier detection), ...
 
     def __repr__(self):
         return "Link(%d %s kind=%s master=%s)" % (self.index, self.name, self.kind, self.master)
@@ -133,23 +140,64 @@ class Netlink(object):
 
     # -- reading -----------------------------------------------------------
 
+    @staticmethod
+    def _link(msg):
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        table = None
+        if kind == "vrf":
+            table = _nested(info, "IFLA_INFO_DATA", "IFLA_VRF_TABLE")
+        carrier = msg.get_attr("IFLA_CARRIER")
+        return Link(
+            index=msg["index"],
+            name=msg.get_attr("IFLA_IFNAME"),
+            kind=kind,
+            master=_attr(msg, "IFLA_MASTER", 0),
+            up=bool(msg["flags"] & IFF_UP),
+            vrf_table=table,
+            carrier=None if carrier is None else bool(carrier),
+            operstate=msg.get_attr("IFLA_OPERSTATE"),
+        )
+
     def links(self):
-        result = []
-        for msg in self.ipr.get_links():
-            info = msg.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            table = None
-            if kind == "vrf":
-                table = _nested(info, "IFLA_INFO_DATA", "IFLA_VRF_TABLE")
-            result.append(Link(
-                index=msg["index"],
-                name=msg.get_attr("IFLA_IFNAME"),
-                kind=kind,
-                master=_attr(msg, "IFLA_MASTER", 0),
-                up=bool(msg["flags"] & IFF_UP),
-                vrf_table=table,
-            ))
-        return result
+        return [self._link(msg) for msg in self.ipr.get_links()]
+
+    def link(self, name=None, index=None):
+        """The Link named *name* (or numbered *index*), None when there is none."""
+        if index is None:
+            found = self.ipr.link_lookup(ifname=name)
+            if not found:
+                return None
+            index = found[0]
+        try:
+            return self._link(self.ipr.get_links(index)[0])
+        except (NetlinkError, IndexError):
+            return None  # gone between the lookup and the read
+
+    def master_name(self, link):
+        master = self.link(index=link.master) if link.master else None
+        return master.name if master else None
+
+    def global_addresses(self, index, family):
+        """['addr/prefixlen'] of the link's global (scope 0) addresses of IP version *family*."""
+        af = AF_INET6 if family == 6 else AF_INET
+        return [a["address"] for a in self.addresses(index) if a["scope"] == 0 and a["family"] == af]
+
+    def default_route(self, table, family, index):
+        """Whether *table* has a unicast IPv*family* default route out of link *index*."""
+        af = AF_INET6 if family == 6 else AF_INET
+        try:
+            msgs = self.ipr.get_routes(family=af, table=table)
+        except NetlinkError:
+            return False
+        for msg in msgs:
+            if msg["dst_len"] or msg["type"] != ROUTE_TYPE_IDS["unicast"] \
+                    or _attr(msg, "RTA_TABLE", msg["table"]) != table:
+                continue
+            hops = [msg.get_attr("RTA_OIF")] + [hop["oif"] for hop in msg.get_attr("RTA_MULTIPATH") or []]
+            if index in hops:
+                return True
+        return False
 
     def addresses(self, index):
         """Addresses of a link as 'addr/prefixlen' with their permanence."""

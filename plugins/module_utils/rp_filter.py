@@ -31,6 +31,7 @@ __metaclass__ = type
 import json
 import os
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import steering
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 CONF = "/proc/sys/net/ipv4/conf"
@@ -45,9 +46,8 @@ class RpFilterError(OSError):
 
 def steered_interfaces(doc):
     """[(uplink name, interface)] whose replies a strict check would drop."""
-    if doc.get("steering") != "device":  # fwmark, vrf: the check finds the uplink's table
-        return []
-    return [(u["name"], u["interface"]) for u in doc.get("uplinks") or []]
+    provider = steering.of(doc)
+    return [(u["name"], u["interface"]) for u in doc.get("uplinks") or [] if provider.strict_rp_filter_drops(u)]
 
 
 def read(interface, conf=CONF):

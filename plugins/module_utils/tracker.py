@@ -37,19 +37,15 @@ import struct
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health, netlink
+from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health, netlink, steering
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 HEALTH_FILE = health.HEALTH_FILE
-SO_MARK = 36
-SO_BINDTODEVICE = 25
 MAIN_TABLE = 254
 METRICS_EVERY = 1.0  # seconds between health file and metrics rewrites without a transition
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
-RTN_UNICAST = 1
-IFF_UP = 0x1
 
 
 def log(message):
@@ -81,17 +77,6 @@ def tracked(doc, gateway_of=None):
         if settings["targets"]:
             found.append((slot, up, settings))
     return found
-
-
-def steer(sock, doc, up):
-    """Send through this uplink whatever the routing says for the others: its fwmark,
-    its VRF, or (the main-table uplink) its interface. An application socket the
-    balancer would steer; this one it leaves alone (already bound or marked)."""
-    if doc.get("steering") == "fwmark" and up.get("mark"):
-        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, int(up["mark"]))
-    else:
-        device = up.get("vrf") if doc.get("steering") == "vrf" and up.get("vrf") else up["interface"]
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
 
 
 def icmp_checksum(data):
@@ -150,7 +135,7 @@ class UplinkProbe(object):
             else:
                 sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
             sock.setblocking(False)
-            steer(sock, self.tracker.doc, self.up)
+            steering.of(self.tracker.doc).probe(sock, self.up)
             self.tracker.register(sock, self.on_icmp)
             self.sockets[family] = sock
         return self.sockets[family]
@@ -182,7 +167,7 @@ class UplinkProbe(object):
                              socket.SOCK_STREAM if method == "tcp" else socket.SOCK_DGRAM)
         sock.setblocking(False)
         try:
-            steer(sock, self.tracker.doc, self.up)
+            steering.of(self.tracker.doc).probe(sock, self.up)
             port = int(self.settings.get("port") or (53 if method == "dns" else 80))
             query_id = (self.ident + rnd.seq) & 0xFFFF
             if method == "tcp":
@@ -267,7 +252,7 @@ class LinkWatch(object):
         from pyroute2 import IPRoute  # pylint: disable=import-error
         from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
                                            RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
-        self.query = IPRoute()
+        self.kernel = netlink.Netlink()
         self.events = IPRoute()
         self.events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
                          | RTMGRP_IPV6_ROUTE)
@@ -280,43 +265,19 @@ class LinkWatch(object):
         return any(msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR") for msg in self.events.get())
 
     def close(self):
-        self.query.close()
+        self.kernel.close()
         self.events.close()
 
     def default_gateway(self, up):
         """The gateway of the uplink's default route in the main table, IPv4 first; None."""
-        found = self.query.link_lookup(ifname=up["interface"])
-        if not found:
-            return None
-        for af in (socket.AF_INET, socket.AF_INET6):
-            for route in self.query.get_routes(family=af, table=MAIN_TABLE):
-                if route["dst_len"] == 0 and route.get_attr("RTA_OIF") == found[0] and route.get_attr("RTA_GATEWAY"):
-                    return route.get_attr("RTA_GATEWAY")
+        for route in self.kernel.routes(MAIN_TABLE):
+            if route.dst == "default" and route.dev == up["interface"] and route.gateway:
+                return route.gateway
         return None
 
     def usable(self, doc, up, families):
-        """(usable, reason): what a socket steered to this uplink would find."""
-        ifname = up["interface"]
-        found = self.query.link_lookup(ifname=ifname)
-        if not found:
-            return False, "%s is gone" % ifname
-        index = found[0]
-        link = self.query.get_links(index)[0]
-        if not link["flags"] & IFF_UP:
-            return False, "%s is down" % ifname
-        if link.get_attr("IFLA_CARRIER") == 0:
-            return False, "%s has no carrier" % ifname
-        table = up.get("table") if up.get("table") and (up.get("vrf") or up.get("mark")) else MAIN_TABLE
-        for family in sorted(families):
-            af = socket.AF_INET6 if family == 6 else socket.AF_INET
-            addresses = [a for a in self.query.get_addr(family=af, index=index) if a["scope"] == 0]
-            if not addresses:
-                return False, "%s has no global IPv%d address" % (ifname, family)
-            defaults = [r for r in self.query.get_routes(family=af, table=table)
-                        if r["dst_len"] == 0 and r["type"] == RTN_UNICAST and r.get_attr("RTA_OIF") == index]
-            if not defaults:
-                return False, "no IPv%d default route via %s in table %d" % (family, ifname, table)
-        return True, "%s usable" % ifname
+        """(usable, reason): steering.usable, the status's definition too."""
+        return steering.usable(self.kernel, steering.of(doc), up, families)
 
 
 class Tracker(object):

@@ -9,7 +9,7 @@ One implementation, so a boot applies exactly what a role run applies: the
 same checks (the session guard, the primary uplink kept in the main table,
 gateways reachable, the l3mdev rule, the rule mask) and the same routes.
 Engines take plain ``params`` (an AnsibleModule's, or the state document's
-entry turned into the same options by ``uplink_params``) and a
+entry turned into the same options by its steering provider, module_utils/steering) and a
 module_utils/netlink.Netlink.
 """
 
@@ -20,13 +20,13 @@ __metaclass__ = type
 import os
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
-from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+from ansible_collections.netlb.multiwan.plugins.module_utils import schema, steering
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 from ansible_collections.netlb.multiwan.plugins.module_utils.connection import current_sessions
 
 MAIN_TABLE = 254
 U32 = schema.U32
-DEFAULT_RULE_PRIORITY = 10000
+DEFAULT_RULE_PRIORITY = steering.DEFAULT_RULE_PRIORITY
 
 
 class RoutingError(Exception):
@@ -488,11 +488,11 @@ def uplink_sources(doc, link):
     """{slot: {"table", "addresses": ["198.51.100.2/32", ...]}} of the uplinks
     routed by a table of their own: the global addresses on their interface now."""
     links = dict((lk.name, lk) for lk in link.links())
+    provider = steering.of(doc)
     out = {}
     for slot, up in enumerate(doc.get("uplinks", [])):
-        kind, _params = uplink_params(doc, up)
         iface = links.get(up.get("interface"))
-        if kind is None or iface is None:
+        if not provider.routed(up) or iface is None:
             continue
         addresses = []
         for entry in link.addresses(iface.index):
@@ -543,38 +543,9 @@ def delete_source_rules(link, table, check_mode=False):
 
 # -- the state document's uplinks (boot) -----------------------------------------
 
-def route_options(spec):
-    """A ``routes`` entry with the defaults AnsibleModule fills in from the argument spec."""
-    full = dict((name, option.get("default")) for name, option in model.ROUTES_ARGUMENT_SPEC["options"].items())
-    full.update(spec)
-    return full
-
-
-def recorded_routes(uplink):
-    """The routes the role gave the uplink's table; documents written before the
-    state recorded them have only the gateways."""
-    if uplink.get("routes") is not None:
-        return [route_options(r) for r in uplink["routes"]]
-    return [route_options({"dst": "default", "gateway": gw})
-            for gw in (uplink.get("gateway"), uplink.get("gateway6")) if gw]
-
-
-def uplink_params(doc, uplink):
-    """("vrf" | "fwmark" | None, the options the role passed the module for this uplink)."""
-    if doc.get("steering") == "vrf" and uplink.get("vrf"):
-        return "vrf", dict(name=uplink["vrf"], table=uplink["table"], interfaces=[uplink["interface"]],
-                           routes=recorded_routes(uplink), unreachable_default=True, state="present",
-                           netns=None, force=bool(doc.get("force", False)))
-    if doc.get("steering") == "fwmark" and uplink.get("mark"):
-        return "fwmark", dict(table=uplink["table"], mark=uplink["mark"], mask=U32, interface=uplink["interface"],
-                              priority=doc.get("rule_priority", DEFAULT_RULE_PRIORITY),
-                              routes=recorded_routes(uplink), state="present", netns=None)
-    return None, None
-
-
 def engine_for(kind, params, link, check_mode=False):
     """The engine netlb.multiwan.vrf (kind vrf) or fwmark_table runs, for *params*
-    (uplink_params); raises model.ValidationError for a bad value."""
+    (a steering provider's ``routing``); raises model.ValidationError for a bad value."""
     if kind == "vrf":
         return VrfEngine(params, link, model.validate_params(params), check_mode=check_mode)
     return FwmarkTableEngine(params, link, validate_fwmark(params), check_mode=check_mode)
@@ -582,7 +553,7 @@ def engine_for(kind, params, link, check_mode=False):
 
 def apply_uplink(doc, name, netlink=None):
     """Route uplink ``name`` of state document ``doc`` as the role did:
-    (kind, actions, warnings), kind as uplink_params gives it.
+    (kind, actions, warnings), kind as the steering provider's ``routing`` gives it.
     Raises RoutingError (a check failed), model.ValidationError (a bad document) or
     nl.NetlinkError."""
     for uplink in doc.get("uplinks", []):
@@ -591,7 +562,7 @@ def apply_uplink(doc, name, netlink=None):
     else:
         raise RoutingError(None, "no uplink %r in the state document (uplinks: %s)"
                            % (name, ", ".join(u.get("name", "?") for u in doc.get("uplinks", []))))
-    kind, params = uplink_params(doc, uplink)
+    kind, params = steering.of(doc).routing(doc, uplink)
     if kind is None:
         return None, [], []
     link = netlink or nl.Netlink()

@@ -17,8 +17,9 @@ description:
     from the host's plan) and converges everything the balancer owns on the host, under the document's lock,
     the way the C(netlb.multiwan.balancer) role needs it in one task.
   - "Phases: every uplink's routing is checked before the first change (a refused uplink, for example one
-    whose interface carries the Ansible connection, changes nothing); the program is detached from the attachments, and the VRFs and
-    fwmark tables are removed, that the recorded document has and the new one lacks; each extra uplink gets its VRF
+    whose interface carries the Ansible connection, changes nothing); an uplink whose VRF or fwmark table goes is first
+    taken out of the running maps (no socket is steered to it while its routing is removed); the program is detached
+    from the attachments, and the VRFs and fwmark tables are removed, that the recorded document has and the new one lacks; each extra uplink gets its VRF
     (as M(netlb.multiwan.vrf)) or fwmark table (as M(netlb.multiwan.fwmark_table)); the document is
     written, keeping the drains made on the host; the program is attached to every attachment (as
     M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules and C(rp_filter) are converged
@@ -100,6 +101,7 @@ actions:
   returned: always
   type: dict
   sample:
+    withdraw: []
     detach: []
     retire: []
     routing: ["wifi: create vrf wifi-vrf table 10", "wifi: enslave wlp1s0 to wifi-vrf"]

@@ -15,9 +15,11 @@ version_added: "0.1.0"
 description:
   - Reads the state file the C(netlb.multiwan.balancer) role writes and compares it with the live
     kernel, like C(mwan3 status).
-  - Per uplink, the link state and carrier (C(/sys/class/net)), global addresses, the VRF the
-    interface is actually enslaved to, its table's routes and whether it has a default route, and
-    the number of connections the program gave it (the C(mw_counters) map).
+  - Per uplink, the link state and carrier, global addresses, the VRF the interface is actually
+    enslaved to, its table's routes and whether it has a default route (read over netlink, as the
+    health tracker reads them), whether a socket steered to it would find a usable path (the
+    tracker's own definition), and the number of connections the program gave it (the
+    C(mw_counters) map).
   - Per attachment, whether the cgroup exists, which programs are attached at each hook, whether
     they are the pinned ones of the installed object. For fwmark steering, whether every
     C(ip rule fwmark) is present.
@@ -28,8 +30,8 @@ description:
 author:
   - netlb.multiwan contributors (@netlb)
 requirements:
-  - iproute2 (C(ip)) and bpftool on the managed host; without them the status says what it could
-    not check
+  - pyroute2 and bpftool on the managed host (the role installs both); without them the status says
+    what it could not check
 options:
   state_file:
     description: State file written by the C(netlb.multiwan.balancer) role.
@@ -134,6 +136,8 @@ balancer:
           gateway6: null
           routes: [default via 10.0.0.1 dev wlp1s0]
           default_route: true
+          usable: true
+          usable_reason: wlp1s0 usable
           default_route6: null
           connections: 25
           errors: 0
@@ -159,6 +163,16 @@ balancer:
             C(ip route) prints them.
           type: list
           elements: str
+        usable:
+          description: >-
+            Whether a socket steered to the uplink would find its path (the link up with carrier, a
+            global address and a default route through it in its table, for each family it serves;
+            for vrf steering, the interface enslaved to its VRF) - what the health tracker takes an
+            uplink down for. Null when the kernel could not be read.
+          type: bool
+        usable_reason:
+          description: The first thing found missing, or C(<interface> usable).
+          type: str
         default_route:
           description: Whether the table has an IPv4 default route through the interface; null when not checked.
           type: bool
@@ -217,14 +231,14 @@ balancer:
       elements: dict
       sample: [{family: IPv4, rule: fwmark 0x100 lookup 100, uplink: wifi, present: true, priority: 10000}]
     tools:
-      description: Paths of C(ip) and C(bpftool) on the host (null when missing).
+      description: The path of C(bpftool) and the version of pyroute2 on the host (null when missing).
       type: dict
-      sample: {ip: /usr/sbin/ip, bpftool: /usr/sbin/bpftool}
+      sample: {bpftool: /usr/sbin/bpftool, pyroute2: 0.7.7}
     problems:
       description: Everything found wrong, one sentence each, naming the uplink or attachment.
       type: list
       elements: str
-      sample: ["wifi: link wlp1s0 is down", "attachment multiwan: program not attached at connect6"]
+      sample: ["wifi: not usable: wlp1s0 is down", "attachment multiwan: program not attached at connect6"]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -20,9 +20,10 @@ __metaclass__ = type
 import ipaddress
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+from ansible_collections.netlb.multiwan.plugins.module_utils import steering as steering_providers
 
 POLICIES = ("random", "weighted", "round_robin", "hash_dst")
-STEERINGS = ("vrf", "fwmark", "device")
+STEERINGS = steering_providers.NAMES
 MAX_UPLINKS = schema.MAX_UPLINKS
 MAX_WEIGHT = schema.MAX_WEIGHT
 MAX_EXCLUDES = schema.MAX_EXCLUDES
@@ -38,11 +39,11 @@ def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
     steered: dev, mark), "exclude": the normalised prefixes}. Uplinks are dicts
     as in the role's inventory: name, interface, weight, and vrf (vrf steering)
     or mark (fwmark steering); an uplink without vrf/mark stays in the main table."""
-    schema.choice(steering, "steering", STEERINGS)
+    provider = steering_providers.provider(steering)
     schema.choice(policy, "policy", POLICIES)
     if not isinstance(uplinks, (list, tuple)) or not 1 <= len(uplinks) <= MAX_UPLINKS:
         raise ConfigError("uplinks", "needs 1 to %d uplinks" % MAX_UPLINKS)
-    rendered, names, devs, marks = [], set(), set(), set()
+    rendered, names, seen = [], set(), set()
     for i, up in enumerate(uplinks):
         field = "uplinks[%d]" % i
         if not isinstance(up, dict):
@@ -53,37 +54,10 @@ def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
         names.add(name)
         interface = schema.ifname(up.get("interface"), field + ".interface")
         weight = schema.weight(up.get("weight", 1), field + ".weight")
-        dev, mark = "", 0
-        if steering == "device":
-            # Bound to its own interface: the kernel uses that interface's routes in the
-            # main table (one default route per uplink, as NetworkManager keeps them).
-            for key in ("vrf", "mark", "table"):
-                if up.get(key) is not None:
-                    raise ConfigError(field + "." + key, "device steering binds sockets to the uplink's own "
-                                                         "interface and routes nothing: drop %s" % key)
-            if interface in devs:
-                raise ConfigError(field + ".interface", "%s is used by two uplinks" % interface)
-            devs.add(interface)
-            dev = interface
-        elif steering == "vrf":
-            if up.get("mark") is not None:
-                raise ConfigError(field + ".mark", "is for fwmark steering; this host uses vrf steering")
-            if up.get("vrf") is not None:
-                dev = schema.ifname(up["vrf"], field + ".vrf", kind="device")
-                if dev in devs:
-                    raise ConfigError(field + ".vrf", "%s is used by two uplinks" % dev)
-                devs.add(dev)
-        else:
-            if up.get("vrf") is not None:
-                raise ConfigError(field + ".vrf", "is for vrf steering; this host uses fwmark steering")
-            if up.get("mark") is not None:
-                mark = schema.mark(up["mark"], field + ".mark")
-                if mark in marks:
-                    raise ConfigError(field + ".mark", "%#x is used by two uplinks" % mark)
-                marks.add(mark)
+        dev, mark = provider.check(dict(up, interface=interface), field, seen)
         rendered.append({"name": name, "interface": interface, "weight": weight, "dev": dev, "mark": mark})
     main = [u for u in rendered if not u["dev"] and not u["mark"]]
-    if len(main) > 1 and steering != "device":
+    if len(main) > 1 and provider.one_main_uplink:
         raise ConfigError("uplinks", "only one uplink can stay in the main table (%s)"
                           % ", ".join(u["name"] for u in main))
     if len(exclude) > MAX_EXCLUDES:
@@ -106,7 +80,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
     default (mark = table). ``track``: the role's tracking defaults (None: no
     uplink is tracked unless it says so); "track" maps each uplink's name to its
     settings, or None when it is not tracked."""
-    schema.choice(steering, "steering", STEERINGS)
+    provider = steering_providers.provider(steering)
     if not isinstance(uplinks, (list, tuple)):
         raise ConfigError("uplinks", "must be a list")
     filled, routing, tables = [], [], {}
@@ -115,12 +89,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
         if not isinstance(up, dict):
             raise ConfigError(field, "must be a dictionary")
         up = dict(up)
-        if steering == "device":
-            filled.append(up)  # check_uplinks refuses vrf, mark and table
-            continue
-        extra = up.get("vrf") is not None if steering == "vrf" else (
-            up.get("table") is not None or up.get("mark") is not None)
-        if extra:
+        if provider.extra(up):
             table = up.get("table")
             if table is None:
                 raise ConfigError(field + ".table", "an uplink outside the main table needs a routing table (%s)"
@@ -129,8 +98,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
             if table in tables:
                 raise ConfigError(field + ".table", "table %d is also used by %s" % (table, tables[table]))
             tables[table] = up.get("name")
-            if steering == "fwmark" and up.get("mark") is None:
-                up["mark"] = table
+            up.update(provider.filled(up))
             if up.get("gateway") is None and up.get("gateway6") is None:
                 raise ConfigError(field + ".gateway", "an uplink outside the main table needs a gateway (or gateway6)")
             routes = []
@@ -139,17 +107,11 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
             if up.get("gateway6") is not None:
                 routes.append({"dst": "default", "gateway": schema.address(up["gateway6"], field + ".gateway6", 6)})
             entry = {"name": up.get("name"), "interface": up.get("interface"), "table": table, "routes": routes}
-            if steering == "vrf":
-                entry["vrf"] = up["vrf"]
-            else:
-                entry["mark"] = up["mark"]
+            entry.update(provider.describe_routing(up))
             routing.append(entry)
-        elif up.get("table") is not None and steering == "vrf":
-            raise ConfigError(field + ".vrf", "a table without a vrf: give the VRF device name, or drop the table "
-                                              "for the main-table uplink")
         filled.append(up)
     checked = check_uplinks(filled, steering=steering, policy=policy, exclude=exclude)
-    if steering != "device" and not any(not u["dev"] and not u["mark"] for u in checked["uplinks"]) and not routing:
+    if provider.one_main_uplink and not any(not u["dev"] and not u["mark"] for u in checked["uplinks"]) and not routing:
         raise ConfigError("uplinks", "no uplink to balance")
     if track is not None:  # the role's own knobs first, named as the role names them
         try:

@@ -3,6 +3,7 @@
   python connect_loop.py --dst 100.64.0.1 --port 7 --rate 200 --duration 6
       prints JSON {"connects": [[unix time, local address or null, mark, error or null], ...]}
   python connect_loop.py --dst 100.64.0.1 --count 100 --timeout 0.5      (100 connects, each up to 0.5 s)
+  python connect_loop.py --dst 100.64.0.1 --until-file /tmp/stop         (until that file exists)
   python connect_loop.py --serve 7      accept and close connections (the far end)
 
 Runs inside the balancer's cgroup: the program steers each socket at connect(),
@@ -11,6 +12,7 @@ getsockname() then says which uplink's address it left from.
 import argparse
 import errno
 import json
+import os
 import socket
 import time
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--count", type=int, default=0, help="stop after this many connects (however long)")
     parser.add_argument("--timeout", type=float, default=0.2)
+    parser.add_argument("--until-file", metavar="PATH", help="connect until this file exists (at most an hour)")
     parser.add_argument("--serve", type=int, metavar="PORT")
     args = parser.parse_args()
     if args.serve:
@@ -57,9 +60,11 @@ def main() -> None:
         return
     connects = []
     period = 1.0 / args.rate
-    end = None if args.count else time.time() + args.duration
+    end = None if args.count else time.time() + (3600 if args.until_file else args.duration)
     next_at = time.time()
     while len(connects) < args.count if args.count else time.time() < end:
+        if args.until_file and os.path.exists(args.until_file):
+            break
         connects.append(connect_once(args.dst, args.port, args.timeout))
         next_at += period
         pause = next_at - time.time()

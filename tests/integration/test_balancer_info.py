@@ -161,7 +161,7 @@ def test_counters_and_uplinks_match_the_connections_made(balancer):
     usb, wlan = balancer.lab.uplinks
     assert "%s/24" % usb.address in mobile["addresses"] and "%s/64" % wlan.address6 in wifi["addresses"]
     assert all(u["exists"] and u["operstate"] == "up" and u["carrier"] is True for u in (mobile, wifi))
-    assert all(u["default_route"] and u["default_route6"] for u in (mobile, wifi))
+    assert all(u["default_route"] and u["default_route6"] and u["usable"] for u in (mobile, wifi)), (mobile, wifi)
     assert "default via %s dev wlp1s0" % wlan.gateway in wifi["routes"]
     assert [(r["family"], r["present"], r["priority"]) for r in status["rules"]] == [
         ("IPv4", True, RULE_PRIORITY), ("IPv6", True, RULE_PRIORITY)]
@@ -217,17 +217,17 @@ def test_problems_are_listed_and_fail_only_when_asked(balancer):
         {"id": "no_state", "state_file": missing},
     ])
     expected = [
-        "wifi: link wlp1s0 is down",
-        "wifi: table 100 has no default route via wlp1s0",
-        "wifi: IPv6 table 100 has no default route via wlp1s0",
+        "wifi: not usable: wlp1s0 is down",
         "wifi: no IPv4 rule fwmark 0x100 lookup 100",
         "attachment %s: program not attached at connect6" % cg.name,
     ]
     report = results["report"]
     assert not report.get("failed") and report["balancer"]["problems"] == expected, report["balancer"]["problems"]
-    assert report["balancer"]["uplinks"][1]["operstate"] == "down"
+    wifi = report["balancer"]["uplinks"][1]
+    assert wifi["operstate"] == "down" and wifi["usable"] is False, wifi
+    assert wifi["default_route"] is False and wifi["default_route6"] is False, wifi  # the link took them
     fail = results["fail"]
-    assert failed_cleanly(fail) and fail["msg"].startswith("balancer status: 5 problem(s): wifi: link wlp1s0 is down")
+    assert failed_cleanly(fail) and fail["msg"].startswith("balancer status: 3 problem(s): wifi: not usable: wlp1s0 is down")
     assert fail["balancer"]["problems"] == expected
     no_state = results["no_state"]
     assert not no_state.get("failed") and no_state["balancer"]["problems"] == [

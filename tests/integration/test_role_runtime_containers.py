@@ -16,8 +16,11 @@ connect() at a time; each socket's SO_MARK says which uplink the program picked
    its carrier -> no connect goes to wifi and status says it failed; the tracker killed
    with SIGKILL -> systemd restarts it, it rereads the health file and wifi stays out;
    the carrier back -> wifi gets its share again; the metrics file parses;
-5. lte taken out of the inventory -> its table, rules and unit are gone: the host looks
-   exactly like one provisioned without it;
+5. under 200 TCP connects/s from the balanced cgroup with wifi drained, the inventory
+   swaps wifi and lte, then takes lte (now the middle one) out: wifi gets no connect at any
+   moment, no connect fails, every connect leaves from the address of the uplink its mark
+   names (the document in force), and once the run is over only mobile is used; lte's
+   table, rules and unit are gone: the host looks exactly like one provisioned without it;
 6. balancer_state=absent after that restart -> the blank host again.
 """
 from __future__ import annotations
@@ -26,12 +29,16 @@ import base64
 import collections
 import json
 import re
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration import connect_loop
 from tests.integration.ansible_runner import site_over_ssh
 from tests.integration.test_role_containers import SNAPSHOT
 from tests.lab.containers import ContainerFleet, containers_available
@@ -54,6 +61,8 @@ for _ in range(int(sys.argv[1])):
 print(json.dumps(marks))
 """
 PROBE_PATH = "/root/mark_probe.py"
+PORT = 7
+STOP_LOAD = "/tmp/netlb-stop-load"
 METRICS = "/run/netlb_multiwan.prom"
 TRACKER_PID = "systemctl show -p MainPID --value netlb-multiwan-track.service"
 PROGS = "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP)
@@ -96,6 +105,8 @@ def facts():
         inv_211 = inventory("w211", balancer_uplinks=uplinks(guest, (2, 1, 1)))
         inv_112 = inventory("w112", balancer_uplinks=uplinks(guest, (1, 1, 2)))
         inv_two = inventory("two", balancer_uplinks=uplinks(guest, (1, 1), with_lte=False))
+        mobile, wifi, lte = uplinks(guest, (1, 1, 2))
+        inv_swapped = inventory("swapped", balancer_uplinks=[mobile, lte, wifi])
 
         def ssh(command: str) -> str:
             proc = fleet.ssh(guest, command)
@@ -115,7 +126,7 @@ def facts():
         def prog_ids() -> list:
             return sorted(p["id"] for p in json.loads(fleet.ssh(guest, PROGS).stdout or "[]"))
 
-        f: dict = {"blank": snapshot()}
+        f: dict = {"blank": snapshot(), "addresses": dict((u.interface, u.address) for u in guest.uplinks)}
         ssh("echo %s | base64 -d > %s" % (base64.b64encode(MARK_PROBE.encode()).decode(), PROBE_PATH))
         f["run_211"] = site_over_ssh(fleet, inv_211)
         f["marks_211"] = marks(400)
@@ -169,7 +180,26 @@ def facts():
         f["metrics"] = ssh("cat %s" % METRICS)
         f["counters_for_metrics"] = status()
 
-        f["run_two"] = site_over_ssh(fleet, inv_two)
+        server = subprocess.Popen(inet._in(inet.inet_netns, [sys.executable, connect_loop.__file__, "--serve",
+                                                             str(PORT)]), stdin=subprocess.DEVNULL)
+        try:
+            fleet.exec(guest, ["sh", "-c", "cat > /root/connect_loop.py"], input=Path(connect_loop.__file__).read_text())
+            f["drain_for_swap"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
+            load = threading.Thread(target=lambda: f.__setitem__("load", fleet.ssh(guest, in_cgroup(
+                CGROUP, "python3 /root/connect_loop.py --dst %s --port %d --rate 200 --timeout 0.5 --until-file %s"
+                % (SERVER4, PORT, STOP_LOAD)), timeout=600)))
+            load.start()
+            time.sleep(1.0)
+            f["run_swapped"] = site_over_ssh(fleet, inv_swapped)
+            f["run_two"] = site_over_ssh(fleet, inv_two)  # lte, the middle uplink now, leaves
+            f["run_two_ended"] = time.time()
+            time.sleep(1.0)
+            ssh("touch %s" % STOP_LOAD)
+            load.join(120)
+        finally:
+            server.kill()
+            server.wait()
+        f["undrain_after_swap"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
         f["removed"] = snapshot()
         f["absent"] = site_over_ssh(fleet, inv_two, "-e", "balancer_state=absent")
         f["after_absent"] = snapshot()
@@ -280,3 +310,24 @@ def test_a_removed_uplink_leaves_nothing_behind(facts):
 def test_absent_after_a_restart_restores_the_blank_host(facts):
     assert facts["absent"]["rc"] == 0, facts["absent"]["output"][-3000:]
     assert_same(facts["blank"], facts["after_absent"], SNAPSHOT)
+
+
+def test_uplinks_swapped_then_the_middle_one_removed_under_load(facts):
+    """Every connect of the load: (unix time, local address, mark, error)."""
+    assert facts["drain_for_swap"].returncode == 0, facts["drain_for_swap"].stderr
+    assert facts["run_swapped"]["rc"] == 0, facts["run_swapped"]["output"][-3000:]
+    assert facts["run_two"]["rc"] == 0, facts["run_two"]["output"][-3000:]
+    assert facts["load"].returncode == 0, facts["load"].stdout[-2000:] + facts["load"].stderr
+    connects = json.loads(facts["load"].stdout)["connects"]
+    seconds = connects[-1][0] - connects[0][0]
+    assert len(connects) >= 150 * seconds, (len(connects), seconds)  # about 200 a second throughout
+    source = {MAIN: facts["addresses"]["usb0"], LTE: facts["addresses"]["enp2s0"]}
+    failed = [c for c in connects if c[3] is not None]
+    assert failed == [], failed[:10]
+    assert not [c for c in connects if c[2] == WIFI or c[1] == facts["addresses"]["wlp1s0"]], "the drained uplink"
+    misrouted = [c for c in connects if c[1] != source.get(c[2])]
+    assert misrouted == [], misrouted[:10]
+    after = collections.Counter(c[2] for c in connects if c[0] > facts["run_two_ended"])
+    assert set(after) == {MAIN}, after
+    assert collections.Counter(c[2] for c in connects)[LTE] > 0  # lte had its share before it left
+    assert facts["undrain_after_swap"].returncode == 0, facts["undrain_after_swap"].stderr

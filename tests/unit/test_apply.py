@@ -166,3 +166,25 @@ def test_an_attachment_the_plan_drops_is_detached():
     assert apply.dropped_attachments(None, PLANNED) == []
     moved = dict(root, pin_dir="/sys/fs/bpf/other")
     assert apply.dropped_attachments(dict(PLANNED, attachments=[root]), dict(PLANNED, attachments=[moved])) == [root]
+
+
+def test_an_uplink_whose_routing_goes_is_first_taken_out_of_the_running_maps(tmp_path, monkeypatch):
+    gone = dict(VRFS, uplinks=VRFS["uplinks"][:1])
+    assert apply.leaving(VRFS, apply.retired(VRFS, gone)) == ["wifi"]
+    assert apply.leaving(VRFS, apply.retired(VRFS, VRFS)) == [] and apply.leaving(None, []) == []
+    # The order of the phases: the recorded maps without wifi, then its VRF removed.
+    order = []
+    monkeypatch.setattr(apply.Apply, "map_changes", lambda self, doc, routing=True: order.append(
+        ("maps", [u["name"] for u in doc["uplinks"] if not u.get("drained")], [a["cgroup"] for a in doc["attachments"]]))
+        or ["selection"])
+    monkeypatch.setattr(cli, "maps_pinned", lambda attachment: True)
+    monkeypatch.setattr(apply.Apply, "retire_routing", lambda self, pieces, link: order.append(
+        ("retire", [p["name"] for _kind, p in pieces])))
+    monkeypatch.setattr(apply, "attach_all", lambda doc, host_factory, check_mode: ([], []))
+    path, fake = tmp_path / "balancer.json", FakeNetlink()
+    attached = dict(VRFS, attachments=[{"cgroup": "multiwan", "pin_dir": str(tmp_path / "pins")}])
+    run(path, attached, fake)
+    order.clear()
+    engine, _names = run(path, dict(attached, uplinks=attached["uplinks"][:1]), fake)
+    assert order == [("maps", ["mobile"], ["multiwan"]), ("retire", ["wifi-vrf"]), ("maps", ["mobile"], ["multiwan"])]
+    assert engine.actions["withdraw"] == ["wifi: selection"]

@@ -1,7 +1,8 @@
 """The status collector (balancer_info, netlb-multiwan-status) on a fake host.
 
-sysfs, /proc/mounts, cgroups and pin directories are files under tmp_path;
-`ip` and `bpftool` are a table of canned JSON answers keyed by their arguments.
+/proc/mounts, cgroups and pin directories are files under tmp_path; the kernel's
+links, addresses, routes and rules a FakeKernel with module_utils/netlink's reading
+methods; `bpftool` a table of canned JSON answers keyed by its arguments.
 """
 import json
 import os
@@ -9,6 +10,8 @@ import os
 import pytest
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status as bs
+from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils.vrf_model import AF_INET, AF_INET6, Route
 
 DIGEST = "0123456789abcdef"
 OLD_DIGEST = "fedcba9876543210"
@@ -45,14 +48,61 @@ def raw(value):
     return ["0x%02x" % b for b in value[0].to_bytes(8, "little") + value[1].to_bytes(8, "little")]
 
 
+class FakeKernel(object):
+    """What module_utils/netlink.Netlink reads, from dicts."""
+
+    def __init__(self):
+        self.links = {}  # name: nl.Link
+        self.master_of = {}  # name: the master's name
+        self.addrs = {}  # name: ["addr/len"] (global)
+        self.tables = {}  # table: [Route]
+        self.l3mdev = set()
+        self.fwmarks = []
+        self.closed = 0
+
+    def link(self, name=None, index=None):
+        for found in self.links.values():
+            if found.name == name or (index is not None and found.index == index):
+                return found
+        return None
+
+    def master_name(self, link):
+        return self.master_of.get(link.name)
+
+    def global_addresses(self, index, family):
+        name = self.link(index=index).name
+        return [a for a in self.addrs.get(name, []) if (":" in a) == (family == 6)]
+
+    def routes(self, table, names=None):
+        return list(self.tables.get(table, []))
+
+    def default_route(self, table, family, index):
+        name = self.link(index=index).name
+        af = AF_INET6 if family == 6 else AF_INET
+        return any(r.family == af and r.dst == "default" and r.dev == name for r in self.tables.get(table, []))
+
+    def l3mdev_rules(self):
+        return set(self.l3mdev)
+
+    def fwmark_rules(self):
+        return list(self.fwmarks)
+
+    def close(self):
+        self.closed += 1
+
+
+def route(dst, dev, gateway=None, family=AF_INET):
+    return Route(family, dst, gateway=gateway, dev=dev)
+
+
 class FakeHost(bs.Host):
     """A host with two uplinks, fwmark steering, the program attached at one cgroup: no problem."""
 
     def __init__(self, root):
         self.root = root
-        super(FakeHost, self).__init__(sys_class_net=str(root / "net"), proc_mounts=str(root / "mounts"),
-                                       ipv4_conf=str(root / "conf"))
-        self.tools = {"ip": "/usr/sbin/ip", "bpftool": "/usr/sbin/bpftool"}
+        super(FakeHost, self).__init__(proc_mounts=str(root / "mounts"), ipv4_conf=str(root / "conf"))
+        self.tools = {"bpftool": "/usr/sbin/bpftool"}
+        self.fake_kernel = FakeKernel()
         self.answers = {}
         self.calls = []
         self.mount = root / "cgroup2"
@@ -72,30 +122,28 @@ class FakeHost(bs.Host):
                  "vrf": None, "table": 100, "mark": 256, "weight": 3},
             ],
         }
-        self.ip(["addr", "show"], [
-            {"ifname": "usb0", "addr_info": [{"local": "192.0.2.2", "prefixlen": 24, "scope": "global"},
-                                             {"local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
-            {"ifname": "wlp1s0", "addr_info": [{"local": "198.51.100.2", "prefixlen": 24, "scope": "global"}]}])
-        self.ip(["-4", "route", "show", "table", "main"], [
-            {"dst": "default", "gateway": "192.0.2.1", "dev": "usb0"},
-            {"dst": "192.0.2.0/24", "dev": "usb0"}, {"dst": "10.9.0.0/16", "dev": "eth9"}])
-        self.ip(["-4", "route", "show", "table", "100"], [{"dst": "default", "gateway": "198.51.100.1", "dev": "wlp1s0"}])
-        self.ip(["-4", "rule", "show"], [{"priority": 0, "table": "local"},
-                                         {"priority": 10000, "src": "all", "fwmark": "0x100", "table": "100"},
-                                         {"priority": 32766, "table": "main"}])
+        self.fake_kernel.addrs = {"usb0": ["192.0.2.2/24"], "wlp1s0": ["198.51.100.2/24"]}
+        self.fake_kernel.tables = {
+            254: [route("default", "usb0", "192.0.2.1"), route("192.0.2.0/24", "usb0"), route("10.9.0.0/16", "eth9")],
+            100: [route("default", "wlp1s0", "198.51.100.1")]}
+        self.fake_kernel.fwmarks = [{"family": AF_INET, "priority": 10000, "fwmark": 0x100, "fwmask": 0xFFFFFFFF,
+                                     "table": 100}]
         self.attachment("multiwan", program_counters((10, 0), (20, 1), local=5))
 
-    def link(self, name, operstate, carrier, master=None):
-        base = self.root / "net" / name
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "operstate").write_text(operstate + "\n")
-        if carrier is None:
-            (base / "carrier").unlink(missing_ok=True)
-        else:
-            (base / "carrier").write_text(carrier + "\n")
+    def link(self, name, operstate, carrier, master=None, vrf_table=None):
+        index = self.fake_kernel.links[name].index if name in self.fake_kernel.links else len(self.fake_kernel.links) + 2
+        self.fake_kernel.links[name] = nl.Link(index, name, up=operstate != "down", vrf_table=vrf_table,
+                                               carrier=None if carrier is None else carrier == "1",
+                                               operstate=operstate.upper())
         if master:
-            (self.root / "net" / master).mkdir(exist_ok=True)
-            os.symlink("../" + master, str(base / "master"))
+            self.fake_kernel.master_of[name] = master
+        else:
+            self.fake_kernel.master_of.pop(name, None)
+
+    def kernel(self):
+        if self.fake_kernel is None:
+            raise ImportError("pyroute2 is not installed (python3-pyroute2)")
+        return self.fake_kernel
 
     def attachment(self, cgroup, counters, digest=None, hooks=("connect4", "connect6"), prog_base=100):
         """A cgroup with the pinned object's programs attached at ``hooks`` and its counters map."""
@@ -119,9 +167,6 @@ class FakeHost(bs.Host):
             0, json.dumps(counters_dump(counters)), "")
         self.state["attachments"].append({"cgroup": cgroup, "pin_dir": str(pin_dir)})
         return path, pin_dir
-
-    def ip(self, args, data):
-        self.answers[("ip",) + tuple(args)] = (0, json.dumps(data), "")
 
     def which(self, name):
         return self.tools.get(name)
@@ -176,9 +221,7 @@ def test_strict_rp_filter_on_a_device_steered_uplink_is_a_problem(host):
     assert status["problems"] == [], "fwmark: the source rules route the check into the uplink's table"
     # device: wifi's replies come back on wlp1s0, the main table prefers usb0's default route.
     host.state["steering"] = "device"
-    host.ip(["-4", "route", "show", "table", "main"], [
-        {"dst": "default", "gateway": "192.0.2.1", "dev": "usb0", "metric": 100},
-        {"dst": "default", "gateway": "198.51.100.1", "dev": "wlp1s0", "metric": 600}])
+    host.fake_kernel.tables[254] = [route("default", "usb0", "192.0.2.1"), route("default", "wlp1s0", "198.51.100.1")]
     rp_filter(host, usb0=2)
     status = host.collect()
     assert [u["rp_filter"] for u in status["uplinks"]] == [2, 1]
@@ -221,11 +264,13 @@ def test_missing_bpftool_leaves_counters_unknown(host):
     assert "  mobile  usb0       up     main" in text and "never steered: ?" in text
 
 
-def test_missing_ip_is_one_problem(host):
-    host.tools["ip"] = None
+def test_no_netlink_is_one_problem(host):
+    host.fake_kernel = None
     status = host.collect()
-    assert status["problems"] == ["ip (iproute2) not found: addresses, routes and rules not checked"]
+    assert status["problems"] == ["links, addresses, routes and rules not read (netlink: pyroute2 is not installed "
+                                  "(python3-pyroute2))"]
     assert status["uplinks"][1]["connections"] == 20 and status["uplinks"][1]["default_route"] is None
+    assert "  wifi    wlp1s0     ?      mark 0x100 -> table 100" in bs.render(status)
 
 
 def test_counters_are_summed_over_attachments_and_cpus(host):
@@ -252,10 +297,10 @@ def test_counter_values_without_btf_are_decoded_from_bytes():
 
 def test_problems_are_listed(host, tmp_path):
     host.link("wlp1s0", "down", None)
-    host.ip(["-4", "route", "show", "table", "100"], [])
-    host.ip(["-4", "rule", "show"], [{"priority": 10000, "fwmark": "0x100", "fwmask": "0xff00", "table": "100"}])
-    host.state["uplinks"].append({"slot": 2, "name": "lte", "interface": "wwan0", "table": 101, "mark": None})
-    host.ip(["-4", "route", "show", "table", "101"], [])
+    host.fake_kernel.tables[100] = []
+    host.fake_kernel.fwmarks = [{"family": AF_INET, "priority": 10000, "fwmark": 0x100, "fwmask": 0xff00,
+                                 "table": 100}]
+    host.state["uplinks"].append({"slot": 2, "name": "lte", "interface": "wwan0", "table": 101, "mark": 0x65})
     host.attachment("half", program_counters((1, 0), (1, 0)), hooks=("connect4",), prog_base=300)
     # A program of another release, built for two uplinks and one skipped slot.
     old_counters = str(host.root / "pins_multiwan" / host.digest / "maps" / "mw_counters")
@@ -268,10 +313,8 @@ def test_problems_are_listed(host, tmp_path):
     host.state["attachments"].append({"cgroup": "gone", "pin_dir": str(tmp_path / "nopins")})
     status = host.collect()
     assert status["problems"] == [
-        "wifi: link wlp1s0 is down",
-        "wifi: table 100 has no default route via wlp1s0",
-        "lte: interface wwan0 does not exist",
-        "lte: table 101 has no default route via wwan0",
+        "wifi: not usable: wlp1s0 is down",
+        "lte: not usable: wwan0 is gone",
         "wifi: no IPv4 rule fwmark 0x100 lookup 100",
         "lte: no IPv4 rule fwmark 0x65 lookup 101",
         "attachment half: program not attached at connect6",
@@ -287,6 +330,7 @@ def test_problems_are_listed(host, tmp_path):
         "the object was built for other uplinks",
     ]
     assert status["uplinks"][1]["operstate"] == "down" and status["uplinks"][1]["carrier"] is None
+    assert status["uplinks"][1]["default_route"] is False and status["uplinks"][1]["usable"] is False
     assert status["attachments"][2]["current"] is False
 
 
@@ -295,7 +339,7 @@ def test_no_carrier_missing_object_and_no_attachment(host):
     host.object.unlink()
     host.state["attachments"] = []
     status = host.collect()
-    assert status["problems"] == ["installed object %s missing" % host.object, "mobile: link usb0 has no carrier",
+    assert status["problems"] == ["installed object %s missing" % host.object, "mobile: not usable: usb0 has no carrier",
                                   "the state file lists no attachment: the program balances nothing"]
     assert status["uplinks"][0]["carrier"] is False
 
@@ -303,45 +347,47 @@ def test_no_carrier_missing_object_and_no_attachment(host):
 def test_ipv6_routes_and_rules_are_checked_when_balanced(host):
     host.state["ipv6"] = True
     host.state["uplinks"][1]["gateway6"] = "2001:db8:2::1"
-    host.ip(["-6", "route", "show", "table", "100"], [{"dst": "default", "dev": "wlp1s0", "gateway": "2001:db8:2::1"}])
-    host.answers[("ip", "-6", "rule", "show")] = (0, "[]", "")
+    host.fake_kernel.tables[100].append(route("default", "wlp1s0", "2001:db8:2::1", family=AF_INET6))
+    status = host.collect()
+    assert status["problems"] == ["wifi: not usable: wlp1s0 has no global IPv6 address",
+                                  "wifi: no IPv6 rule fwmark 0x100 lookup 100"]
+    host.fake_kernel.addrs["wlp1s0"].append("2001:db8:2::2/64")
     status = host.collect()
     assert status["problems"] == ["wifi: no IPv6 rule fwmark 0x100 lookup 100"]
     assert status["uplinks"][1]["default_route6"] is True and status["uplinks"][0]["default_route6"] is None
-    # A table the kernel never made answers "FIB table does not exist": no route, not an error.
-    host.answers[("ip", "-6", "route", "show", "table", "100")] = (
-        2, "[", "Error: ipv6: FIB table does not exist.\nDump terminated\n")
+    assert status["uplinks"][1]["addresses"] == ["198.51.100.2/24", "2001:db8:2::2/64"]
+    host.fake_kernel.tables[100].pop()
     status = host.collect()
-    assert "wifi: IPv6 table 100 has no default route via wlp1s0" in status["problems"]
+    assert "wifi: not usable: no IPv6 default route via wlp1s0 in table 100" in status["problems"]
 
 
 def test_vrf_steering(host):
     host.state["steering"] = "vrf"
     host.state["uplinks"][1].update(vrf="wifi-vrf", table=10, mark=None)
     host.link("wlp1s0", "up", "1", master="other-vrf")
-    (host.root / "net" / "wifi-vrf").mkdir()
-    host.ip(["-d", "link", "show", "dev", "wifi-vrf"], [{"ifname": "wifi-vrf", "linkinfo": {
-        "info_kind": "vrf", "info_data": {"table": 11}}}])
-    host.ip(["-4", "route", "show", "table", "10"], [
-        {"dst": "default", "dev": "wlp1s0", "nexthops": []}])
+    host.link("wifi-vrf", "up", None, vrf_table=11)
+    host.fake_kernel.tables[10] = [route("default", "wlp1s0")]
     status = host.collect()
     assert status["problems"] == [
         "wifi: VRF wifi-vrf uses table 11, the state file says 10",
-        "wifi: wlp1s0 is not enslaved to wifi-vrf (master: other-vrf)",
+        "wifi: not usable: wlp1s0 is not enslaved to wifi-vrf (master: other-vrf)",
         "no IPv4 l3mdev rule (ip rule add l3mdev): VRF tables are never consulted",
     ]
     wifi = status["uplinks"][1]
     assert (wifi["vrf"], wifi["table"], wifi["mark"], wifi["master"]) == ("wifi-vrf", 10, None, "other-vrf")
     assert "vrf wifi-vrf (table 10)" in bs.render(status)
 
-    host.ip(["-4", "rule", "show"], [{"priority": 1000, "src": "all", "l3mdev": None}])
+    host.fake_kernel.l3mdev = {AF_INET}
     host.link("wlp1s0", "up", "1")
-    os.unlink(str(host.root / "net" / "wlp1s0" / "master"))
-    (host.root / "net" / "wifi-vrf").rmdir()
+    del host.fake_kernel.links["wifi-vrf"]
     status = host.collect()
     assert status["problems"] == ["wifi: VRF wifi-vrf does not exist",
-                                  "wifi: wlp1s0 is not enslaved to wifi-vrf (master: none)"]
-    assert status["rules"] == [{"family": "IPv4", "rule": "l3mdev", "present": True, "priority": 1000}]
+                                  "wifi: not usable: wlp1s0 is not enslaved to wifi-vrf (master: none)"]
+    assert status["rules"] == [{"family": "IPv4", "rule": "l3mdev", "uplink": None, "present": True,
+                                "priority": 1000}]
+    host.link("wlp1s0", "up", "1", master="wifi-vrf")
+    host.link("wifi-vrf", "up", None, vrf_table=10)
+    assert host.collect()["problems"] == []
 
 
 def test_table_rendering(host):
@@ -371,7 +417,7 @@ def test_main_exit_status_and_json(host, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["uplinks"][1]["connections"] == 20
     host.link("usb0", "down", None)
     assert bs.main(["--state", str(state_file)]) == 1
-    assert "problems:\n  - mobile: link usb0 is down\n" in capsys.readouterr().out
+    assert "problems:\n  - mobile: not usable: usb0 is down\n" in capsys.readouterr().out
     assert bs.main(["--state", str(host.root / "missing.json")]) == 1
 
 

@@ -4,7 +4,7 @@ runs never sees a slot order other than the one its weights were computed for. O
 kernel: tests/integration/test_datapath_maps.py and the program's tests."""
 import struct
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, selection
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, selection, steering
 
 VRF_UPLINKS = [{"name": "mobile", "interface": "usb0", "weight": 1},
                {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 2},
@@ -31,10 +31,11 @@ def test_each_slot_says_how_it_is_steered_and_whether_it_is_usable():
 
 
 def test_fwmark_and_device_steering():
-    assert datapath.slot_steering("fwmark", {"interface": "wlp1s0", "mark": 256}) == ("", 256, datapath.SLOT_UDP_SOURCE)
-    assert datapath.slot_steering("fwmark", {"interface": "usb0", "mark": None}) == ("", 0, 0)
+    fwmark, device = steering.provider("fwmark"), steering.provider("device")
+    assert fwmark.slot({"interface": "wlp1s0", "mark": 256}) == ("", 256, datapath.SLOT_UDP_SOURCE)
+    assert fwmark.slot({"interface": "usb0", "mark": None}) == ("", 0, 0)
     # Device steering routes nothing: no source address selects a table.
-    assert datapath.slot_steering("device", {"interface": "usb0"}) == ("usb0", 0, 0)
+    assert device.slot({"interface": "usb0"}) == ("usb0", 0, 0)
 
 
 class FakeMaps(datapath.Maps):

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath
+from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath, steering
 from ansible_collections.netlb.multiwan.plugins.module_utils import schema as s
 from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
 from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan
@@ -117,7 +117,7 @@ def test_device_steering_binds_every_uplink_to_its_interface_and_routes_nothing(
     uplinks = [{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0", "weight": 2}]
     got = plan.plan(uplinks, steering="device", policy="weighted")
     assert got["routing"] == []
-    assert [datapath.slot_steering("device", u) + (u["weight"],) for u in got["uplinks"]] == [
+    assert [steering.provider("device").slot(u) + (u["weight"],) for u in got["uplinks"]] == [
         ("usb0", 0, 0, 1), ("wlp1s0", 0, 0, 2)]
 
 
