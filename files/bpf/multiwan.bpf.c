@@ -106,13 +106,13 @@ struct {
 	__type(value, struct mw_host);
 } mw_host SEC(".maps");
 
-/* socket cookie -> slot of an unconnected UDP socket. LRU: no hook sees a UDP
+/* socket cookie -> uplink of an unconnected UDP socket. LRU: no hook sees a UDP
  * socket close, so the oldest entries make room; cookies are never reused. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MW_UDP_SOCKETS);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct mw_udp_socket);
 } mw_udp_sockets SEC(".maps");
 
 static __always_inline void count(__u32 slot, int error)
@@ -352,29 +352,58 @@ static __always_inline void steer(struct bpf_sock_addr *ctx, struct mw_selection
 /* The uplink of an unconnected UDP socket: the one it got on its first
  * datagram while that stays usable, else a new pick (counted, like a
  * connect). NULL: leave this datagram alone. */
+/* The slot of uplink *id* in *sel*, or NULL. Only when a socket's uplink is no
+ * longer where it was: at most MW_MAX_UPLINKS steps, once per moved socket. */
+static __always_inline struct mw_slot *slot_by_id(struct mw_selection *sel, __u32 id, __u32 *slot)
+{
+	__u32 i;
+
+	for (i = 0; i < MW_MAX_UPLINKS; i++) {
+		if (i >= sel->num_slots)
+			break;
+		if (sel->slots[i].id == id) {
+			*slot = i;
+			return &sel->slots[i];
+		}
+	}
+	return NULL;
+}
+
+/* The uplink of an unconnected UDP socket: the one it was given at its first
+ * datagram, followed to its new slot when the inventory reordered or removed
+ * uplinks (a socket that changes source mid-flow breaks NAT and its peers),
+ * unless that uplink is gone or no longer usable. */
 static __always_inline struct mw_slot *udp_slot(struct bpf_sock_addr *ctx, __u32 dst_hash)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 *known = bpf_map_lookup_elem(&mw_udp_sockets, &cookie);
-	__u32 policy = 0, slot;
+	struct mw_udp_socket *known = bpf_map_lookup_elem(&mw_udp_sockets, &cookie);
+	struct mw_udp_socket mine;
+	__u32 policy = 0;
 	struct mw_selection *sel = selection(&policy);
 	struct mw_slot *s;
 
 	if (!sel)
 		return NULL;
 	if (known) {
-		s = slot_of(sel, *known);
+		mine = *known;
+		s = slot_of(sel, mine.slot);
+		if (!s || s->id != mine.id) {
+			s = slot_by_id(sel, mine.id, &mine.slot);
+			if (s)
+				bpf_map_update_elem(&mw_udp_sockets, &cookie, &mine, BPF_ANY);
+		}
 		if (s && (s->flags & MW_SLOT_USABLE))
 			return s;
 	}
-	slot = pick(sel, policy, dst_hash);
-	s = slot_of(sel, slot);
+	mine.slot = pick(sel, policy, dst_hash);
+	s = slot_of(sel, mine.slot);
 	if (!s) {
 		skip(MW_SKIP_NO_UPLINK);
 		return NULL;
 	}
-	bpf_map_update_elem(&mw_udp_sockets, &cookie, &slot, BPF_ANY);
-	count(slot, 0);
+	mine.id = s->id;
+	bpf_map_update_elem(&mw_udp_sockets, &cookie, &mine, BPF_ANY);
+	count(mine.slot, 0);
 	return s;
 }
 

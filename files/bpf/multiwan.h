@@ -63,6 +63,14 @@ struct mw_slot {
 	__u32 flags;  /* MW_SLOT_* */
 	__u32 ip4;    /* source for its unconnected UDP (network order); 0: none (yet) */
 	__u32 ip6[4];
+	__u32 id;     /* the uplink's, whatever its slot (a hash of its name); never 0 */
+};
+
+/* What an unconnected UDP socket remembers of its uplink: the slot, and the
+ * uplink's id to find it again when the inventory put it in another slot. */
+struct mw_udp_socket {
+	__u32 slot;
+	__u32 id;
 };
 
 /* What the program picks from, and how it steers each pick. The control plane

@@ -23,6 +23,7 @@ import ipaddress
 import os
 import socket
 import struct
+import zlib
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import selection
 from ansible_collections.netlb.multiwan.plugins.module_utils import steering as steering_providers
@@ -51,14 +52,22 @@ def live_weights(uplinks, policy):
 
 IFNAMSIZ = 16
 SLOT_USABLE, SLOT_UDP_SOURCE = steering_providers.SLOT_USABLE, steering_providers.SLOT_UDP_SOURCE
-SLOT = struct.Struct("=%dsII4s16s" % IFNAMSIZ)   # struct mw_slot
+SLOT = struct.Struct("=%dsII4s16sI" % IFNAMSIZ)   # struct mw_slot
 NO_ADDRESSES = b"\0" * 20
+
+
+def uplink_id(up):
+    """The uplink's id in its slot, whatever the slot: an unconnected UDP socket finds
+    its uplink again by it after the inventory reordered the uplinks. Never 0. (Lists of
+    uplinks without names, the benchmarks', are told apart by interface.)"""
+    return zlib.crc32((up.get("name") or up["interface"]).encode()) or 1
 
 
 def slot_value(provider, up, usable, addresses):
     """struct mw_slot of *up* steered by *provider*; *addresses*: the 20 bytes of uplink_addr_value."""
     dev, mark, flags = provider.slot(up)
-    return SLOT.pack(dev.encode(), mark, flags | (SLOT_USABLE if usable else 0), addresses[:4], addresses[4:])
+    return SLOT.pack(dev.encode(), mark, flags | (SLOT_USABLE if usable else 0), addresses[:4], addresses[4:],
+                     uplink_id(up))
 
 
 def selection_value(uplinks, policy, steering="vrf", addresses=None):
@@ -83,7 +92,7 @@ def selection_slots(value):
     count = min(struct.unpack("=I", value[4:8])[0], MAX_UPLINKS)
     out = []
     for i in range(count):
-        dev, mark, _flags, ip4, ip6 = SLOT.unpack_from(value, 8 + i * SLOT.size)
+        dev, mark, _flags, ip4, ip6, _id = SLOT.unpack_from(value, 8 + i * SLOT.size)
         out.append((dev.rstrip(b"\0").decode(), mark, ip4 + ip6))
     return out
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -275,14 +276,31 @@ DOC_UPLINKS = [dict(MOBILE), dict(WIFI, table=100)]
 BOTH_MARKED = [dict(MOBILE, mark=0x200, table=200), dict(WIFI, table=100)]
 
 
-def unconnected_udp(lab, cgroup, dst, sockets, datagrams=3, port=9999):
-    """{sender port: [source of datagram 0, 1, ...]} as the lab's server received them."""
+def unconnected_udp(lab, cgroup, dst, sockets, datagrams=3, port=9999, between=None):
+    """{sender port: [source of datagram 0, 1, ...]} as the lab's server received them.
+    *between*: called once every socket has sent its first datagram, before the others."""
     server = lab._in(lab.inet_netns, udp_probe.serve_argv(sys.executable, str(UDP_PROBE), port=port,
                                                           expect=sockets * datagrams, bind="::" if ":" in dst else "0.0.0.0"))
-    send = udp_probe.send_command(sys.executable, str(UDP_PROBE), dst=dst, port=port, sockets=sockets,
-                                  datagrams=datagrams)
-    return udp_probe.collect(server, lambda: subprocess.run(cgroup.argv(send.split(), lab.client_netns),
-                                                            capture_output=True, text=True, timeout=60))
+    with tempfile.TemporaryDirectory(prefix="netlb-udp-hold-") as tmp:
+        hold = os.path.join(tmp, "go") if between else None
+        send = udp_probe.send_command(sys.executable, str(UDP_PROBE), dst=dst, port=port, sockets=sockets,
+                                      datagrams=datagrams, hold=hold)
+
+        def run_sender():
+            if not between:
+                return subprocess.run(cgroup.argv(send.split(), lab.client_netns), capture_output=True, text=True,
+                                      timeout=60)
+            with subprocess.Popen(cgroup.argv(send.split(), lab.client_netns), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) as sender:
+                deadline = time.monotonic() + 30
+                while not os.path.exists(hold + ".held") and time.monotonic() < deadline and sender.poll() is None:
+                    time.sleep(0.05)
+                between()
+                open(hold, "w").close()
+                out, err = sender.communicate(timeout=60)
+            return subprocess.CompletedProcess(sender.args, sender.returncode, out, err)
+
+        return udp_probe.collect(server, run_sender)
 
 
 def test_unconnected_udp_a_socket_keeps_one_uplink_from_its_first_datagram(lab, cgroup):
@@ -303,6 +321,22 @@ def test_unconnected_udp_a_socket_keeps_one_uplink_from_its_first_datagram(lab, 
         spread = udp_probe.spread(by_socket, 3)
         assert set(spread) == set(addresses), spread
         assert all(abs(n - sockets / 2) <= 0.075 * sockets for n in spread.values()), spread
+
+
+def test_unconnected_udp_sockets_follow_their_uplink_to_its_new_slot(lab, cgroup):
+    """The inventory swaps the uplinks between a socket's first datagram and the next:
+    each socket keeps the uplink (and source address) it started with."""
+    obj = build(cgroup, "weighted")
+    attach(cgroup, obj)
+    usb, wifi = lab.uplinks
+    converge_engine(lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS, steering="fwmark")
+    swapped = []
+    by_socket = unconnected_udp(lab, cgroup, SERVER4, 200, between=lambda: swapped.append(converge_engine(
+        lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS[::-1], steering="fwmark")))
+    assert swapped and "selection" in " ".join(swapped[0]), swapped
+    assert len(by_socket) == 200, "every socket's datagrams arrived: %d of 200" % len(by_socket)
+    spread = udp_probe.spread(by_socket, 3)  # every datagram of a socket from one address
+    assert set(spread) == {usb.address, wifi.address} and all(abs(n - 100) <= 15 for n in spread.values()), spread
 
 
 def test_port_exclusions(lab, cgroup):

@@ -4,6 +4,8 @@
       prints {"by_socket": {"<sender port>": ["<source address of datagram 0>", ...]}}
   python udp_probe.py send --dst 100.64.0.1 --port 9999 --sockets 200 --datagrams 3
       prints {"sent": 600}
+  ... send --hold /tmp/go    after the first datagram of every socket, creates
+      /tmp/go.held and waits (up to a minute) for /tmp/go before the others
 
 Each sender socket is unbound and never connected: every datagram goes out
 through sendto(), so the kernel runs cgroup/sendmsg4 (sendmsg6) for each one.
@@ -13,6 +15,7 @@ first datagram of a socket from the others.
 import argparse
 import collections
 import json
+import os
 import socket
 import subprocess
 import time
@@ -48,6 +51,11 @@ def send(args) -> None:
             sock.sendto(("%d:%d" % (i, seq)).encode(), (args.dst, args.port))
             sent += 1
         time.sleep(0.05)
+        if seq == 0 and args.hold:
+            open(args.hold + ".held", "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(args.hold) and time.monotonic() < deadline:
+                time.sleep(0.05)
     for sock in socks:
         sock.close()
     print(json.dumps({"sent": sent}))
@@ -57,8 +65,10 @@ def serve_argv(python: str, script: str, *, port: int, expect: int, bind: str = 
     return [python, script, "serve", "--bind", bind, "--port", str(port), "--expect", str(expect)]
 
 
-def send_command(python: str, script: str, *, dst: str, port: int, sockets: int, datagrams: int) -> str:
-    return "%s %s send --dst %s --port %d --sockets %d --datagrams %d" % (python, script, dst, port, sockets, datagrams)
+def send_command(python: str, script: str, *, dst: str, port: int, sockets: int, datagrams: int,
+                 hold: str | None = None) -> str:
+    return "%s %s send --dst %s --port %d --sockets %d --datagrams %d%s" % (
+        python, script, dst, port, sockets, datagrams, " --hold %s" % hold if hold else "")
 
 
 def collect(server_argv: list, send, timeout: float = 120) -> dict:
@@ -101,6 +111,7 @@ def main() -> None:
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--sockets", type=int, default=200)
     c.add_argument("--datagrams", type=int, default=3)
+    c.add_argument("--hold", metavar="PATH", help="after the first round, wait for PATH (PATH.held says so)")
     args = parser.parse_args()
     serve(args) if args.mode == "serve" else send(args)
 

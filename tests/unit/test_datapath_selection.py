@@ -10,7 +10,7 @@ VRF_UPLINKS = [{"name": "mobile", "interface": "usb0", "weight": 1},
                {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "weight": 2},
                {"name": "lte", "interface": "wwan0", "vrf": "lte-vrf", "weight": 1, "drained": True}]
 # struct mw_selection: rotation_len, num_slots, 16 slots, the rotation, the buckets.
-SIZE = 8 + 16 * 44 + selection.ROTATION_MAX + selection.BUCKETS
+SIZE = 8 + 16 * 48 + selection.ROTATION_MAX + selection.BUCKETS
 
 
 def slots(value):
@@ -18,16 +18,22 @@ def slots(value):
 
 
 def test_the_layout_matches_the_program():
-    assert datapath.SLOT.size == 44 and len(datapath.selection_value(VRF_UPLINKS, "weighted")) == SIZE
+    assert datapath.SLOT.size == 48 and len(datapath.selection_value(VRF_UPLINKS, "weighted")) == SIZE
 
 
 def test_each_slot_says_how_it_is_steered_and_whether_it_is_usable():
     value = datapath.selection_value(VRF_UPLINKS, "weighted", "vrf", {1: bytes([10, 0, 0, 2]) + b"\0" * 16})
     assert struct.unpack("=II", value[:8]) == (3, 3)   # rotation 1:2, three slots
-    got = [(dev.rstrip(b"\0"), mark, flags, ip4) for dev, mark, flags, ip4, _ip6 in slots(value)]
+    got = [(dev.rstrip(b"\0"), mark, flags, ip4) for dev, mark, flags, ip4, _ip6, _id in slots(value)]
     assert got == [(b"", 0, datapath.SLOT_USABLE, b"\0" * 4),
                    (b"wifi-vrf", 0, datapath.SLOT_USABLE | datapath.SLOT_UDP_SOURCE, bytes([10, 0, 0, 2])),
                    (b"lte-vrf", 0, datapath.SLOT_UDP_SOURCE, b"\0" * 4)]   # drained: not usable
+
+
+def test_an_uplink_keeps_its_id_in_whatever_slot():
+    ids = [slot[-1] for slot in slots(datapath.selection_value(VRF_UPLINKS, "weighted"))]
+    swapped = [slot[-1] for slot in slots(datapath.selection_value(VRF_UPLINKS[::-1], "weighted"))]
+    assert swapped == ids[::-1] and len(set(ids)) == 3 and 0 not in ids
 
 
 def test_fwmark_and_device_steering():
@@ -78,7 +84,7 @@ def test_swapped_uplinks_flip_in_one_generation_and_keep_their_addresses():
     maps.writes.clear()
     assert maps.converge(swapped, "weighted", steering="vrf") == ["selection"]
     assert maps.writes == ["mw_selection", "mw_control"]   # the unread entry first, then the flip
-    got = [(dev.rstrip(b"\0"), ip4) for dev, _mark, _flags, ip4, _ip6 in slots(maps.active())]
+    got = [(dev.rstrip(b"\0"), ip4) for dev, _mark, _flags, ip4, _ip6, _id in slots(maps.active())]
     assert got == [(b"", b"\0" * 4), (b"lte-vrf", bytes([10, 1, 0, 2])), (b"wifi-vrf", bytes([10, 0, 0, 2]))]
 
 
