@@ -68,7 +68,11 @@ struct {
 	__type(value, struct mw_selection);
 } mw_selection SEC(".maps");
 
-/* The rotation cursor, shared by all CPUs. */
+/* The rotation cursor, shared by all CPUs: sequential connects follow the
+ * rotation exactly even when the connecting thread moves to another CPU, which
+ * per-CPU cursors would not (each CPU would run its own rotation). Measured on
+ * 2 CPUs with two processes connecting at once, a per-CPU cursor saved nothing
+ * (shared 172-293 ns, per-CPU 191-212 ns per connect: noise). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -47,6 +47,15 @@ class Steering(object):
     name = None
     # At most one uplink stays in the main table: the kernel picks one default route there.
     one_main_uplink = True
+    # What the host must offer, for the role to check or set up before any change:
+    kernel_modules = ()  # loaded at boot (modules-load.d) and before the run
+    udp_source = True  # routed uplinks are selected by source address too: sendmsg hooks steer UDP
+    own_default_routes = False  # each uplink needs a default route of its own in the main table
+
+    def needs(self):
+        """What the host must offer (the plan hands it to the role)."""
+        return {"kernel_modules": list(self.kernel_modules), "udp_source": self.udp_source,
+                "own_default_routes": self.own_default_routes}
 
     def key(self, up):
         """What names the uplink's own path (a VRF, a mark), None for the main-table uplink."""
@@ -128,6 +137,7 @@ class Vrf(Steering):
     """Sockets bound to the uplink's VRF device (SO_BINDTODEVICE): the VRF's table."""
 
     name = "vrf"
+    kernel_modules = ("vrf",)
 
     def key(self, up):
         return up.get("vrf") or None
@@ -250,6 +260,8 @@ class Device(Steering):
 
     name = "device"
     one_main_uplink = False
+    udp_source = False  # nothing routed: no rule for a source address to select
+    own_default_routes = True
 
     def slot(self, up):
         return up["interface"], 0, 0

@@ -69,7 +69,8 @@ def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
 
 
 def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=None, exclude_ports=()):
-    """A host's whole inventory checked at once: {"steering", "policy", "routing": one entry per extra
+    """A host's whole inventory checked at once: {"steering", "needs": what the steering needs of
+    the host (steering.Steering.needs), "policy", "routing": one entry per extra
     uplink for the vrf / fwmark_table modules, "exclude": the normalised prefixes,
     "exclude_ports": the normalised port exclusions, "track", "uplinks": the state
     document's}. *host* is not used any more (the program is the same for every
@@ -121,7 +122,7 @@ def plan(uplinks, steering="vrf", policy="random", exclude=(), host=None, track=
     tracking = dict((up.get("name"), schema.track(up.get("track"), "uplinks[%d].track" % i, track))
                     for i, up in enumerate(uplinks))
     ports = schema.port_exclusions(list(exclude_ports or []), "exclude_ports")
-    return {"steering": steering, "policy": policy, "routing": routing, "track": tracking,
+    return {"steering": steering, "needs": provider.needs(), "policy": policy, "routing": routing, "track": tracking,
             "exclude": checked["exclude"], "exclude_ports": ports,
             "uplinks": document_uplinks(uplinks, checked["uplinks"], routing, tracking)}
 

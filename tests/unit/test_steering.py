@@ -122,3 +122,16 @@ def test_usable_reads_the_table_of_the_steering():
     kernel.master_of["wlp1s0"] = "wifi-vrf"
     assert steering.usable(kernel, steering.provider("vrf"), VRF, {4}) == (
         False, "no IPv4 default route via wlp1s0 in table 10")
+
+
+def test_what_each_steering_needs_of_the_host_reaches_the_role_through_the_plan():
+    from ansible_collections.netlb.multiwan.plugins.plugin_utils import plan
+    assert steering.provider("vrf").needs() == {"kernel_modules": ["vrf"], "udp_source": True,
+                                                "own_default_routes": False}
+    assert steering.provider("fwmark").needs() == {"kernel_modules": [], "udp_source": True,
+                                                   "own_default_routes": False}
+    assert steering.provider("device").needs() == {"kernel_modules": [], "udp_source": False,
+                                                   "own_default_routes": True}
+    got = plan.plan([{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0"}],
+                    steering="device", policy="weighted")
+    assert got["needs"] == steering.provider("device").needs()
