@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from tests.lab.netlab import IPERF_PORT, SERVER4, Lab, LabError, received_mbps
 
 HERE = Path(__file__).resolve().parent
 CONNECT_PORT = 7000
+HOOK_ROUNDS = 7  # per program: the per-connect figures are medians of this many rounds
 TRANSFER_PORT = 7001
 # Tables and rule priorities the measurements add for themselves (ceilings).
 CEILING_TABLE = 200
@@ -234,20 +236,28 @@ def prog_run_stats(prog_id: int) -> tuple[int, int]:
     return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
 
 
-def measure_hook_ns(bed: Testbed, methods: Sequence[Method], protos: dict[str, int], log: Log) -> dict:
+def measure_hook_ns(bed: Testbed, methods: Sequence[Method], protos: dict[str, int], log: Log,
+                    rounds: int = HOOK_ROUNDS) -> dict:
     """Kernel BPF stats of the connect4 program: run_time_ns / run_cnt over
-    *count* connects per protocol. Stats are on only here: they cost time."""
-    out: dict[str, dict[str, float]] = {}
+    *count* connects per protocol, the median of *rounds* rounds. Each round runs
+    every method once, starting with another one each time, so a moment of load
+    from the rest of the machine falls on all of them alike (one sample each
+    varied by a factor of two). Stats are on only here: they cost time."""
+    samples: dict[str, dict[str, list[float]]] = {m.key: {proto: [] for proto in protos} for m in methods}
+    progs = dict((m.key, connect4_prog_id(m.cgroup)) for m in methods)
     with bpf_stats_enabled():
-        for m in methods:
-            prog = connect4_prog_id(m.cgroup)
-            out[m.key] = {}
-            for proto, count in protos.items():
-                t0, n0 = prog_run_stats(prog)
-                bed.connects_per_second(m, proto, count)
-                t1, n1 = prog_run_stats(prog)
-                if n1 - n0 < count:
-                    raise LabError("%s: the program ran %d times for %d connects" % (m.key, n1 - n0, count))
-                out[m.key][proto] = round((t1 - t0) / (n1 - n0), 1)
-            log("  hook %-18s %s ns per connect" % (m.key, out[m.key]))
+        for r in range(rounds):
+            for m in list(methods[r % len(methods):]) + list(methods[:r % len(methods)]):
+                for proto, count in protos.items():
+                    t0, n0 = prog_run_stats(progs[m.key])
+                    bed.connects_per_second(m, proto, count)
+                    t1, n1 = prog_run_stats(progs[m.key])
+                    if n1 - n0 < count:
+                        raise LabError("%s: the program ran %d times for %d connects" % (m.key, n1 - n0, count))
+                    samples[m.key][proto].append((t1 - t0) / (n1 - n0))
+    out = dict((key, dict((proto, round(statistics.median(v), 1)) for proto, v in by_proto.items()))
+               for key, by_proto in samples.items())
+    for key, by_proto in samples.items():
+        log("  hook %-18s %s ns per connect (median of %d; %s)" % (key, out[key], rounds, ", ".join(
+            "%s %.0f-%.0f" % (proto, min(v), max(v)) for proto, v in by_proto.items())))
     return out
