@@ -62,27 +62,27 @@ def unique(items, key):
 
 
 def routed(doc):
-    """(uplink, (kind, params)) of every uplink *doc* routes (a VRF, an fwmark table)."""
+    """(slot, uplink, (kind, params)) of every uplink *doc* routes (a VRF, an fwmark table)."""
     provider = steering.of(doc or {})
-    for up in (doc or {}).get("uplinks", []):
+    for slot, up in enumerate((doc or {}).get("uplinks", [])):
         piece = provider.routing(doc, up)
         if piece[0] is not None:
-            yield up, piece
+            yield slot, up, piece
 
 
 def retired(recorded, doc):
     """(kind, params) of what *recorded* routed and *doc* no longer does: an uplink taken
     out of the inventory, renamed, moved to another table, or another steering."""
-    planned = set(routing_key(piece) for _up, piece in routed(doc))
+    planned = set(routing_key(piece) for _slot, _up, piece in routed(doc))
     provider = steering.of(recorded or {})
-    return [(kind, provider.retirement(params)) for _up, (kind, params) in routed(recorded)
+    return [(kind, provider.retirement(params)) for _slot, _up, (kind, params) in routed(recorded)
             if routing_key((kind, params)) not in planned]
 
 
 def leaving(recorded, pieces):
     """Names of *recorded*'s uplinks whose routing *pieces* (retired's) take away."""
     keys = set(routing_key(piece) for piece in pieces)
-    return [up["name"] for up, piece in routed(recorded) if routing_key(piece) in keys]
+    return [up["name"] for _slot, up, piece in routed(recorded) if routing_key(piece) in keys]
 
 
 def dropped_attachments(recorded, doc):
@@ -194,12 +194,6 @@ class Apply(object):
         self.converge_maps(doc)
         return doc
 
-    def routed_uplinks(self, doc):
-        for i, up in enumerate(doc["uplinks"]):
-            kind, params = steering.of(doc).routing(doc, up)
-            if kind is not None:
-                yield i, up, kind, params
-
     def route_uplink(self, i, up, kind, params, link, check_mode):
         try:
             engine = routing.engine_for(kind, params, link, check_mode)
@@ -215,7 +209,7 @@ class Apply(object):
     def check_routing(self, doc, link):
         """Every uplink's engine in check mode first: the first refusal stops the run
         before anything changed (one uplink must not be moved while the next is refused)."""
-        for i, up, kind, params in self.routed_uplinks(doc):
+        for i, up, (kind, params) in routed(doc):
             self.route_uplink(i, up, kind, params, link, check_mode=True)
 
     def teardown(self):
@@ -285,7 +279,7 @@ class Apply(object):
             self.actions["retire"] += engine.actions
 
     def route(self, doc, link):
-        for i, up, kind, params in self.routed_uplinks(doc):
+        for i, up, (kind, params) in routed(doc):
             engine = self.route_uplink(i, up, kind, params, link, self.check_mode)
             self.actions["routing"] += ["%s: %s" % (up["name"], a) for a in engine.actions]
             self.warnings += getattr(engine, "warnings", [])

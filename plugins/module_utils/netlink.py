@@ -17,7 +17,7 @@ import errno
 import ipaddress
 import os
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
+from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support, steering
 
 from ansible_collections.netlb.multiwan.plugins.module_utils.vrf_model import (
     AF_INET,
@@ -55,7 +55,7 @@ RTPROT_KERNEL = 2
 RTPROT_STATIC = 4
 # `ip rule` shows it as "proto 245": the source rules for unconnected UDP are the balancer's.
 SOURCE_RULE_PROTOCOL = 245
-L3MDEV_RULE_PRIORITY = 1000  # where the vrf driver puts its own rule
+L3MDEV_RULE_PRIORITY = steering.L3MDEV_RULE_PRIORITY
 
 
 class NetnsNotFound(Exception):

@@ -36,8 +36,9 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as
 MAIN_TABLE = 254
 SO_MARK = 36
 SO_BINDTODEVICE = 25
-U32 = 0xFFFFFFFF
+U32 = schema.U32
 DEFAULT_RULE_PRIORITY = 10000
+L3MDEV_RULE_PRIORITY = 1000  # where the vrf driver puts its own rule
 SLOT_USABLE, SLOT_UDP_SOURCE = 1, 2   # MW_SLOT_* of files/bpf/multiwan.h
 
 
@@ -169,7 +170,7 @@ class Vrf(Steering):
             return []
         present = kernel.l3mdev_rules()
         return [{"family": family, "rule": "l3mdev", "uplink": None, "present": family in present,
-                 "priority": 1000 if family in present else None} for family in families]
+                 "priority": L3MDEV_RULE_PRIORITY if family in present else None} for family in families]
 
     def check(self, up, field, seen):
         if up.get("mark") is not None:

@@ -42,7 +42,6 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpft
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 HEALTH_FILE = health.HEALTH_FILE
-MAIN_TABLE = 254
 METRICS_EVERY = 1.0  # seconds between health file and metrics rewrites without a transition
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
@@ -270,7 +269,7 @@ class LinkWatch(object):
 
     def default_gateway(self, up):
         """The gateway of the uplink's default route in the main table, IPv4 first; None."""
-        for route in self.kernel.routes(MAIN_TABLE):
+        for route in self.kernel.routes(steering.MAIN_TABLE):
             if route.dst == "default" and route.dev == up["interface"] and route.gateway:
                 return route.gateway
         return None

@@ -24,7 +24,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import schema, stee
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 from ansible_collections.netlb.multiwan.plugins.module_utils.connection import current_sessions
 
-MAIN_TABLE = 254
+MAIN_TABLE = steering.MAIN_TABLE
 U32 = schema.U32
 DEFAULT_RULE_PRIORITY = steering.DEFAULT_RULE_PRIORITY
 
