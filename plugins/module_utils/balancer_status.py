@@ -167,6 +167,8 @@ class Collector(object):
             "table": described["table"],
             "mark": described["mark"],
             "weight": entry.get("weight", 1),
+            "tier": entry.get("tier", 1),
+            "standby": False,
             # As recorded by the role or `netlb-multiwan drain`; the maps follow it.
             "drained": bool(entry.get("drained")),
             "addresses": [], "routes": [], "default_route": None, "default_route6": None,
@@ -324,7 +326,7 @@ class Collector(object):
 
     def collect(self):
         result = {"state_file": self.state_file, "state_found": False, "steering": None, "policy": None,
-                  "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "skipped": None, "skipped_by_reason": None,
+                  "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "active_tier": None, "skipped": None, "skipped_by_reason": None,
                   "connections": None, "attachments": [], "rules": [], "tools": self.tools, "problems": self.problems}
         state = self.read_state()
         if state is None:
@@ -358,6 +360,12 @@ class Collector(object):
                 self.kernel.close()
         result["uplinks"] = uplinks
         self.add_health(state, entries, uplinks)
+        # The maps' view (datapath.live_weights): the lowest tier with a pickable uplink.
+        runtime = [dict(entry, down=(up.get("health") or {}).get("state") == "down")
+                   for entry, up in zip(entries, uplinks)]
+        result["active_tier"] = datapath.active_tier(runtime)
+        for entry, up in zip(runtime, uplinks):
+            up["standby"] = datapath.pickable(entry) and up["tier"] != result["active_tier"]
 
         mount = self.host.cgroup2_mount()
         result["attachments"] = [self.attachment(state, entry, mount, result["object_digest"])
@@ -502,6 +510,8 @@ def link_state(up):
         return "failed"  # the link is up, its probes are not answered
     if up.get("usable") is False:
         return "unusable"  # no address or no default route: the problems say which
+    if up.get("standby"):
+        return "standby"  # a backup tier while a lower one has a usable uplink
     return up["operstate"] or "?"
 
 
@@ -524,9 +534,9 @@ def render(status):
     else:
         lines.append("netlb-multiwan: no balancer state (%s)" % status["state_file"])
     if status["uplinks"]:
-        rows = [("uplink", "interface", "state", "route", "weight", "connections", "share", "errors")]
+        rows = [("uplink", "interface", "state", "route", "tier", "weight", "connections", "share", "errors")]
         for up in status["uplinks"]:
-            rows.append((up["name"], up["interface"], link_state(up), route_label(up), up["weight"],
+            rows.append((up["name"], up["interface"], link_state(up), route_label(up), up["tier"], up["weight"],
                          "?" if up["connections"] is None else up["connections"],
                          "-" if up["share"] is None else "%.1f%%" % up["share"],
                          "?" if up["errors"] is None else up["errors"]))
@@ -547,6 +557,8 @@ def render(status):
                 figures = ["rtt %.1f ms" % tracked["rtt_ms"]] if tracked.get("rtt_ms") is not None else []
                 if tracked.get("loss") is not None:
                     figures.append("loss %.0f%%" % (100 * tracked["loss"]))
+                if tracked.get("connections_reset"):
+                    figures.append("%d connections reset" % tracked["connections_reset"])
                 since = (" since " + time.strftime("%H:%M:%S", time.localtime(tracked["since"]))
                          if tracked.get("since") else "")
                 extra = "; " + ", ".join(figures) if figures else ""

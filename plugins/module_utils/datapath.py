@@ -39,15 +39,25 @@ class DatapathError(Exception):
     pass
 
 
+def pickable(up):
+    """Up (as the tracker says), not drained, weight > 0."""
+    return not (up.get("drained") or up.get("down") or int(up.get("weight", 1)) <= 0)
+
+
+def active_tier(uplinks):
+    """The tier new connections go to: the lowest with a pickable uplink; None when none is."""
+    tiers = [int(up.get("tier", 1)) for up in uplinks if pickable(up)]
+    return min(tiers) if tiers else None
+
+
 def live_weights(uplinks, policy):
-    """{slot: weight} of the uplinks the program may pick: not drained, not
-    down, weight > 0. round_robin rotates over them with equal weights."""
-    out = {}
-    for slot, up in enumerate(uplinks):
-        if up.get("drained") or up.get("down") or int(up.get("weight", 1)) <= 0:
-            continue
-        out[slot] = 1 if policy == "round_robin" else int(up.get("weight", 1))
-    return out
+    """{slot: weight} of the uplinks the program may pick: the pickable ones of the
+    active tier (a higher tier is a backup: it takes every new connection while the
+    lower ones have no pickable uplink, and none once one returns). round_robin
+    rotates over them with equal weights."""
+    tier = active_tier(uplinks)
+    return dict((slot, 1 if policy == "round_robin" else int(up.get("weight", 1)))
+                for slot, up in enumerate(uplinks) if pickable(up) and int(up.get("tier", 1)) == tier)
 
 
 IFNAMSIZ = 16

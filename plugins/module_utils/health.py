@@ -26,21 +26,26 @@ import json
 
 # Written by netlb-multiwan-track, read wherever the maps are converged (module_utils/cli).
 HEALTH_FILE = "/run/netlb-multiwan/health.json"
-DEFAULTS = {"method": "icmp", "interval_ms": 250, "timeout_ms": 500, "down": 3, "up": 4, "quorum": 1}
+DEFAULTS = {"method": "icmp", "interval_ms": 250, "timeout_ms": 500, "down": 3, "up": 4, "quorum": 1, "reset": True}
 METHODS = ("icmp", "tcp", "dns")
 # Bytes on the wire per probe and answer: IPv4 + ICMP echo with 8 bytes of payload
 # (+ Ethernet), the handshake and close of a TCP connect, a DNS query for "." NS.
 PROBE_BYTES = {"icmp": 2 * (14 + 20 + 8 + 8), "tcp": 7 * (14 + 20 + 32), "dns": 2 * (14 + 20 + 8) + 17 + 300}
 
 
-def read_health(path):
-    """{uplink name: its recorded health} from the health file; {} without one."""
+def read_health_file(path):
+    """The whole health file (uplinks, active_tier, drained, written, pid); {} without one."""
     try:
         with open(path) as handle:
             data = json.load(handle)
     except (IOError, OSError, ValueError):
         return {}
-    uplinks = data.get("uplinks") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def read_health(path):
+    """{uplink name: its recorded health} from the health file; {} without one."""
+    uplinks = read_health_file(path).get("uplinks")
     return uplinks if isinstance(uplinks, dict) else {}
 
 
@@ -65,6 +70,7 @@ class UplinkHealth(object):
         self.rtt_ms = None
         self.loss = 0.0
         self.probes_sent = self.probes_lost = 0
+        self.connections_reset = 0  # TCP connections destroyed when the uplink went down
 
     def _go(self, state, now, reason):
         if state == self.state:
@@ -103,4 +109,4 @@ class UplinkHealth(object):
     def as_dict(self):
         return {"state": self.state, "since": self.since, "reason": self.reason, "rtt_ms": self.rtt_ms,
                 "loss": self.loss, "transitions": self.transitions, "probes_sent": self.probes_sent,
-                "probes_lost": self.probes_lost}
+                "probes_lost": self.probes_lost, "connections_reset": self.connections_reset}

@@ -111,6 +111,15 @@ def weight(value, field="weight", allow_zero=False):
     return integer(value, field, 0 if allow_zero else 1, MAX_WEIGHT)
 
 
+MAX_TIER = 5   # pfSense/OPNsense gateway groups' tiers 1-5
+
+
+def tier(value, field="tier"):
+    """An uplink's priority tier: new connections go to the lowest tier that has a
+    usable uplink (up, not drained, weight > 0); a higher tier is a backup."""
+    return integer(value, field, 1, MAX_TIER)
+
+
 def metric(value, field="metric"):
     return integer(value, field, 0, U32)
 
@@ -204,12 +213,14 @@ def track(value, field, defaults):
     if value not in (None, True):
         if not isinstance(value, dict):
             raise SchemaError(field, "must be a dictionary (targets, method, interval_ms, timeout_ms, down, up, "
-                                     "quorum, port) or false, got %r" % (value,))
-        unknown = sorted(set(value) - set(TRACK_LIMITS) - {"targets", "method"})
+                                     "quorum, port, reset) or false, got %r" % (value,))
+        unknown = sorted(set(value) - set(TRACK_LIMITS) - {"targets", "method", "reset"})
         if unknown:
             raise SchemaError(field + "." + unknown[0], "is not a tracking setting")
         merged.update(value)
     choice(merged.get("method", "icmp"), field + ".method", TRACK_METHODS)
+    if not isinstance(merged.get("reset", True), bool):
+        raise SchemaError(field + ".reset", "must be true or false, got %r" % (merged["reset"],))
     for name, (low, high) in TRACK_LIMITS.items():
         if merged.get(name) is not None:
             integer(merged[name], field + "." + name, low, high)

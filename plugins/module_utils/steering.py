@@ -87,6 +87,24 @@ class Steering(object):
         """Send the tracker's probe through the uplink: its interface (the main-table uplink)."""
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, up["interface"].encode())
 
+    def holds(self, kernel, up, sock):
+        """Whether the TCP socket *sock* (sockets.TcpSocket) is on *up* the way the
+        program puts sockets there: the slot's mark, bound to the slot's device. A
+        socket left in the main table (no mark, no device) is the main-table uplink's
+        when it left from one of that uplink's addresses. (A socket an application
+        marked or bound itself exactly as the program would is not told apart.)"""
+        dev, mark, _flags = self.slot(up)
+        if sock.mark is None or sock.mark != mark:
+            return False
+        if dev:
+            link = kernel.link(dev)
+            return link is not None and sock.bound_ifindex == link.index
+        link = kernel.link(up["interface"])
+        if sock.bound_ifindex or link is None:
+            return False
+        return any(a.split("/")[0] == str(sock.src) for family in (4, 6)
+                   for a in kernel.global_addresses(link.index, family))
+
     def strict_rp_filter_drops(self, up):
         """Strict reverse-path filtering drops the replies of sockets steered to *up*:
         the check looks the source up in the main table, where another uplink's

@@ -37,7 +37,8 @@ import struct
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, cli, datapath, health, netlink, steering
+from ansible_collections.netlb.multiwan.plugins.module_utils import (balancer_status, cgroup, cli, datapath, events,
+                                                                     health, netlink, sockets, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
@@ -279,6 +280,20 @@ class LinkWatch(object):
         return steering.usable(self.kernel, steering.of(doc), up, families)
 
 
+def reset_connections(provider, kernel, up, cgroups):
+    """Destroy the TCP connections *provider* put on uplink *up*, of the cgroups whose ids
+    are *cgroups* (None: any), never loopback ones; how many. Only the caller's network
+    namespace is seen. SocketDiagError when the kernel refuses."""
+    destroyed = 0
+    with sockets.SockDiag() as diag:
+        for sock in diag.tcp():
+            if sock.loopback or (cgroups is not None and sock.cgroup_id not in cgroups):
+                continue
+            if provider.holds(kernel, up, sock) and diag.destroy(sock):
+                destroyed += 1
+    return destroyed
+
+
 class Tracker(object):
     def __init__(self, state_file, health_file=None, watch=None, bpftool=None):
         self.state_file = state_file
@@ -289,7 +304,12 @@ class Tracker(object):
         self.watch = watch if watch is not None else LinkWatch()
         self.bpftool = bpftool or Bpftool(cli.Host(), cli.Host().get_bin_path("bpftool") or "bpftool")
         self.running = True
-        recorded = health.read_health(self.health_file)
+        whole = health.read_health_file(self.health_file)
+        recorded = whole.get("uplinks") if isinstance(whole.get("uplinks"), dict) else {}
+        self.events = events.Events(log, events.hooks_dir(state_file))
+        # The drains and the tier the events reported last (None: nothing to compare with).
+        self.drained = whole.get("drained") if isinstance(whole.get("drained"), list) else None
+        self.tier = whole.get("active_tier") if isinstance(whole.get("active_tier"), int) else None
         now = time.time()
         self.health, self.probes = {}, []
         for slot, up, settings in tracked(self.doc, getattr(self.watch, "default_gateway", None)):
@@ -297,6 +317,7 @@ class Tracker(object):
             state = health.UplinkHealth(up["name"], settings, state=last.get("state", "up"),
                                         since=last.get("since", now))
             state.transitions = int(last.get("transitions", 0))
+            state.connections_reset = int(last.get("connections_reset", 0))
             if last:
                 state.reason = "as recorded before the tracker restarted: %s" % last.get("reason", "")
             self.health[up["name"]] = state
@@ -351,12 +372,19 @@ class Tracker(object):
         return transitions
 
     def apply(self, transitions, now):
-        for change in transitions:
-            log("%s %s: %s (rtt %s ms, loss %.0f%%)" % (
-                change["uplink"], change["state"], change["reason"],
-                "%.1f" % change["rtt_ms"] if change["rtt_ms"] is not None else "-", 100 * change["loss"]))
         if transitions:
             self.converge()  # the maps first: the health file says what they hold
+            # Then the connections stuck on an uplink that went down: their applications
+            # reconnect at once, and the maps now send the new connects elsewhere.
+            for change in transitions:
+                if change["state"] == "down":
+                    self.reset_stuck(change["uplink"])
+            active = self.active_tier()
+            for change in transitions:
+                self.events.emit(events.event(change["state"], change["uplink"], change["reason"],
+                                              self.tier_of(change["uplink"]), active, change["rtt_ms"], change["loss"]))
+            self.tier_changed(active, "after %s" % ", ".join("%s %s" % (c["uplink"], c["state"]) for c in transitions))
+        self.events.reap(now)
         if transitions or now - self.last_written >= METRICS_EVERY:
             self.write_health(now)
             if self.input_times() != self.inputs:
@@ -366,7 +394,8 @@ class Tracker(object):
     def write_health(self, now):
         self.last_written = now
         atomic_write(self.health_file, make_dir=True, text=json.dumps(
-            {"version": 1, "written": now, "pid": os.getpid(),
+            {"version": 1, "written": now, "pid": os.getpid(), "active_tier": self.tier,
+             "drained": self.drained,
              "uplinks": dict((name, h.as_dict()) for name, h in self.health.items())}, indent=1, sort_keys=True) + "\n")
         if self.metrics_file:
             try:
@@ -387,6 +416,69 @@ class Tracker(object):
             return
         if changes:
             log("maps: %s" % ", ".join(changes))
+
+    def active_tier(self):
+        """The tier new connections go to, as the maps now have it (0: none)."""
+        states = dict((name, h.as_dict()) for name, h in self.health.items())
+        return datapath.active_tier(cli.runtime_uplinks(self.doc, states)) or 0
+
+    def tier_of(self, name):
+        return next((int(u.get("tier", 1)) for u in self.doc.get("uplinks", []) if u.get("name") == name), 0)
+
+    def tier_changed(self, active, reason):
+        if self.tier is None:  # a first start: nothing to compare with
+            self.tier = active
+        elif active != self.tier:
+            self.tier = active
+            self.events.emit(events.event("tier", reason=reason, tier=active, active_tier=active))
+
+    def document_changes(self):
+        """Drains and undrains made while no tracker ran this document (netlb-multiwan drain
+        makes the tracker start again), and the tier change they made."""
+        if self.drained is not None:
+            for up in self.doc.get("uplinks", []):
+                was, now = up.get("name") in self.drained, bool(up.get("drained"))
+                if was != now:
+                    self.events.emit(events.event("drained" if now else "undrained", up.get("name"),
+                                                  "netlb-multiwan %s or a role run" % ("drain" if now else "undrain"),
+                                                  int(up.get("tier", 1)), self.active_tier()))
+        # What the events said so far: the health file keeps it for the next tracker (the
+        # document may change again before this one writes it).
+        self.drained = sorted(u.get("name") for u in self.doc.get("uplinks", []) if u.get("drained"))
+        self.tier_changed(self.active_tier(), "the state document changed")
+
+    def reset_stuck(self, name):
+        """Destroy the TCP connections the balancer put on uplink *name* (now down),
+        when its settings say so: only the balanced cgroups' (the tracker sees its own
+        network namespace only), never loopback ones."""
+        probe = next((p for p in self.probes if p.name == name), None)
+        if probe is None or not probe.settings.get("reset", True):
+            return
+        destroyed, failed = 0, None
+        try:
+            destroyed = reset_connections(steering.of(self.doc), self.watch.kernel, probe.up, self.balanced_cgroups())
+        except (sockets.SocketDiagError, OSError, netlink.NetlinkError) as exc:
+            failed = exc
+        self.health[name].connections_reset += destroyed
+        log("%s: %d connection%s reset%s" % (name, destroyed, "" if destroyed == 1 else "s",
+                                             " (%s)" % failed if failed else ""))
+
+    def balanced_cgroups(self):
+        """The ids of the attachments' cgroups and their descendants; None when one is the
+        root (the whole host is balanced)."""
+        mount = cgroup.cgroup2_mount()
+        ids = set()
+        if mount is None:
+            return ids  # no cgroup2: nothing is balanced
+        for attachment in self.doc.get("attachments", []):
+            try:
+                path = cgroup.resolve_cgroup(attachment.get("cgroup") or "/", mount)
+            except cgroup.CgroupError:
+                continue
+            if path == mount:
+                return None
+            ids |= sockets.cgroup_ids(path)
+        return ids
 
     def metrics(self):
         return render_metrics(self.doc, self.health, self.counters())
@@ -415,6 +507,7 @@ class Tracker(object):
         # The maps may hold another view (a tracker killed between its map update and
         # its health file, a role run): make them hold this one.
         self.converge()
+        self.document_changes()
         self.write_health(now)
         for probe in self.probes:
             probe.next_round = now
@@ -451,6 +544,11 @@ def render_metrics(doc, states, counters):
            [((("uplink", n),), 1 if h.state == "up" else 0) for n, h in tracked_states])
     metric("uplink_drained", "gauge", "1 when the uplink is drained (netlb-multiwan drain).",
            [((("uplink", u["name"]),), 1 if u.get("drained") else 0) for u in uplinks])
+    metric("uplink_tier", "gauge", "The uplink's priority tier (1 first).",
+           [((("uplink", u["name"]),), u.get("tier", 1)) for u in uplinks])
+    active = datapath.active_tier(cli.runtime_uplinks(doc, dict((n, h.as_dict()) for n, h in tracked_states)))
+    metric("active_tier", "gauge", "The tier new connections go to (0: no uplink is usable).",
+           [((), active or 0)])
     metric("uplink_transitions_total", "counter", "Up/down transitions decided by the tracker.",
            [((("uplink", n),), h.transitions) for n, h in tracked_states])
     metric("uplink_state_since_seconds", "gauge", "Unix time of the uplink's last transition.",
@@ -463,6 +561,8 @@ def render_metrics(doc, states, counters):
            [((("uplink", n),), h.probes_sent) for n, h in tracked_states])
     metric("probes_lost_total", "counter", "Probes that got no answer in time.",
            [((("uplink", n),), h.probes_lost) for n, h in tracked_states])
+    metric("connections_reset_total", "counter", "TCP connections destroyed when the uplink went down.",
+           [((("uplink", n),), h.connections_reset) for n, h in tracked_states])
     if counters is not None:
         metric("sockets_steered_total", "counter", "Sockets the balancer program put on the uplink.",
                [((("uplink", u["name"]),), counters[i]["steered"] if i < len(counters) else 0)

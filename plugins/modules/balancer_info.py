@@ -130,6 +130,8 @@ balancer:
           table: 100
           mark: 256
           weight: 1
+          tier: 1
+          standby: false
           drained: false
           rp_filter: 2
           gateway: 10.0.0.1
@@ -143,13 +145,14 @@ balancer:
           errors: 0
           share: 50.0
           health: {state: up, since: 1764675000.5, reason: 4 good probe rounds in a row, rtt_ms: 0.4, loss: 0.0,
-                   transitions: 2, probes_sent: 1200, probes_lost: 12}
+                   transitions: 2, probes_sent: 1200, probes_lost: 12, connections_reset: 3}
       contains:
         health:
           description:
             - C(state) V(up), V(down) or V(unknown) (the tracker has not reported), C(since) (Unix time of the
               last transition), C(reason), C(rtt_ms) and C(loss) of the last probe round, C(transitions),
-              C(probes_sent), C(probes_lost). Null when the uplink is not tracked.
+              C(probes_sent), C(probes_lost), C(connections_reset) (TCP connections the tracker destroyed when
+              the uplink went down, see the role's C(balancer_track_reset)). Null when the uplink is not tracked.
           type: dict
         table:
           description: The uplink's routing table; V(main) for the uplink whose sockets are left alone.
@@ -173,6 +176,14 @@ balancer:
         usable_reason:
           description: The first thing found missing, or C(<interface> usable).
           type: str
+        tier:
+          description: The uplink's priority tier (1 first); see RV(balancer.active_tier).
+          type: int
+        standby:
+          description: >-
+            Up, not drained and weighted, but of a higher tier than RV(balancer.active_tier): it gets no new
+            connections until every uplink of the lower tiers is down or drained.
+          type: bool
         default_route:
           description: Whether the table has an IPv4 default route through the interface; null when not checked.
           type: bool
@@ -190,6 +201,12 @@ balancer:
         share:
           description: This uplink's percentage of RV(balancer.connections).
           type: float
+    active_tier:
+      description: >-
+        The tier new connections go to: the lowest with an uplink up (as the health tracker says), not
+        drained and weighted above 0. Null when no uplink is.
+      type: int
+      sample: 1
     connections:
       description: Connections given to any uplink (the sum of the uplinks' C(connections)).
       type: int

@@ -35,7 +35,7 @@ ConfigError = schema.SchemaError
 
 
 def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
-    """{"uplinks": each checked (name, interface, weight, and how its sockets are
+    """{"uplinks": each checked (name, interface, weight, tier, and how its sockets are
     steered: dev, mark), "exclude": the normalised prefixes}. Uplinks are dicts
     as in the role's inventory: name, interface, weight, and vrf (vrf steering)
     or mark (fwmark steering); an uplink without vrf/mark stays in the main table."""
@@ -54,8 +54,10 @@ def check_uplinks(uplinks, steering="vrf", policy="random", exclude=()):
         names.add(name)
         interface = schema.ifname(up.get("interface"), field + ".interface")
         weight = schema.weight(up.get("weight", 1), field + ".weight")
+        tier = schema.tier(up.get("tier", 1), field + ".tier")
         dev, mark = provider.check(dict(up, interface=interface), field, seen)
-        rendered.append({"name": name, "interface": interface, "weight": weight, "dev": dev, "mark": mark})
+        rendered.append({"name": name, "interface": interface, "weight": weight, "tier": tier, "dev": dev,
+                         "mark": mark})
     main = [u for u in rendered if not u["dev"] and not u["mark"]]
     if len(main) > 1 and provider.one_main_uplink:
         raise ConfigError("uplinks", "only one uplink can stay in the main table (%s)"
@@ -141,6 +143,6 @@ def document_uplinks(uplinks, checked_uplinks, routing, tracking):
             "slot": slot, "name": checked["name"], "interface": checked["interface"],
             "gateway": gateways.get("gateway"), "gateway6": gateways.get("gateway6"),
             "vrf": r.get("vrf"), "table": r.get("table"), "mark": r.get("mark"), "routes": r.get("routes", []),
-            "weight": checked["weight"], "track": tracking.get(checked["name"]),
+            "weight": checked["weight"], "tier": checked["tier"], "track": tracking.get(checked["name"]),
         })
     return out

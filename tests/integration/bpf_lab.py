@@ -148,6 +148,12 @@ class TestCgroup:
             raise RuntimeError("probe failed: %s" % proc.stderr)
         return json.loads(proc.stdout)
 
+    def program_ids(self) -> list:
+        """The ids of the programs attached to the cgroup: they change only on a reload."""
+        out = subprocess.run(["bpftool", "-j", "cgroup", "show", self.path], capture_output=True, text=True,
+                             check=True).stdout
+        return sorted(p["id"] for p in json.loads(out or "[]"))
+
     def counters(self) -> dict:
         """{slot: {steered, errors}} from the pinned counters map, summed over CPUs."""
         maps = list(Path(self.pin_dir).glob("maps/mw_counters")) or list(Path(self.pin_dir).glob("*/maps/mw_counters"))

@@ -20,6 +20,7 @@ from tests.integration.guest import report
 from tests.integration.ansible_runner import run_cases
 from tests.integration.bpf_lab import SHARED_MAPS, TestCgroup, build_object, converge
 from tests.lab.netlab import SERVER4, SERVER6, Lab, Uplink, in_throwaway_netns, received_mbps, stream_local_hosts
+from ansible_collections.netlb.multiwan.plugins.module_utils import netlink, sockets, steering, tracker
 
 RESULT_MARKER = "NETLB-BPF-VRF-RESULT "
 HERE = Path(__file__).resolve().parent
@@ -49,6 +50,26 @@ def dns_lookups(cg: TestCgroup) -> dict:
     return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-2000:]}
 
 
+def reset_held_connection(lab: Lab, cg: TestCgroup) -> dict:
+    """A connection held from the cgroup through wifi-vrf (a byte every 100 ms, echoed),
+    destroyed as netlb-multiwan-track does when wifi goes down: {destroyed, events}."""
+    echo = subprocess.Popen(lab._in(lab.inet_netns, [sys.executable, str(HERE / "connect_loop.py"), "--echo", "9"]))
+    try:
+        time.sleep(0.5)
+        holder = subprocess.Popen(cg.argv([sys.executable, str(HERE / "connect_loop.py"), "--dst", SERVER4,
+                                           "--port", "9", "--hold", "--want-device", "wifi-vrf", "--duration", "5"]),
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        wifi = {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "table": 10, "mark": None}
+        with netlink.Netlink() as kernel:
+            destroyed = tracker.reset_connections(steering.provider("vrf"), kernel, wifi, sockets.cgroup_ids(cg.path))
+        held = json.loads(holder.communicate(timeout=120)[0])["events"]
+    finally:
+        echo.kill()
+        echo.wait()
+    return {"destroyed": destroyed, "events": held}
+
+
 def main() -> dict:
     facts: dict = {}
     with Lab([Uplink("usb0", 40), Uplink("wlp1s0", 20)], name="bv", client_netns=None) as lab, \
@@ -76,6 +97,7 @@ def main() -> dict:
         facts["decisions4"] = sorted(set(probe4["decisions"]))
         facts["decisions6"] = sorted(set(probe6["decisions"]))
         facts["counters"] = cg.counters()
+        facts["reset"] = reset_held_connection(lab, cg)
 
         # DNS through a local stub, as systemd-resolved provides it. The resolver
         # configuration is bind-mounted in this namespace's own mount namespace only.

@@ -5,6 +5,11 @@
   python connect_loop.py --dst 100.64.0.1 --count 100 --timeout 0.5      (100 connects, each up to 0.5 s)
   python connect_loop.py --dst 100.64.0.1 --until-file /tmp/stop         (until that file exists)
   python connect_loop.py --serve 7      accept and close connections (the far end)
+  python connect_loop.py --echo 9       echo what each connection sends (the far end of --hold)
+  python connect_loop.py --dst 100.64.0.1 --port 9 --hold --want-mark 11 --duration 8
+      one connection at a time, a byte every 100 ms, reconnecting on any error; the first
+      connection is opened until its mark is 11 (or, --want-device, it is bound to that device). Prints {"events": [[unix time, event,
+      local address, mark, error or null], ...]}, event one of connect, echo, error
 
 Runs inside the balancer's cgroup: the program steers each socket at connect(),
 getsockname() then says which uplink's address it left from.
@@ -44,6 +49,83 @@ def serve(port: int) -> None:
             conn.close()
 
 
+def echo(port: int) -> None:
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("::", port))
+    listener.listen(1024)
+    sel.register(listener, selectors.EVENT_READ)
+    while True:
+        for key, _mask in sel.select():
+            if key.fileobj is listener:
+                conn, _addr = listener.accept()
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            try:
+                data = key.fileobj.recv(4096)
+                if data:
+                    key.fileobj.sendall(data)
+                    continue
+            except OSError:
+                pass
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+
+
+def hold(dst: str, port: int, duration: float, want_mark, want_device=None) -> list:
+    """A long-lived connection as an application holds one: it notices a dead one
+    only through an error, and then connects again."""
+    import select
+
+    events, sock, first = [], None, True
+    end = time.time() + duration
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    while time.time() < end:
+        started = time.time()
+        if sock is None:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.settimeout(1.0)
+            try:
+                sock.connect((dst, port))
+            except OSError as exc:
+                events.append([started, "error", None, None, errno.errorcode.get(exc.errno or 0, "timeout")])
+                sock.close()
+                sock = None
+                continue
+            mark = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)
+            device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0").decode()
+            if first and ((want_mark is not None and mark != want_mark)
+                          or (want_device is not None and device != want_device)):
+                sock.close()
+                sock = None
+                continue
+            first = False
+            local = sock.getsockname()[0]
+            events.append([started, "connect", local, mark, None])
+        try:
+            sock.send(b"x")
+            ready, _w, _x = select.select([sock], [], [], 0.1)
+            if ready:
+                if not sock.recv(4096):
+                    raise OSError(errno.ECONNRESET, "closed by the far end")
+                events.append([time.time(), "echo", local, mark, None])
+        except OSError as exc:
+            events.append([time.time(), "error", local, mark, errno.errorcode.get(exc.errno or 0, "timeout")])
+            sock.close()
+            sock = None
+            continue
+        pause = started + 0.1 - time.time()
+        if pause > 0:
+            time.sleep(pause)
+    if sock is not None:
+        sock.close()
+    return events
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dst")
@@ -54,9 +136,19 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=0.2)
     parser.add_argument("--until-file", metavar="PATH", help="connect until this file exists (at most an hour)")
     parser.add_argument("--serve", type=int, metavar="PORT")
+    parser.add_argument("--echo", type=int, metavar="PORT")
+    parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--want-mark", type=int)
+    parser.add_argument("--want-device", help="the first connection: until bound to this device (a VRF)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    if args.echo:
+        echo(args.echo)
+        return
+    if args.hold:
+        print(json.dumps({"events": hold(args.dst, args.port, args.duration, args.want_mark, args.want_device)}))
         return
     connects = []
     period = 1.0 / args.rate

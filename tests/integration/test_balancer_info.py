@@ -186,7 +186,7 @@ def test_counters_and_uplinks_match_the_connections_made(balancer):
     assert uplink_line(text.stdout, "mobile")[:4] == ["mobile", "usb0", "up", "main"]
     wifi_line = uplink_line(text.stdout, "wifi")
     assert wifi_line[:7] == ["wifi", "wlp1s0", "up", "mark", "0x100", "->", "table"]
-    assert wifi_line[8:11] == ["1", str(decisions["mark:0x100"]), "%.1f%%" % wifi["share"]]
+    assert wifi_line[8:12] == ["1", "1", str(decisions["mark:0x100"]), "%.1f%%" % wifi["share"]]  # tier, weight
     assert re.search(r"never steered .*: 4$", text.stdout, re.M)
     assert "problems: none" in text.stdout
     as_json = balancer.status_command("--json")

@@ -54,3 +54,15 @@ def test_original_program_breaks_dns(facts):
     # The write-up's program binds loopback sockets to the VRF too: about half fail.
     assert not facts["attach_original"].get("failed"), facts["attach_original"]
     assert 20 <= facts["dns_original"]["ok"] <= 80, facts["dns_original"]
+
+
+def test_a_connection_held_through_a_vrf_is_reset_and_reconnects(facts):
+    """The tracker's reset (issue 30) with VRF steering: the connection bound to wifi-vrf is
+    found (its device) and destroyed; the application gets ECONNABORTED and connects again."""
+    reset = facts["reset"]
+    events = reset["events"]
+    assert reset["destroyed"] == 1, reset
+    assert [e[1] for e in events[:2]] == ["connect", "echo"], events[:3]
+    errors = [e for e in events if e[1] == "error"]
+    assert errors and errors[0][4] == "ECONNABORTED", events
+    assert any(e[1] == "echo" and e[0] > errors[0][0] for e in events), events   # working again

@@ -13,7 +13,10 @@ connect() at a time; each socket's SO_MARK says which uplink the program picked
    changes nothing; so does a restart of the container (systemd boots again);
    `undrain` brings it back;
 4. the health tracker (netlb-multiwan-track, a systemd service): wifi's far end loses
-   its carrier -> no connect goes to wifi and status says it failed; the tracker killed
+   its carrier -> no connect goes to wifi and status says it failed; a connection an
+   application held through wifi is reset and works again through another uplink within
+   3 s; every transition (drains included) ran the hooks in /etc/netlb-multiwan/hooks.d and
+   is one structured journal entry; the tracker killed
    with SIGKILL -> systemd restarts it, it rereads the health file and wifi stays out;
    the carrier back -> wifi gets its share again; the metrics file parses;
 5. under 200 TCP connects/s from the balanced cgroup with wifi drained, the inventory
@@ -44,6 +47,7 @@ from tests.integration.test_role_containers import SNAPSHOT
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink
+from ansible_collections.netlb.multiwan.plugins.module_utils import events
 
 # The first test pays the module fixture: site.yml runs, traffic, failover and restarts.
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
@@ -62,10 +66,14 @@ print(json.dumps(marks))
 """
 PROBE_PATH = "/root/mark_probe.py"
 PORT = 7
+ECHO_PORT = 9
 STOP_LOAD = "/tmp/netlb-stop-load"
 METRICS = "/run/netlb_multiwan.prom"
 TRACKER_PID = "systemctl show -p MainPID --value netlb-multiwan-track.service"
 PROGS = "bpftool -j cgroup show %s/%s" % (GUEST_CGROUP2, CGROUP)
+HOOKS = "/etc/netlb-multiwan/hooks.d"
+HOOK_RECORD = "/root/hook-record"
+RECORD_HOOK = 'echo "$NETLB_UPLINK|$NETLB_STATE|$NETLB_TIER|$NETLB_ACTIVE_TIER|$NETLB_REASON" >> %s' % HOOK_RECORD
 
 
 def uplinks(guest, weights, with_lte=True):
@@ -129,6 +137,9 @@ def facts():
         f: dict = {"blank": snapshot(), "addresses": dict((u.interface, u.address) for u in guest.uplinks)}
         ssh("echo %s | base64 -d > %s" % (base64.b64encode(MARK_PROBE.encode()).decode(), PROBE_PATH))
         f["run_211"] = site_over_ssh(fleet, inv_211)
+        for name, body in (("10-record", RECORD_HOOK), ("20-slow", "sleep 60")):
+            fleet.exec(guest, ["sh", "-c", "mkdir -p {0} && cat > {0}/{1} && chmod 755 {0}/{1}".format(HOOKS, name)],
+                       input="#!/bin/sh\n%s\n" % body)
         f["marks_211"] = marks(400)
         f["progs_211"], f["status_211"] = prog_ids(), status()
 
@@ -157,10 +168,25 @@ def facts():
         f["marks_drained_during_run"] = marks(100)
         f["status_drained_during_run"] = status()
         f["undrain_after_run"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
+        # The tracker reports a drain within a second (it starts again on the changed
+        # document); the link events below come from netlink at once: one after the other.
+        end = time.time() + 10
+        while time.time() < end and ssh("cat %s" % HOOK_RECORD).count("|undrained|") < 2:
+            time.sleep(0.2)
 
         wifi_peer = fleet._labs[guest.name].uplinks[1].peer
         inet = fleet._labs[guest.name]
         f["track_active"] = ssh("systemctl is-active netlb-multiwan-track.service")
+        # An application holding a connection through wifi when it fails (connect_loop.py --hold).
+        fleet.exec(guest, ["sh", "-c", "cat > /root/connect_loop.py"], input=Path(connect_loop.__file__).read_text())
+        echo = subprocess.Popen(inet._in(inet.inet_netns, [sys.executable, connect_loop.__file__, "--echo",
+                                                           str(ECHO_PORT)]), stdin=subprocess.DEVNULL)
+        holder = threading.Thread(target=lambda: f.__setitem__("held", fleet.ssh(guest, in_cgroup(
+            CGROUP, "python3 /root/connect_loop.py --dst %s --port %d --hold --want-mark %d --duration 7"
+            % (SERVER4, ECHO_PORT, WIFI)), timeout=120)))
+        holder.start()
+        time.sleep(2.0)
+        f["wifi_failed_at"] = time.time()
         inet.inet_exec(["ip", "link", "set", wifi_peer, "down"])
         time.sleep(1.0)
         f["marks_wifi_dead"] = marks(100)
@@ -173,17 +199,23 @@ def facts():
         f["tracker_pid_restarted"] = ssh(TRACKER_PID).strip()
         f["health_after_restart"] = json.loads(ssh("cat /run/netlb-multiwan/health.json"))
         f["marks_after_restart"] = marks(100)
+        holder.join(120)
+        echo.kill()
+        echo.wait()
+        f["reset_log"] = ssh("journalctl -b --no-pager -u netlb-multiwan-track | grep 'connections* reset'")
         inet.inet_exec(["ip", "link", "set", wifi_peer, "up"])
         time.sleep(3.0)
         f["marks_wifi_back"] = marks(400)
         time.sleep(1.5)
+        f["hook_record"] = ssh("cat %s" % HOOK_RECORD)
+        f["journal_events"] = [json.loads(line) for line in fleet.ssh(
+            guest, "journalctl -o json --no-pager MESSAGE_ID=%s" % events.MESSAGE_ID).stdout.splitlines()]
         f["metrics"] = ssh("cat %s" % METRICS)
         f["counters_for_metrics"] = status()
 
         server = subprocess.Popen(inet._in(inet.inet_netns, [sys.executable, connect_loop.__file__, "--serve",
                                                              str(PORT)]), stdin=subprocess.DEVNULL)
         try:
-            fleet.exec(guest, ["sh", "-c", "cat > /root/connect_loop.py"], input=Path(connect_loop.__file__).read_text())
             f["drain_for_swap"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
             load = threading.Thread(target=lambda: f.__setitem__("load", fleet.ssh(guest, in_cgroup(
                 CGROUP, "python3 /root/connect_loop.py --dst %s --port %d --rate 200 --timeout 0.5 --until-file %s"
@@ -228,6 +260,42 @@ def test_the_tracker_takes_a_dead_uplink_out_and_puts_it_back(facts):
     assert any(p.startswith("wifi: down since") for p in facts["status_wifi_dead"]["problems"])
     assert "health: down" in facts["status_text_wifi_dead"], facts["status_text_wifi_dead"]
     assert facts["marks_wifi_back"] == {MAIN: 100, WIFI: 100, LTE: 200}, str(facts["marks_wifi_back"]) + facts["journal"]
+
+
+def test_a_connection_held_through_the_failed_uplink_works_again_through_another(facts):
+    """wifi's carrier lost under an application that holds a connection through it (a byte
+    every 100 ms, echoed, reconnecting on any error): the tracker resets it, the application
+    gets ECONNABORTED and works again through another uplink within 3 s."""
+    assert facts["held"].returncode == 0, facts["held"].stdout + facts["held"].stderr
+    events = json.loads(facts["held"].stdout)["events"]
+    fault = facts["wifi_failed_at"]
+    assert [e[1] for e in events[:2]] == ["connect", "echo"] and events[0][3] == WIFI, events[:3]
+    error = next(e for e in events if e[1] == "error")
+    assert error[0] > fault and error[3] == WIFI and error[4] == "ECONNABORTED", (error, facts["journal"])
+    working = next(e for e in events if e[1] == "echo" and e[0] > error[0])
+    assert working[3] != WIFI and working[0] - fault <= 3.0, (working, working[0] - fault)
+    assert "wifi: 1 connection reset" in facts["reset_log"], facts["reset_log"]
+
+
+def test_every_transition_runs_the_hooks_and_is_a_structured_journal_entry(facts):
+    """The drains made with the command, wifi's carrier lost and back: each ran the
+    recording hook (the one sleeping 60 s next to it delayed nothing: the failover checks
+    above run with it) and is one journal entry with the documented fields."""
+    rows = [line.split("|", 4) for line in facts["hook_record"].splitlines()]
+    wifi = [r[1] for r in rows if r[0] == "wifi"]
+    assert wifi == ["drained", "undrained", "drained", "undrained", "down", "up"], "%s\n%s" % (rows, facts["journal"])
+    assert all(r[2] == "1" and r[3] == "1" for r in rows), rows
+    down = next(r for r in rows if r[1] == "down")
+    assert "wlp1s0" in down[4], down   # the kernel's word: no carrier
+    # The container's journal is volatile: the first drain's entry went with the restart.
+    entries = [e for e in facts["journal_events"] if e.get("NETLB_UPLINK") == "wifi"]
+    assert [e["NETLB_STATE"] for e in entries] == wifi[1:], facts["journal_events"]
+    for entry, row in zip(entries, [r for r in rows if r[0] == "wifi"][1:]):
+        assert entry["MESSAGE_ID"] == events.MESSAGE_ID and entry["SYSLOG_IDENTIFIER"] == "netlb-multiwan-track"
+        assert entry["_SYSTEMD_UNIT"] == "netlb-multiwan-track.service"
+        assert (entry["NETLB_REASON"], entry["NETLB_TIER"], entry["NETLB_ACTIVE_TIER"]) == (row[4], "1", "1")
+        assert entry["PRIORITY"] == ("4" if row[1] == "down" else "5")
+        assert entry["MESSAGE"].startswith("wifi %s: " % row[1])
 
 
 def test_a_killed_tracker_leaves_balancing_on_and_systemd_restarts_it(facts):

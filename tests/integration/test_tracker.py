@@ -15,14 +15,17 @@ rereads it; the metrics file parses with prometheus-client and matches the maps.
 """
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.tracker_lab import (Tracker, break_uplink, connect_loop, failover_figures,
-                                           fault_and_repair, finish, repair_uplink, steered_to, tracker_host)
+                                           fault_and_repair, finish, held, hold, repair_uplink, steered_to,
+                                           tracker_host)
 
 pytestmark = pytest.mark.hostkernel
 
@@ -105,3 +108,131 @@ def test_metrics_parse_and_match_the_counters_map(host, tracker):
     from ansible_collections.netlb.multiwan.plugins.module_utils.datapath import SKIP_REASONS
     skipped = families["netlb_multiwan_sockets_skipped"].samples
     assert sorted(s.labels["reason"] for s in skipped) == sorted(SKIP_REASONS), skipped
+
+
+def metric_value(host, name):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = Path(host["doc"]["metrics_textfile"]).read_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return families["netlb_multiwan_" + name].samples[0].value
+
+
+def record_hook(host):
+    """A hook next to the state document recording each event's fields; the record's path."""
+    hooks = host["state"].parent / "hooks.d"
+    hooks.mkdir(exist_ok=True)
+    record = host["tmp"] / "hook-record"
+    record.write_text("")
+    (hooks / "10-record").write_text('#!/bin/sh\necho "$NETLB_UPLINK|$NETLB_STATE|$NETLB_TIER|$NETLB_ACTIVE_TIER|'
+                                     '$NETLB_REASON" >> %s\n' % record)
+    (hooks / "10-record").chmod(0o755)
+    return record
+
+
+def test_a_backup_tier_takes_every_connect_only_while_the_first_tier_is_down(host):
+    """mobile tier 2 (a backup, as pfSense's gateway tiers): nothing while wifi or lte is up,
+    everything while both are down, nothing again once wifi is back; no reload."""
+    original = host["state"].read_text()
+    doc = json.loads(original)
+    doc["uplinks"][0]["tier"] = 2
+    host["state"].write_text(json.dumps(doc, indent=2))
+    programs = host["cg"].program_ids()
+    record = record_hook(host)
+    tracker = Tracker(host)
+    broken = []
+    try:
+        first = [steered_to(c) for c in finish(connect_loop(host, 0.5))]
+        assert len(first) >= 50 and set(first) == {"wlp1s0", "wwan0"}, first
+        for ifname in ("wlp1s0", "wwan0"):
+            break_uplink(host, ifname, "silent")
+            broken.append(ifname)
+        tracker.wait_for(lambda h: h["wifi"]["state"] == h["lte"]["state"] == "down", "wifi and lte down")
+        backup = finish(connect_loop(host, 0.5))
+        assert len(backup) >= 50 and {steered_to(c) for c in backup} == {"usb0"}, backup[:5]
+        assert all(c[3] is None for c in backup), [c for c in backup if c[3]][:5]
+        time.sleep(1.2)  # the metrics file is rewritten every second
+        assert metric_value(host, "active_tier") == 2
+        repair_uplink(host, "wlp1s0", "silent")
+        broken.remove("wlp1s0")
+        tracker.wait_for(lambda h: h["wifi"]["state"] == "up", "wifi back up")
+        back = [steered_to(c) for c in finish(connect_loop(host, 0.5))]
+        assert len(back) >= 50 and set(back) == {"wlp1s0"}, back
+        assert host["cg"].program_ids() == programs  # maps only: the program never reloaded
+        time.sleep(0.3)
+        tiers = [line.split("|", 4)[1:4] for line in record.read_text().splitlines() if "|tier|" in line]
+        assert tiers == [["tier", "2", "2"], ["tier", "1", "1"]], record.read_text()
+    finally:
+        for ifname in broken:
+            repair_uplink(host, ifname, "silent")
+        tracker.stop()
+        host["state"].write_text(original)
+        record.with_name("hooks.d").joinpath("10-record").unlink()
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "no_reset"])
+def test_a_connection_stuck_on_a_dead_uplink_is_reset_and_works_again_through_another(host, reset):
+    """An application holding a connection through wifi (a byte every 100 ms, echoed; it
+    reconnects on any error) when wifi's far end goes silent: with the reset it works
+    again through another uplink within 3 s; with wifi's track.reset false it is still
+    stuck 20 s later. A connection on mobile is untouched either way."""
+    original = host["state"].read_text()
+    if not reset:
+        doc = json.loads(original)
+        doc["uplinks"][1]["track"] = {"reset": False}   # wifi's own setting over the default
+        host["state"].write_text(json.dumps(doc, indent=2))
+    tracker = Tracker(host)
+    resets_before = tracker.health()["wifi"].get("connections_reset", 0)   # counted across restarts
+    stuck_for = 3.0 if reset else 20.0
+    on_wifi, on_mobile = hold(host, 2.0 + stuck_for + 1.0, 11), hold(host, 2.0 + stuck_for + 1.0, 0)
+    try:
+        time.sleep(2.0)
+        fault = break_uplink(host, "wlp1s0", "silent")
+        wifi, mobile = held(on_wifi), held(on_mobile)
+        resets = tracker.health()["wifi"]["connections_reset"] - resets_before
+    finally:
+        repair_uplink(host, "wlp1s0", "silent")
+        tracker.stop()
+        host["state"].write_text(original)
+    assert [e[1] for e in wifi[:2]] == ["connect", "echo"] and wifi[0][3] == 11, wifi[:3]
+    after = [e for e in wifi if e[0] > fault]
+    if reset:
+        error = next(e for e in after if e[1] == "error")
+        assert error[3] == 11 and error[4] == "ECONNABORTED", error
+        working = next(e for e in after if e[1] == "echo" and e[3] != 11)
+        assert working[0] - fault <= 3.0, (working[0] - fault, after[:5], tracker.output())
+        assert resets >= 1 and "wifi: 1 connection reset" in tracker.output()
+    else:
+        assert not [e for e in after if e[1] != "echo"], after[:5]          # no error, no reconnect
+        assert not [e for e in after if e[0] > fault + 0.5], after[-3:]    # and nothing echoed
+        assert after == [] or after[-1][0] < fault + 0.5
+        assert resets == 0 and "wifi down" in tracker.output()
+    assert [e[1] for e in mobile].count("connect") == 1 and not [e for e in mobile if e[1] == "error"], mobile[:5]
+    assert mobile[-1][1] == "echo" and mobile[-1][0] > fault + stuck_for, mobile[-3:]
+
+
+def test_hooks_record_every_transition_and_a_slow_hook_delays_no_failover(host):
+    """hooks.d: one hook records each transition's environment, another sleeps 60 s on
+    each; failover and recovery keep their limits, twice in a row."""
+    record = record_hook(host)
+    hooks = record.with_name("hooks.d")
+    (hooks / "20-slow").write_text("#!/bin/sh\nsleep 60\n")
+    (hooks / "20-slow").chmod(0o755)
+    tracker = Tracker(host)
+    time.sleep(0.5)
+    record.write_text("")  # from here: a tracker started with every uplink up
+    try:
+        for _ in range(2):
+            fault, repair, connects = fault_and_repair(host, "silent")
+            figures = failover_figures(connects, fault, repair)
+            assert figures["detection"] <= SILENT_LIMIT, (figures, tracker.output())
+            assert figures["recovery"] is not None and figures["recovery"] <= RECOVERY_LIMIT, (figures, tracker.output())
+        time.sleep(0.5)
+        rows = [line.split("|", 4) for line in record.read_text().splitlines()]
+    finally:
+        tracker.stop()
+        subprocess.run(["pkill", "-f", "^/bin/sh %s" % (hooks / "20-slow")], check=False)
+        for hook in hooks.iterdir():
+            hook.unlink()
+    assert [r[:4] for r in rows] == [["wifi", "down", "1", "1"], ["wifi", "up", "1", "1"]] * 2, rows
+    assert rows[0][4].startswith("3 probe rounds in a row without") and rows[1][4] == "4 good probe rounds in a row"

@@ -32,6 +32,7 @@ LOOP = Path(__file__).with_name("connect_loop.py")
 # netlb-multiwan-apply as the role installs it: the engine's boot.main.
 APPLY = ["-c", "from ansible_collections.netlb.multiwan.plugins.module_utils.boot import main; raise SystemExit(main())"]
 PORT = 7
+ECHO_PORT = 9  # the far end of held connections (connect_loop.py --hold)
 RATE = 200  # connects per second (the issue asks >= 100)
 COLLECTIONS = str(ROOT / ".build" / "collections")
 MARK_TO_INTERFACE = {0: "usb0", 11: "wlp1s0", 12: "wwan0"}
@@ -43,8 +44,8 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
     name = "nlb%s%d" % (tag, os.getpid() % 10000)
     with Lab([Uplink("usb0"), Uplink("wlp1s0"), Uplink("wwan0")], name=name, server=False) as lab, \
             TestCgroup("track") as cg:
-        server = subprocess.Popen(["ip", "netns", "exec", lab.inet_netns, sys.executable, str(LOOP),
-                                   "--serve", str(PORT)])
+        servers = [subprocess.Popen(["ip", "netns", "exec", lab.inet_netns, sys.executable, str(LOOP), mode, str(port)])
+                   for mode, port in (("--serve", PORT), ("--echo", ECHO_PORT))]
         try:
             usb, wifi, lte = lab.uplinks
             tmp = Path(cg.tmp)
@@ -83,8 +84,9 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
             cli.converge_maps(doc, Bpftool(cli.Host(), "bpftool"), routing=False)  # the tracker routes, in its netns
             yield {"lab": lab, "cg": cg, "state": state, "doc": doc, "tmp": tmp}
         finally:
-            server.kill()
-            server.wait()
+            for server in servers:
+                server.kill()
+                server.wait()
 
 
 class Tracker:
@@ -97,19 +99,24 @@ class Tracker:
             ["nsenter", "--net=/run/netns/%s" % host["lab"].client_netns, sys.executable, "-m",
              "ansible_collections.netlb.multiwan.plugins.module_utils.tracker", "--state", str(host["state"])],
             env=dict(os.environ, PYTHONPATH=COLLECTIONS), stdout=self.log, stderr=subprocess.STDOUT)
-        if wait_up:
-            self.wait_for(lambda h: h and all(u["state"] == "up" for u in h.values()), "all uplinks up")
+        if wait_up:  # as this tracker says (an earlier one's file may say so already)
+            self.wait_for(lambda h: h and all(u["state"] == "up" for u in h.values()), "all uplinks up", own=True)
 
-    def health(self) -> dict | None:
+    def health(self, own: bool = False) -> dict | None:
+        """The uplinks of the health file; with *own*, None until this tracker wrote it
+        (it converges the maps first)."""
         try:
-            return json.loads(Path(self.host["doc"]["health_file"]).read_text())["uplinks"]
-        except (OSError, ValueError, KeyError):
+            written = json.loads(Path(self.host["doc"]["health_file"]).read_text())
+        except (OSError, ValueError):
             return None
+        if own and written.get("pid") != self.proc.pid:
+            return None
+        return written.get("uplinks")
 
-    def wait_for(self, condition, what: str, timeout: float = 10.0) -> None:
+    def wait_for(self, condition, what: str, timeout: float = 10.0, own: bool = False) -> None:
         end = time.time() + timeout
         while time.time() < end:
-            if condition(self.health()):
+            if condition(self.health(own)):
                 return
             time.sleep(0.05)
         raise AssertionError("tracker: not %s after %.0f s: %s\n%s" % (what, timeout, self.health(), self.output()))
@@ -129,6 +136,21 @@ def connect_loop(host: dict, duration: float) -> subprocess.Popen:
                                              "--rate", str(RATE), "--duration", str(duration)],
                                             netns=host["lab"].client_netns),
                             stdout=subprocess.PIPE, text=True)
+
+
+def hold(host: dict, duration: float, mark: int) -> subprocess.Popen:
+    """One connection held from the balanced cgroup, first through the uplink of *mark*."""
+    return subprocess.Popen(host["cg"].argv([sys.executable, str(LOOP), "--dst", SERVER4, "--port", str(ECHO_PORT),
+                                             "--hold", "--want-mark", str(mark), "--duration", str(duration)],
+                                            netns=host["lab"].client_netns),
+                            stdout=subprocess.PIPE, text=True)
+
+
+def held(proc: subprocess.Popen) -> list:
+    """The events of hold(): [unix time, connect | echo | error, local address, mark, error]."""
+    out, _err = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    return json.loads(out)["events"]
 
 
 def finish(proc: subprocess.Popen) -> list:

@@ -390,14 +390,26 @@ def test_vrf_steering(host):
     assert host.collect()["problems"] == []
 
 
+def test_a_backup_tier_is_on_standby_until_the_first_tier_has_no_usable_uplink(host):
+    host.state["uplinks"][1]["tier"] = 2
+    status = host.collect()
+    assert status["active_tier"] == 1 and status["problems"] == []
+    assert [(u["tier"], u["standby"]) for u in status["uplinks"]] == [(1, False), (2, True)]
+    assert [line.split()[2] for line in bs.render(status).splitlines()[3:5]] == ["up", "standby"]
+    host.state["uplinks"][0]["drained"] = True
+    status = host.collect()
+    assert status["active_tier"] == 2
+    assert [(u["tier"], u["standby"]) for u in status["uplinks"]] == [(1, False), (2, False)]
+
+
 def test_table_rendering(host):
     text = bs.render(host.collect())
     lines = text.splitlines()
     assert lines[0].startswith("netlb-multiwan: fwmark steering, random policy (")
     assert lines[2:5] == [
-        "  uplink  interface  state  route                    weight  connections  share  errors",
-        "  mobile  usb0       up     main                          1           10  33.3%       0",
-        "  wifi    wlp1s0     up     mark 0x100 -> table 100       3           20  66.7%       1",
+        "  uplink  interface  state  route                    tier  weight  connections  share  errors",
+        "  mobile  usb0       up     main                        1       1           10  33.3%       0",
+        "  wifi    wlp1s0     up     mark 0x100 -> table 100     1       3           20  66.7%       1",
     ]
     assert "  never steered (local destination 5): 5" in lines
     assert "  mobile: 192.0.2.2/24; default route IPv4 yes" in lines

@@ -101,3 +101,18 @@ def test_the_program_skips_the_exclusion_maps_that_hold_nothing():
     # The new prefix is in its trie before the flag says so.
     assert maps.writes == ["mw_exclude6", "mw_exclude_ports", "mw_host"]
     assert maps.values[host] == datapath.host_value(0, datapath.HOST_EXCLUDE6)
+
+
+def test_a_backup_tier_is_picked_only_while_no_lower_tier_uplink_is_pickable():
+    uplinks = [{"name": "mobile", "interface": "usb0", "weight": 3, "tier": 2},
+               {"name": "wifi", "interface": "wlp1s0", "mark": 11, "weight": 2},
+               {"name": "lte", "interface": "wwan0", "mark": 12, "weight": 1, "tier": 1}]
+    assert datapath.live_weights(uplinks, "weighted") == {1: 2, 2: 1}
+    assert datapath.active_tier(uplinks) == 1
+    down = [dict(uplinks[0]), dict(uplinks[1], down=True), dict(uplinks[2], drained=True)]
+    assert datapath.live_weights(down, "weighted") == {0: 3}
+    assert datapath.active_tier(down) == 2
+    zero = [dict(uplinks[0]), dict(uplinks[1], weight=0), dict(uplinks[2], down=True)]
+    assert datapath.live_weights(zero, "round_robin") == {0: 1}   # weight 0 counts as not pickable
+    assert datapath.active_tier([dict(u, down=True) for u in uplinks]) is None
+    assert datapath.live_weights([dict(u, down=True) for u in uplinks], "weighted") == {}

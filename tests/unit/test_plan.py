@@ -40,6 +40,9 @@ def test_no_source_of_the_program_is_per_host():
     ("weight", 1001),
     ("weight", "2"),
     ("weight", True),
+    ("tier", 0),
+    ("tier", 6),
+    ("tier", "2"),
 ])
 def test_injection_and_bad_values_are_refused(field, bad):
     up = dict(WIFI, **{field: bad})
@@ -89,6 +92,9 @@ def test_plan_gives_routing_per_extra_uplink_and_normalised_values():
                                "routes": [{"dst": "default", "gateway": "10.0.0.1"},
                                           {"dst": "default", "gateway": "2001:db8::1"}]}]
     assert got["exclude"] == ["10.0.0.0/8"] and "bpf" not in got
+    assert [u["tier"] for u in got["uplinks"]] == [1, 1]
+    backup = b.plan([dict(MOBILE, tier=2), WIFI_ROUTED], "vrf", "weighted")
+    assert [u["tier"] for u in backup["uplinks"]] == [2, 1]
 
 
 def test_plan_fwmark_mark_defaults_to_the_table():

@@ -198,3 +198,10 @@ def test_constants():
     assert (s.MAX_UPLINKS, s.MAX_WEIGHT, s.MAX_EXCLUDES) == (16, 1000, 256)
     assert set(s.RESERVED_TABLES) == {0, 253, 254, 255}
     assert (s.RULE_PRIORITY_MIN, s.RULE_PRIORITY_MAX) == (1, 32765)
+
+
+def test_track_reset_is_a_boolean_on_by_default():
+    assert "reset" not in s.track(None, "track", {}) and s.track({"reset": False}, "u.track", {})["reset"] is False
+    assert s.track(None, "track", {"reset": True})["reset"] is True
+    err = refused(s.track, {"reset": "no"}, "uplinks[1].track", {})
+    assert str(err) == "uplinks[1].track.reset: must be true or false, got 'no'"

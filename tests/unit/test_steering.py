@@ -135,3 +135,31 @@ def test_what_each_steering_needs_of_the_host_reaches_the_role_through_the_plan(
     got = plan.plan([{"name": "mobile", "interface": "usb0"}, {"name": "wifi", "interface": "wlp1s0"}],
                     steering="device", policy="weighted")
     assert got["needs"] == steering.provider("device").needs()
+
+
+def tcp(src, mark=0, bound=0):
+    from ansible_collections.netlb.multiwan.plugins.module_utils import sockets
+    import ipaddress
+    packed = ipaddress.ip_address(src).packed.ljust(16, b"\0")
+    dst = ipaddress.ip_address("203.0.113.9").packed.ljust(16, b"\0")
+    return sockets.TcpSocket(socket.AF_INET, 1, ((40000, 443, packed, dst), (bound, 7)), mark=mark, cgroup_id=5)
+
+
+@pytest.mark.parametrize("name, up, sock, held", [
+    ("fwmark", MARKED, tcp("10.0.0.2", mark=256), True),
+    ("fwmark", MARKED, tcp("10.0.0.2", mark=257), False),      # another mark: not the program's
+    ("fwmark", MARKED, tcp("10.0.0.2"), False),
+    ("fwmark", MAIN, tcp("192.0.2.2"), True),                  # left in the main table, from mobile's address
+    ("fwmark", MAIN, tcp("10.0.0.2"), False),
+    ("fwmark", MAIN, tcp("192.0.2.2", bound=3), False),        # bound by the application itself
+    ("vrf", VRF, tcp("10.0.0.2", bound=9), True),              # bound to wifi-vrf
+    ("vrf", VRF, tcp("10.0.0.2", bound=3), False),
+    ("device", MARKED, tcp("10.0.0.2", bound=3), True),        # bound to wlp1s0 itself
+    ("device", MARKED, tcp("10.0.0.2", bound=2), False),
+])
+def test_which_connections_an_uplink_holds(name, up, sock, held):
+    kernel = FakeKernel()
+    for index, ifname in ((2, "usb0"), (3, "wlp1s0"), (9, "wifi-vrf")):
+        kernel.links[ifname] = nl.Link(index, ifname, up=True)
+    kernel.addrs = {"usb0": ["192.0.2.2/24"], "wlp1s0": ["10.0.0.2/24"]}
+    assert steering.provider(name).holds(kernel, up, sock) is held
