@@ -359,10 +359,9 @@ class Collector(object):
             if self.kernel is not None:
                 self.kernel.close()
         result["uplinks"] = uplinks
-        self.add_health(state, entries, uplinks)
+        published = self.add_health(state, entries, uplinks)
         # The maps' view (datapath.live_weights): the lowest tier with a pickable uplink.
-        runtime = [dict(entry, down=(up.get("health") or {}).get("state") == "down")
-                   for entry, up in zip(entries, uplinks)]
+        runtime = health.runtime_uplinks(dict(state, uplinks=entries), published)
         result["active_tier"] = datapath.active_tier(runtime)
         for entry, up in zip(runtime, uplinks):
             up["standby"] = datapath.pickable(entry) and up["tier"] != result["active_tier"]
@@ -376,8 +375,22 @@ class Collector(object):
         return result
 
     def add_health(self, state, entries, uplinks):
-        """What netlb-multiwan-track decided (the health file), per tracked uplink."""
-        recorded = health.read_health(state.get("health_file") or health.HEALTH_FILE)
+        """What netlb-multiwan-track decided (the health file), per tracked uplink, and the
+        usage of each metered uplink's budget; the file's content."""
+        published = health.read_health_file(state.get("health_file") or health.HEALTH_FILE)
+        recorded = published.get("uplinks") if isinstance(published.get("uplinks"), dict) else {}
+        budgets = published.get("budgets") if isinstance(published.get("budgets"), dict) else {}
+        for entry, up in zip(entries, uplinks):
+            up["budget"] = None
+            if entry.get("budget"):
+                up["budget"] = dict(budgets.get(up["name"]) or {"used": None, "spent": None, "period_end": None},
+                                    bytes=entry["budget"]["bytes"], period=entry["budget"]["period"],
+                                    when_spent=entry["budget"].get("when_spent", "drain"))
+                if up["budget"]["spent"]:
+                    self.problem("%s: data budget spent (%s of %s this %s), %s until %s" % (
+                        up["name"], human_bytes(up["budget"]["used"]), human_bytes(up["budget"]["bytes"]),
+                        up["budget"]["period"], "drained" if up["budget"]["when_spent"] == "drain" else "a backup",
+                        time.strftime("%Y-%m-%d %H:%M", time.localtime(up["budget"]["period_end"] or 0))))
         for entry, up in zip(entries, uplinks):
             if not isinstance(entry.get("track"), dict):
                 up["health"] = None
@@ -388,6 +401,7 @@ class Collector(object):
                 self.problem("%s: down since %s (health tracker: %s)" % (
                     up["name"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(up["health"].get("since") or 0)),
                     up["health"].get("reason")))
+        return published
 
     def add_counters(self, result):
         """Per-uplink counters summed over every attachment (each has its own maps)."""
@@ -495,6 +509,17 @@ def _table(rows):
     return lines
 
 
+def human_bytes(count):
+    """1234567 -> '1.2 MB' (powers of 1000, as providers bill); '?' for None."""
+    if count is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000:
+            return ("%d %s" if unit == "B" else "%.1f %s") % (count, unit)
+        count /= 1000.0
+    return "%.1f TB" % count
+
+
 def link_state(up):
     if up["exists"] is None:
         return "?"  # not read (no netlink)
@@ -510,6 +535,8 @@ def link_state(up):
         return "failed"  # the link is up, its probes are not answered
     if up.get("usable") is False:
         return "unusable"  # no address or no default route: the problems say which
+    if (up.get("budget") or {}).get("spent"):
+        return "spent"  # its data budget, until the next period
     if up.get("standby"):
         return "standby"  # a backup tier while a lower one has a usable uplink
     return up["operstate"] or "?"
@@ -552,6 +579,14 @@ def render(status):
                         if present is not None]
             routes = "; default route %s" % ", ".join(defaults) if defaults else ""
             lines.append("  %s: %s%s" % (up["name"], ", ".join(up["addresses"]) or "no address", routes))
+            metered = up.get("budget")
+            if metered:
+                lines.append("    budget: %s of %s this %s%s, until %s" % (
+                    human_bytes(metered["used"]), human_bytes(metered["bytes"]), metered["period"],
+                    " (spent: %s)" % ("drained" if metered["when_spent"] == "drain" else "a backup")
+                    if metered["spent"] else "",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(metered["period_end"]))
+                    if metered.get("period_end") else "?"))
             tracked = up.get("health")
             if tracked:
                 figures = ["rtt %.1f ms" % tracked["rtt_ms"]] if tracked.get("rtt_ms") is not None else []

@@ -7,6 +7,7 @@
   netlb-multiwan drain NAME             new connections avoid uplink NAME
   netlb-multiwan undrain NAME
   netlb-multiwan weight NAME N
+  netlb-multiwan budget NAME reset | set SIZE
 
 Each change is recorded in the state document first (so the next boot applies
 it too), then the pinned maps of every attachment are converged to it: the
@@ -23,6 +24,7 @@ __metaclass__ = type
 import argparse
 import os
 import sys
+import time
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, datapath, health, runner, schema
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
@@ -55,13 +57,7 @@ def maps_pinned(attachment):
     return os.path.isdir(attachment["pin_dir"] + "/maps")
 
 
-def runtime_uplinks(doc, states=None):
-    """The document's uplinks with the health tracker's word: ``down`` for a tracked
-    uplink the health file (or the tracker's own ``states``, {name: {"state": ...}})
-    has down. The file outlives a stopped tracker: fail-open on the last state."""
-    recorded = states if states is not None else health.read_health(doc.get("health_file") or health.HEALTH_FILE)
-    return [dict(up, down=isinstance(up.get("track"), dict) and recorded.get(up["name"], {}).get("state") == "down")
-            for up in doc["uplinks"]]
+runtime_uplinks = health.runtime_uplinks
 
 
 def port_ranges(doc):
@@ -73,7 +69,7 @@ def port_ranges(doc):
     return out
 
 
-def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
+def converge_maps(doc, bpftool, check_mode=False, published=None, routing=True):
     """Every attachment's maps to the document's runtime state; the changes, as
     "cgroup: change". ``routing``: also, in this namespace and first, what the
     steering needs of the host: loose reverse-path filtering on the steered uplinks
@@ -95,7 +91,7 @@ def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
             found, actions = uplink_routing.converge_source_rules(doc, link, check_mode=check_mode)
         changes += actions
         sources = dict((slot, s["addresses"]) for slot, s in found.items())
-    uplinks = runtime_uplinks(doc, states)
+    uplinks = runtime_uplinks(doc, published)
     cookie = datapath.own_netns_cookie() if doc.get("netns_guard") else 0
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")
@@ -109,10 +105,11 @@ def converge_maps(doc, bpftool, check_mode=False, states=None, routing=True):
 
 
 def set_uplink(doc, name, **fields):
+    """The uplink named *name*, updated with *fields*."""
     for up in doc["uplinks"]:
         if up["name"] == name:
             up.update(fields)
-            return
+            return up
     raise SystemExit("netlb-multiwan: no uplink named %r (uplinks: %s)"
                      % (name, ", ".join(u["name"] for u in doc["uplinks"])))
 
@@ -129,14 +126,22 @@ def main(argv=None):
     weight = sub.add_parser("weight", help="set an uplink's weight")
     weight.add_argument("name")
     weight.add_argument("weight", type=int)
+    metered = sub.add_parser("budget", help="reset a metered uplink's usage, or set its budget (e.g. 30G)")
+    metered.add_argument("name")
+    metered.add_argument("action", choices=("reset", "set"))
+    metered.add_argument("size", nargs="?")
     args = parser.parse_args(argv)
     if args.command in (None, "status"):
         return balancer_status.main(["--state", args.state] + (["--json"] if getattr(args, "json", False) else []))
-    if args.command == "weight":
-        try:
+    try:
+        if args.command == "weight":
             schema.weight(args.weight, "weight", allow_zero=True)
-        except schema.SchemaError as exc:
-            parser.error(str(exc))
+        elif args.command == "budget" and args.action == "set":
+            args.size = schema.size(args.size, "size") if args.size else parser.error("budget NAME set needs a size")
+        elif args.command == "budget" and args.size:
+            parser.error("budget NAME reset takes no size")
+    except schema.SchemaError as exc:
+        parser.error(str(exc))
     with locked(args.state):
         try:
             doc = load(args.state)
@@ -145,6 +150,16 @@ def main(argv=None):
             return 1
         if args.command == "weight":
             set_uplink(doc, args.name, weight=args.weight)
+        elif args.command == "budget":
+            up = set_uplink(doc, args.name)
+            if not up.get("budget") and args.action == "reset":
+                raise SystemExit("netlb-multiwan: %s has no data budget" % args.name)
+            if args.action == "set":
+                # Until the next role run, which sets the inventory's budget again.
+                up["budget"] = dict(up.get("budget") or schema.budget({"bytes": 1}, "budget"), bytes=args.size)
+            else:
+                # The tracker starts the period's usage again from zero (it keeps the usage).
+                up["budget_reset"] = time.time()
         else:
             set_uplink(doc, args.name, drained=args.command == "drain")
         save(args.state, doc)

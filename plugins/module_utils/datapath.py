@@ -40,8 +40,8 @@ class DatapathError(Exception):
 
 
 def pickable(up):
-    """Up (as the tracker says), not drained, weight > 0."""
-    return not (up.get("drained") or up.get("down") or int(up.get("weight", 1)) <= 0)
+    """Up (as the tracker says), not drained, its budget not spent (when_spent: drain), weight > 0."""
+    return not (up.get("drained") or up.get("down") or up.get("spent") or int(up.get("weight", 1)) <= 0)
 
 
 def active_tier(uplinks):

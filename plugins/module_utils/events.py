@@ -7,7 +7,7 @@ the operator's hooks.
 An event is a dict of strings, the fields of the journal entry and the environment of
 the hooks alike:
 
-  NETLB_STATE        up | down | drained | undrained | tier
+  NETLB_STATE        up | down | drained | undrained | spent | renewed (a data budget) | tier
   NETLB_UPLINK       the uplink's name (empty for a tier change)
   NETLB_REASON       why, in words
   NETLB_TIER         the uplink's tier (for a tier change: the tier new connections now go to)
@@ -35,15 +35,16 @@ __metaclass__ = type
 import os
 import signal
 import socket
-import subprocess
 import time
+
+from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 
 MESSAGE_ID = "8b0c5f4e2d7a4c1b9e6f3a5d7c2e9b14"
 HOOKS_DIR = "/etc/netlb-multiwan/hooks.d"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 HOOK_TIMEOUT = 30.0
 MAX_RUNNING = 16
-STATES = ("up", "down", "drained", "undrained", "tier")
+STATES = ("up", "down", "drained", "undrained", "spent", "renewed", "tier")
 PRIORITY_WARNING, PRIORITY_NOTICE = 4, 5
 
 
@@ -75,7 +76,7 @@ def journal_entry(fields, text, identifier="netlb-multiwan-track"):
     """The datagram of journald's native protocol: FIELD=value lines (no value here
     holds a newline: they are replaced)."""
     lines = [("MESSAGE", text), ("MESSAGE_ID", MESSAGE_ID),
-             ("PRIORITY", str(PRIORITY_WARNING if fields["NETLB_STATE"] == "down" else PRIORITY_NOTICE)),
+             ("PRIORITY", str(PRIORITY_WARNING if fields["NETLB_STATE"] in ("down", "spent") else PRIORITY_NOTICE)),
              ("SYSLOG_IDENTIFIER", identifier)] + sorted(fields.items())
     return "".join("%s=%s\n" % (key, str(value).replace("\n", " ")) for key, value in lines).encode("utf-8")
 
@@ -117,14 +118,12 @@ class Events(object):
 
     def run_hooks(self, fields):
         self.reap()
-        env = dict(os.environ, **fields)
         for path in self.hooks():
             if len(self.running) >= MAX_RUNNING:
                 self.log("hook %s skipped: %d hooks still running" % (path, len(self.running)))
                 continue
             try:
-                proc = subprocess.Popen([path], env=env, stdin=subprocess.DEVNULL, close_fds=True,
-                                        start_new_session=True)
+                proc = runner.spawn([path], fields)
             except OSError as exc:
                 self.log("hook %s: %s" % (path, exc))
                 continue

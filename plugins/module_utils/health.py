@@ -22,7 +22,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
+from ansible_collections.netlb.multiwan.plugins.module_utils import schema
+from ansible_collections.netlb.multiwan.plugins.module_utils.files import read_json
 
 # Written by netlb-multiwan-track, read wherever the maps are converged (module_utils/cli).
 HEALTH_FILE = "/run/netlb-multiwan/health.json"
@@ -35,12 +36,7 @@ PROBE_BYTES = {"icmp": 2 * (14 + 20 + 8 + 8), "tcp": 7 * (14 + 20 + 32), "dns": 
 
 def read_health_file(path):
     """The whole health file (uplinks, active_tier, drained, written, pid); {} without one."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (IOError, OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(path)
 
 
 def read_health(path):
@@ -110,3 +106,22 @@ class UplinkHealth(object):
         return {"state": self.state, "since": self.since, "reason": self.reason, "rtt_ms": self.rtt_ms,
                 "loss": self.loss, "transitions": self.transitions, "probes_sent": self.probes_sent,
                 "probes_lost": self.probes_lost, "connections_reset": self.connections_reset}
+
+
+def runtime_uplinks(doc, published=None):
+    """The document's uplinks with the tracker's word (its health file, or the tracker's
+    own ``published`` view, {"uplinks": {name: {"state"}}, "budgets": {name: {"spent"}}}):
+    ``down`` for a tracked uplink it has down; for a metered uplink whose budget is spent,
+    ``spent`` (when_spent: drain) or the tier below every other (backup). The file
+    outlives a stopped tracker: fail-open on the last state."""
+    if published is None:
+        published = read_health_file(doc.get("health_file") or HEALTH_FILE)
+    states = published.get("uplinks") if isinstance(published.get("uplinks"), dict) else {}
+    budgets = published.get("budgets") if isinstance(published.get("budgets"), dict) else {}
+    out = []
+    for up in doc["uplinks"]:
+        spent = bool(up.get("budget")) and bool((budgets.get(up["name"]) or {}).get("spent"))
+        backup = spent and up["budget"].get("when_spent") == "backup"
+        out.append(dict(up, down=isinstance(up.get("track"), dict) and states.get(up["name"], {}).get("state") == "down",
+                        spent=spent and not backup, tier=schema.SPENT_TIER if backup else up.get("tier", 1)))
+    return out

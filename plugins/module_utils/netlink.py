@@ -174,6 +174,18 @@ class Netlink(object):
         except (NetlinkError, IndexError):
             return None  # gone between the lookup and the read
 
+    def byte_counters(self, name):
+        """(index, bytes received + sent) of link *name*, (None, None) when there is none."""
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            return None, None
+        try:
+            msg = self.ipr.get_links(found[0])[0]
+        except (NetlinkError, IndexError):
+            return None, None
+        stats = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS") or {}
+        return found[0], int(stats.get("rx_bytes", 0)) + int(stats.get("tx_bytes", 0))
+
     def master_name(self, link):
         master = self.link(index=link.master) if link.master else None
         return master.name if master else None

@@ -32,7 +32,7 @@ import json
 import os
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import steering
-from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
+from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write, read_json
 
 CONF = "/proc/sys/net/ipv4/conf"
 STRICT, LOOSE = 1, 2
@@ -77,12 +77,7 @@ def record_path(doc):
 
 def recorded(path):
     """{interface: its rp_filter before the balancer loosened it}."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (IOError, OSError, ValueError):
-        return {}
-    return dict((k, int(v)) for k, v in data.items()) if isinstance(data, dict) else {}
+    return dict((k, int(v)) for k, v in read_json(path).items())
 
 
 def converge(doc, present=True, check_mode=False, conf=CONF, record=None):

@@ -89,6 +89,15 @@ def subprocess_executor(timeout=None, environ_update=None):
     return execute
 
 
+def spawn(argv, environ_update=None):
+    """Start *argv* in its own session (its process group can be killed as one) and
+    return its Popen without waiting: the tracker's hooks, which failover never waits
+    for. Its output goes where this process's does. OSError when it cannot start."""
+    env = dict(os.environ, **environ_update) if environ_update else None
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, close_fds=True,  # pylint: disable=ansible-bad-function
+                            start_new_session=True)
+
+
 def module_executor(module):
     """An executor calling ``module.run_command(argv)``: an AnsibleModule's, or cli.Host's.
     The method is looked up at each call, not when the executor is made."""

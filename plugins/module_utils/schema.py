@@ -112,6 +112,7 @@ def weight(value, field="weight", allow_zero=False):
 
 
 MAX_TIER = 5   # pfSense/OPNsense gateway groups' tiers 1-5
+SPENT_TIER = MAX_TIER + 1   # a metered uplink whose budget is spent (when_spent: backup): below every tier
 
 
 def tier(value, field="tier"):
@@ -195,6 +196,56 @@ def port_exclusions(values, field="exclude_ports"):
     if not isinstance(values, (list, tuple)) or len(values) > MAX_PORT_EXCLUDES:
         raise SchemaError(field, "must be a list of at most %d port exclusions" % MAX_PORT_EXCLUDES)
     return [port_exclusion(v, "%s[%d]" % (field, i)) for i, v in enumerate(values)]
+
+
+SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?", re.IGNORECASE)
+SIZE_UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+BUDGET_PERIODS = ("day", "week", "month")
+BUDGET_WHEN_SPENT = ("drain", "backup")
+# The reset day must exist in every period: 1-28 of a month, 1-7 (Monday-Sunday) of a week.
+BUDGET_RESET_DAYS = {"month": 28, "week": 7}
+
+
+def size(value, field):
+    """Bytes from 1500, "20G", "500M", "1.5T", "2MiB": K, M, G, T are powers of 1000 (what
+    providers bill), KiB, MiB ... powers of 1024; at least 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise SchemaError(field, "must be a size such as 20G, 500M or 1500000 (bytes), got %r" % (value,))
+    match = SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, str) and not match:
+        raise SchemaError(field, "must be a size such as 20G, 500M or 1500000 (bytes), got %r" % (value,))
+    if match:
+        number, unit, binary = match.groups()
+        value = int(float(number) * (1024 if binary else 1000) ** SIZE_UNITS[unit.upper()])
+    if value < 1:
+        raise SchemaError(field, "must be at least 1 byte")
+    return value
+
+
+def budget(value, field):
+    """A metered uplink's data budget: {bytes, period (day|week|month), reset (the day a
+    period starts: 1-28 of the month, 1-7 = Monday-Sunday of the week; none for a day),
+    when_spent (drain|backup)}, normalised (bytes as an int); None for none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SchemaError(field, "must be a dictionary (bytes, period, reset, when_spent), got %r" % (value,))
+    unknown = sorted(set(value) - {"bytes", "period", "reset", "when_spent"})
+    if unknown:
+        raise SchemaError(field + "." + unknown[0], "is not a budget setting (bytes, period, reset, when_spent)")
+    if "bytes" not in value:
+        raise SchemaError(field + ".bytes", "is required: the data the period allows, e.g. 20G")
+    out = {"bytes": size(value["bytes"], field + ".bytes"),
+           "period": choice(value.get("period", "month"), field + ".period", BUDGET_PERIODS),
+           "when_spent": choice(value.get("when_spent", "drain"), field + ".when_spent", BUDGET_WHEN_SPENT)}
+    days = BUDGET_RESET_DAYS.get(out["period"])
+    if value.get("reset") is not None:
+        if days is None:
+            raise SchemaError(field + ".reset", "a daily budget starts again every midnight: no reset day")
+        out["reset"] = integer(value["reset"], field + ".reset", 1, days)
+    else:
+        out["reset"] = 1 if days else None
+    return out
 
 
 TRACK_METHODS = ("icmp", "tcp", "dns")

@@ -37,8 +37,8 @@ import struct
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import (balancer_status, cgroup, cli, datapath, events,
-                                                                     health, netlink, sockets, steering)
+from ansible_collections.netlb.multiwan.plugins.module_utils import (balancer_status, budget, cgroup, cli, datapath,
+                                                                     events, health, netlink, sockets, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
@@ -325,6 +325,15 @@ class Tracker(object):
         self.selector.register(self.watch.fileno(), selectors.EVENT_READ, self.on_netlink)
         self.last_written = 0.0
         self.metrics_warned = False
+        # Data budgets: the clock moves by NETLB_MULTIWAN_CLOCK_OFFSET seconds (a lab's period
+        # rollover without touching the machine's clock).
+        offset = float(os.environ.get("NETLB_MULTIWAN_CLOCK_OFFSET") or 0)
+        self.clock = lambda: time.time() + offset
+        self.usage_file = budget.usage_file(self.doc)
+        self.usage = budget.load(self.usage_file)
+        self.usage_warned = False
+        self.spent = dict((up["name"], self.usage[up["name"]].spent(up["budget"]))
+                          for up in self.metered() if up["name"] in self.usage)
         self.reexec = False
         self.inputs = self.input_times()
 
@@ -372,31 +381,39 @@ class Tracker(object):
         return transitions
 
     def apply(self, transitions, now):
-        if transitions:
+        budgets = self.sample_budgets() if now - self.last_written >= METRICS_EVERY else []
+        if transitions or budgets:
             self.converge()  # the maps first: the health file says what they hold
-            # Then the connections stuck on an uplink that went down: their applications
-            # reconnect at once, and the maps now send the new connects elsewhere.
-            for change in transitions:
-                if change["state"] == "down":
+            # Then the connections stuck on an uplink that went down (or whose budget is
+            # spent): their applications reconnect at once, and the maps now send the new
+            # connects elsewhere.
+            for change in transitions + budgets:
+                if change["state"] in ("down", "spent"):
                     self.reset_stuck(change["uplink"])
             active = self.active_tier()
-            for change in transitions:
+            for change in transitions + budgets:
                 self.events.emit(events.event(change["state"], change["uplink"], change["reason"],
-                                              self.tier_of(change["uplink"]), active, change["rtt_ms"], change["loss"]))
-            self.tier_changed(active, "after %s" % ", ".join("%s %s" % (c["uplink"], c["state"]) for c in transitions))
+                                              self.tier_of(change["uplink"]), active, change.get("rtt_ms"),
+                                              change.get("loss")))
+            changed = ", ".join("%s %s" % (c["uplink"], c["state"]) for c in transitions + budgets)
+            self.tier_changed(active, "after %s" % changed)
         self.events.reap(now)
-        if transitions or now - self.last_written >= METRICS_EVERY:
+        if transitions or budgets or now - self.last_written >= METRICS_EVERY:
             self.write_health(now)
             if self.input_times() != self.inputs:
                 log("%s or the tracker changed: starting again" % self.state_file)
                 self.reexec, self.running = True, False
 
+    def published(self):
+        """What this tracker says of the uplinks (health.runtime_uplinks reads it)."""
+        return {"uplinks": dict((name, h.as_dict()) for name, h in self.health.items()),
+                "budgets": self.budget_states()}
+
     def write_health(self, now):
         self.last_written = now
         atomic_write(self.health_file, make_dir=True, text=json.dumps(
-            {"version": 1, "written": now, "pid": os.getpid(), "active_tier": self.tier,
-             "drained": self.drained,
-             "uplinks": dict((name, h.as_dict()) for name, h in self.health.items())}, indent=1, sort_keys=True) + "\n")
+            dict(self.published(), version=1, written=now, pid=os.getpid(), active_tier=self.tier,
+                 drained=self.drained), indent=1, sort_keys=True) + "\n")
         if self.metrics_file:
             try:
                 atomic_write(self.metrics_file, self.metrics())
@@ -409,8 +426,7 @@ class Tracker(object):
         try:
             with cli.locked(self.state_file):
                 self.doc = dict(cli.load(self.state_file), health_file=self.health_file)
-                changes = cli.converge_maps(self.doc, self.bpftool,
-                                            states=dict((name, h.as_dict()) for name, h in self.health.items()))
+                changes = cli.converge_maps(self.doc, self.bpftool, published=self.published())
         except (BpftoolError, datapath.DatapathError, netlink.NetlinkError, OSError, ValueError) as exc:
             log("the maps were not updated: %s" % exc)
             return
@@ -419,8 +435,50 @@ class Tracker(object):
 
     def active_tier(self):
         """The tier new connections go to, as the maps now have it (0: none)."""
-        states = dict((name, h.as_dict()) for name, h in self.health.items())
-        return datapath.active_tier(cli.runtime_uplinks(self.doc, states)) or 0
+        return datapath.active_tier(health.runtime_uplinks(self.doc, self.published())) or 0
+
+    # -- data budgets ----------------------------------------------------------
+
+    def metered(self):
+        return [up for up in self.doc.get("uplinks", []) if up.get("budget")]
+
+    def sample_budgets(self):
+        """Account each metered uplink's byte counters; the budgets that became spent or
+        renewed (a new period) since the last sample, as transitions."""
+        now = self.clock()
+        changes = []
+        for up in self.metered():
+            name, plan = up["name"], up["budget"]
+            try:
+                index, counter = self.watch.kernel.byte_counters(up["interface"])
+            except (netlink.NetlinkError, OSError, AttributeError):
+                index, counter = None, None
+            usage = self.usage.setdefault(name, budget.Usage())
+            was = self.spent.get(name)
+            reset_before = usage.reset_at
+            usage.sample(plan, now, counter, index, float(up.get("budget_reset") or 0))
+            self.spent[name] = usage.spent(plan)
+            if was is not None and was != self.spent[name]:
+                if self.spent[name]:
+                    reason = "%d of %d bytes used this %s" % (usage.used, plan["bytes"], plan["period"])
+                elif usage.reset_at != reset_before:
+                    reason = "netlb-multiwan budget %s reset" % name
+                else:
+                    reason = "a new %s began, or the budget grew" % plan["period"]
+                changes.append({"uplink": name, "state": "spent" if self.spent[name] else "renewed", "reason": reason})
+        if self.metered():
+            try:
+                budget.save(self.usage_file, self.usage)
+            except OSError as exc:
+                if not self.usage_warned:
+                    log("cannot write %s: %s" % (self.usage_file, exc))
+                self.usage_warned = True
+        return changes
+
+    def budget_states(self):
+        now = self.clock()
+        return dict((up["name"], self.usage[up["name"]].status(up["budget"], now))
+                    for up in self.metered() if up["name"] in self.usage)
 
     def tier_of(self, name):
         return next((int(u.get("tier", 1)) for u in self.doc.get("uplinks", []) if u.get("name") == name), 0)
@@ -448,15 +506,16 @@ class Tracker(object):
         self.tier_changed(self.active_tier(), "the state document changed")
 
     def reset_stuck(self, name):
-        """Destroy the TCP connections the balancer put on uplink *name* (now down),
-        when its settings say so: only the balanced cgroups' (the tracker sees its own
+        """Destroy the TCP connections the balancer put on uplink *name* (now down, or its
+        budget spent), unless its track.reset says not to: only the balanced cgroups' (the tracker sees its own
         network namespace only), never loopback ones."""
-        probe = next((p for p in self.probes if p.name == name), None)
-        if probe is None or not probe.settings.get("reset", True):
+        up = next((u for u in self.doc.get("uplinks", []) if u.get("name") == name), None)
+        track = up.get("track") if up else None
+        if up is None or (isinstance(track, dict) and not track.get("reset", True)):
             return
         destroyed, failed = 0, None
         try:
-            destroyed = reset_connections(steering.of(self.doc), self.watch.kernel, probe.up, self.balanced_cgroups())
+            destroyed = reset_connections(steering.of(self.doc), self.watch.kernel, up, self.balanced_cgroups())
         except (sockets.SocketDiagError, OSError, netlink.NetlinkError) as exc:
             failed = exc
         self.health[name].connections_reset += destroyed
@@ -481,7 +540,7 @@ class Tracker(object):
         return ids
 
     def metrics(self):
-        return render_metrics(self.doc, self.health, self.counters())
+        return render_metrics(self.doc, self.health, self.counters(), self.budget_states())
 
     def counters(self):
         """[{steered, errors}] per slot, summed over the attachments; None when unreadable."""
@@ -527,7 +586,7 @@ class Tracker(object):
         self.watch.close()
 
 
-def render_metrics(doc, states, counters):
+def render_metrics(doc, states, counters, budgets=None):
     """node_exporter textfile: one HELP and TYPE per metric, labels by uplink."""
     uplinks = doc.get("uplinks", [])
     rows = []
@@ -546,7 +605,8 @@ def render_metrics(doc, states, counters):
            [((("uplink", u["name"]),), 1 if u.get("drained") else 0) for u in uplinks])
     metric("uplink_tier", "gauge", "The uplink's priority tier (1 first).",
            [((("uplink", u["name"]),), u.get("tier", 1)) for u in uplinks])
-    active = datapath.active_tier(cli.runtime_uplinks(doc, dict((n, h.as_dict()) for n, h in tracked_states)))
+    active = datapath.active_tier(health.runtime_uplinks(doc, {
+        "uplinks": dict((n, h.as_dict()) for n, h in tracked_states), "budgets": budgets or {}}))
     metric("active_tier", "gauge", "The tier new connections go to (0: no uplink is usable).",
            [((), active or 0)])
     metric("uplink_transitions_total", "counter", "Up/down transitions decided by the tracker.",
@@ -561,6 +621,15 @@ def render_metrics(doc, states, counters):
            [((("uplink", n),), h.probes_sent) for n, h in tracked_states])
     metric("probes_lost_total", "counter", "Probes that got no answer in time.",
            [((("uplink", n),), h.probes_lost) for n, h in tracked_states])
+    metered = sorted((budgets or {}).items())
+    metric("uplink_budget_bytes", "gauge", "The metered uplink's data budget for its period.",
+           [((("uplink", n),), b["bytes"]) for n, b in metered])
+    metric("uplink_budget_used_bytes", "gauge", "Bytes the metered uplink's interface carried this period.",
+           [((("uplink", n),), b["used"]) for n, b in metered])
+    metric("uplink_budget_spent", "gauge", "1 when the metered uplink's budget is spent.",
+           [((("uplink", n),), 1 if b["spent"] else 0) for n, b in metered])
+    metric("uplink_budget_period_end_seconds", "gauge", "Unix time the metered uplink's period ends.",
+           [((("uplink", n),), "%.0f" % b["period_end"]) for n, b in metered])
     metric("connections_reset_total", "counter", "TCP connections destroyed when the uplink went down.",
            [((("uplink", n),), h.connections_reset) for n, h in tracked_states])
     if counters is not None:
@@ -593,7 +662,7 @@ def main(argv=None):
         tracker.running = False
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if not tracker.probes:
+    if not tracker.probes and not tracker.metered():
         # Idle, not gone: an exit would have systemd restart it in a loop. A new
         # document (or gateway, at the next role run) starts over.
         log("no uplink of %s has a target to probe: waiting for the document to change" % args.state)
@@ -605,7 +674,10 @@ def main(argv=None):
         return 0
     log("tracking %s" % ", ".join("%s (%s to %s every %d ms)" % (
         p.name, p.settings["method"], ", ".join(p.settings["targets"]), p.settings["interval_ms"])
-        for p in tracker.probes))
+        for p in tracker.probes) or "no uplink")
+    if tracker.metered():
+        log("metering %s" % ", ".join("%s (%d bytes a %s)" % (u["name"], u["budget"]["bytes"], u["budget"]["period"])
+                                      for u in tracker.metered()))
     tracker.run()
     if tracker.reexec:
         # The health file carries the state over to the new process.

@@ -179,6 +179,12 @@ balancer:
         tier:
           description: The uplink's priority tier (1 first); see RV(balancer.active_tier).
           type: int
+        budget:
+          description:
+            - A metered uplink's data budget (null for none) - C(bytes), C(period), C(when_spent) from the state
+              document; C(used) (bytes this period, both ways), C(spent), C(period_start) and C(period_end) (Unix
+              times) as the health tracker counted them (null before it has).
+          type: dict
         standby:
           description: >-
             Up, not drained and weighted, but of a higher tier than RV(balancer.active_tier): it gets no new

@@ -144,5 +144,6 @@ def document_uplinks(uplinks, checked_uplinks, routing, tracking):
             "gateway": gateways.get("gateway"), "gateway6": gateways.get("gateway6"),
             "vrf": r.get("vrf"), "table": r.get("table"), "mark": r.get("mark"), "routes": r.get("routes", []),
             "weight": checked["weight"], "tier": checked["tier"], "track": tracking.get(checked["name"]),
+            "budget": schema.budget(up.get("budget"), "uplinks[%d].budget" % slot),
         })
     return out

@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.tracker_lab import (Tracker, break_uplink, connect_loop, failover_figures,
                                            fault_and_repair, finish, held, hold, repair_uplink, steered_to,
-                                           tracker_host)
+                                           tracker_host, transfer)
 
 pytestmark = pytest.mark.hostkernel
 
@@ -200,6 +200,8 @@ def test_a_connection_stuck_on_a_dead_uplink_is_reset_and_works_again_through_an
         error = next(e for e in after if e[1] == "error")
         assert error[3] == 11 and error[4] == "ECONNABORTED", error
         working = next(e for e in after if e[1] == "echo" and e[3] != 11)
+        print("reset: ECONNABORTED %.2f s, working again %.2f s after the fault" % (error[0] - fault,
+                                                                                   working[0] - fault))
         assert working[0] - fault <= 3.0, (working[0] - fault, after[:5], tracker.output())
         assert resets >= 1 and "wifi: 1 connection reset" in tracker.output()
     else:
@@ -236,3 +238,48 @@ def test_hooks_record_every_transition_and_a_slow_hook_delays_no_failover(host):
             hook.unlink()
     assert [r[:4] for r in rows] == [["wifi", "down", "1", "1"], ["wifi", "up", "1", "1"]] * 2, rows
     assert rows[0][4].startswith("3 probe rounds in a row without") and rows[1][4] == "4 good probe rounds in a row"
+
+
+def test_a_spent_data_budget_drains_the_uplink_until_its_next_period(host):
+    """wifi with budget {bytes: 2M, period: day}: 3 MB through wifi (6 MB on the wire, both
+    ways) spends it - no new connect goes to wifi, the health file and the metrics say so;
+    a new tracker (a restart) keeps the usage; with the clock a day later (the tracker's
+    injected time) wifi is back and its usage starts again from zero."""
+    original = host["state"].read_text()
+    doc = json.loads(original)
+    doc["uplinks"][1]["budget"] = {"bytes": 2000000, "period": "day", "reset": None, "when_spent": "drain"}
+    host["state"].write_text(json.dumps(doc, indent=2))
+    usage = host["tmp"] / "usage.json"
+    usage.unlink(missing_ok=True)
+    record = record_hook(host)
+    tracker = Tracker(host)
+    try:
+        transfer(host, 3000000, 11)
+        tracker.wait_for(lambda b: b and b["wifi"]["spent"], "wifi's budget spent", part="budgets")
+        connects = finish(connect_loop(host, 0.5))
+        assert len(connects) >= 50 and "wlp1s0" not in {steered_to(c) for c in connects}
+        time.sleep(1.2)
+        used = tracker.health(part="budgets")["wifi"]["used"]
+        assert used >= 2000000 and metric_value(host, "uplink_budget_spent") == 1
+        assert metric_value(host, "uplink_budget_used_bytes") >= 2000000
+        assert metric_value(host, "uplink_budget_bytes") == 2000000
+        tracker.stop()
+
+        tracker = Tracker(host)   # a restart: the usage file carries the period on
+        budgets = tracker.health(own=True, part="budgets")
+        assert budgets["wifi"]["spent"] and budgets["wifi"]["used"] >= used, budgets
+        assert "wlp1s0" not in {steered_to(c) for c in finish(connect_loop(host, 0.3))}
+        tracker.stop()
+
+        tracker = Tracker(host, clock_offset=86400)   # the next day
+        tracker.wait_for(lambda b: b and not b["wifi"]["spent"], "wifi renewed", part="budgets")
+        assert tracker.health(part="budgets")["wifi"]["used"] < 200000
+        back = [steered_to(c) for c in finish(connect_loop(host, 0.5))]
+        assert "wlp1s0" in back, back
+        time.sleep(0.3)
+        states = [line.split("|")[:2] for line in record.read_text().splitlines() if line.startswith("wifi|")]
+        assert states == [["wifi", "spent"], ["wifi", "renewed"]], record.read_text()
+    finally:
+        tracker.stop()
+        host["state"].write_text(original)
+        record.with_name("hooks.d").joinpath("10-record").unlink()

@@ -55,7 +55,7 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
                                steering="fwmark", policy="round_robin")
             doc = {
                 "version": 1, "steering": "fwmark", "policy": "round_robin", "rule_priority": 10000, "force": False,
-                "object": obj, "attach_types": ["connect4"], "exclude": [],
+                "object": obj, "attach_types": ["connect4"], "exclude": [], "state_dir": str(tmp),
                 "attachments": [{"cgroup": cg.path, "pin_dir": cg.pin_dir}],
                 "health_file": str(tmp / "health.json"), "metrics_textfile": str(tmp / "netlb_multiwan.prom"),
                 "uplinks": [
@@ -92,31 +92,32 @@ def tracker_host(tag: str = "tr") -> Iterator[dict]:
 class Tracker:
     """netlb-multiwan-track in the client namespace (nsenter: the bpffs stays visible)."""
 
-    def __init__(self, host: dict, wait_up: bool = True):
+    def __init__(self, host: dict, wait_up: bool = True, clock_offset: float = 0.0):
         self.host = host
         self.log = open(host["tmp"] / "tracker.log", "a")
         self.proc = subprocess.Popen(
             ["nsenter", "--net=/run/netns/%s" % host["lab"].client_netns, sys.executable, "-m",
              "ansible_collections.netlb.multiwan.plugins.module_utils.tracker", "--state", str(host["state"])],
-            env=dict(os.environ, PYTHONPATH=COLLECTIONS), stdout=self.log, stderr=subprocess.STDOUT)
+            env=dict(os.environ, PYTHONPATH=COLLECTIONS, NETLB_MULTIWAN_CLOCK_OFFSET=str(clock_offset)),
+            stdout=self.log, stderr=subprocess.STDOUT)
         if wait_up:  # as this tracker says (an earlier one's file may say so already)
             self.wait_for(lambda h: h and all(u["state"] == "up" for u in h.values()), "all uplinks up", own=True)
 
-    def health(self, own: bool = False) -> dict | None:
-        """The uplinks of the health file; with *own*, None until this tracker wrote it
-        (it converges the maps first)."""
+    def health(self, own: bool = False, part: str = "uplinks") -> dict | None:
+        """The uplinks (or *part*) of the health file; with *own*, None until this tracker
+        wrote it (it converges the maps first)."""
         try:
             written = json.loads(Path(self.host["doc"]["health_file"]).read_text())
         except (OSError, ValueError):
             return None
         if own and written.get("pid") != self.proc.pid:
             return None
-        return written.get("uplinks")
+        return written.get(part)
 
-    def wait_for(self, condition, what: str, timeout: float = 10.0, own: bool = False) -> None:
+    def wait_for(self, condition, what: str, timeout: float = 10.0, own: bool = False, part: str = "uplinks") -> None:
         end = time.time() + timeout
         while time.time() < end:
-            if condition(self.health(own)):
+            if condition(self.health(own, part)):
                 return
             time.sleep(0.05)
         raise AssertionError("tracker: not %s after %.0f s: %s\n%s" % (what, timeout, self.health(), self.output()))
@@ -151,6 +152,26 @@ def held(proc: subprocess.Popen) -> list:
     out, _err = proc.communicate(timeout=120)
     assert proc.returncode == 0
     return json.loads(out)["events"]
+
+
+TRANSFER = """import socket, sys
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, 36, int(sys.argv[3]))
+sock.connect((sys.argv[1], %d))
+left, block = int(sys.argv[2]), b"x" * 65536
+while left > 0:
+    chunk = block[:left]
+    sock.sendall(chunk)
+    got = 0
+    while got < len(chunk):
+        got += len(sock.recv(65536))
+    left -= len(chunk)
+""" % ECHO_PORT
+
+
+def transfer(host: dict, size: int, mark: int) -> None:
+    """*size* bytes to the echo server and back, through the uplink of *mark*."""
+    host["lab"].client_exec([sys.executable, "-c", TRANSFER, SERVER4, str(size), str(mark)])
 
 
 def finish(proc: subprocess.Popen) -> list:

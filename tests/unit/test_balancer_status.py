@@ -443,3 +443,27 @@ def test_short_attach_type(name, short):
 def test_the_real_host_runner_reports_a_missing_command():
     rc, _out, err = bs.Host().run(["/nonexistent/bpftool", "-j", "version"])
     assert rc == 127 and "nonexistent" in err
+
+
+def test_a_metered_uplink_shows_its_usage_and_a_spent_budget_is_a_problem(host, tmp_path):
+    import json
+
+    health_file = tmp_path / "health.json"
+    host.state["health_file"] = str(health_file)
+    host.state["uplinks"][1]["budget"] = {"bytes": 2000000, "period": "day", "reset": None, "when_spent": "drain"}
+    status = host.collect()
+    assert status["uplinks"][1]["budget"] == {"used": None, "spent": None, "period_end": None, "bytes": 2000000,
+                                              "period": "day", "when_spent": "drain"}   # no tracker yet
+    end = 1796425200.0
+    health_file.write_text(json.dumps({"uplinks": {}, "budgets": {"wifi": {
+        "bytes": 2000000, "used": 3100000, "spent": True, "period": "day", "period_start": end - 86400,
+        "period_end": end, "when_spent": "drain"}}}))
+    status = host.collect()
+    wifi = status["uplinks"][1]
+    assert wifi["budget"]["spent"] and wifi["budget"]["used"] == 3100000
+    assert status["active_tier"] == 1 and status["problems"] == [
+        "wifi: data budget spent (3.1 MB of 2.0 MB this day), drained until %s"
+        % bs.time.strftime("%Y-%m-%d %H:%M", bs.time.localtime(end))]
+    text = bs.render(status)
+    assert text.splitlines()[4].split()[2] == "spent"
+    assert "    budget: 3.1 MB of 2.0 MB this day (spent: drained), until " in text

@@ -63,3 +63,16 @@ def test_writers_take_turns_on_the_documents_directory(state):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on leaving
     finally:
         os.close(fd)
+
+
+def test_a_budget_is_set_or_its_usage_reset_in_the_document(state, capsys):
+    with pytest.raises(SystemExit, match="wifi has no data budget"):
+        cli.main(["--state", str(state), "budget", "wifi", "reset"])
+    with pytest.raises(SystemExit):
+        cli.main(["--state", str(state), "budget", "wifi", "set", "30X"])
+    assert "size: must be a size such as 20G" in capsys.readouterr().err
+    assert cli.main(["--state", str(state), "budget", "wifi", "set", "30G"]) == 0
+    wifi = json.loads(state.read_text())["uplinks"][1]
+    assert wifi["budget"] == {"bytes": 30 * 10 ** 9, "period": "month", "reset": 1, "when_spent": "drain"}
+    assert cli.main(["--state", str(state), "budget", "wifi", "reset"]) == 0
+    assert json.loads(state.read_text())["uplinks"][1]["budget_reset"] > 0
