@@ -57,11 +57,19 @@ def reset_held_connection(lab: Lab, cg: TestCgroup) -> dict:
     try:
         time.sleep(0.5)
         holder = subprocess.Popen(cg.argv([sys.executable, str(HERE / "connect_loop.py"), "--dst", SERVER4,
-                                           "--port", "9", "--hold", "--want-device", "wifi-vrf", "--duration", "5"]),
+                                           "--port", "9", "--hold", "--want-device", "wifi-vrf", "--duration", "8"]),
                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(2.0)
         wifi = {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "table": 10, "mark": None}
         with netlink.Netlink() as kernel:
+            # Python starts slowly in an emulated guest: wait for the held connection itself.
+            vrf_index = kernel.link("wifi-vrf").index
+            end = time.time() + 60
+            while time.time() < end:
+                with sockets.SockDiag() as diag:
+                    if any(s.dport == 9 and s.bound_ifindex == vrf_index for s in diag.tcp()):
+                        break
+                time.sleep(0.2)
+            time.sleep(0.5)  # an echo or two through it first
             destroyed = tracker.reset_connections(steering.provider("vrf"), kernel, wifi, sockets.cgroup_ids(cg.path))
         held = json.loads(holder.communicate(timeout=120)[0])["events"]
     finally:
