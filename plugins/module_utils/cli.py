@@ -57,9 +57,6 @@ def maps_pinned(attachment):
     return os.path.isdir(attachment["pin_dir"] + "/maps")
 
 
-runtime_uplinks = health.runtime_uplinks
-
-
 def port_ranges(doc):
     """The document's exclude_ports as [{"proto", "first", "last"}] (validated by the role)."""
     out = []
@@ -91,7 +88,7 @@ def converge_maps(doc, bpftool, check_mode=False, published=None, routing=True):
             found, actions = uplink_routing.converge_source_rules(doc, link, check_mode=check_mode)
         changes += actions
         sources = dict((slot, s["addresses"]) for slot, s in found.items())
-    uplinks = runtime_uplinks(doc, published)
+    uplinks = health.runtime_uplinks(doc, published)
     cookie = datapath.own_netns_cookie() if doc.get("netns_guard") else 0
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")

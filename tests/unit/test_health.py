@@ -1,11 +1,11 @@
 """The health tracker's decisions (module_utils/health.py), its settings (schema.track),
-its metrics text and how the maps take its word (cli.runtime_uplinks). The tracker
+its metrics text and how the maps take its word (health.runtime_uplinks). The tracker
 itself runs against real links and probes in tests/integration/test_tracker.py."""
 import json
 
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cli, datapath, health, schema, tracker
+from ansible_collections.netlb.multiwan.plugins.module_utils import datapath, health, schema, tracker
 
 
 def rounds(state, results, start=0.0, step=0.25):
@@ -72,9 +72,9 @@ def test_maps_take_the_trackers_word_only_for_tracked_uplinks(tmp_path):
     path.write_text(json.dumps({"uplinks": {"wifi": {"state": "down"}, "lte": {"state": "down"}}}))
     doc = {"health_file": str(path), "uplinks": [{"name": "wifi", "track": {}}, {"name": "lte", "track": None},
                                                  {"name": "mobile", "track": {}}]}
-    assert [u["down"] for u in cli.runtime_uplinks(doc)] == [True, False, False]
+    assert [u["down"] for u in health.runtime_uplinks(doc)] == [True, False, False]
     path.write_text("{not json")
-    assert [u["down"] for u in cli.runtime_uplinks(doc)] == [False, False, False]
+    assert [u["down"] for u in health.runtime_uplinks(doc)] == [False, False, False]
 
 
 def test_metrics_have_one_help_and_type_each_and_prometheus_names():
