@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from ._common import release
 from .netlab import (
     STATE_DIR,
     SERVER4,
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             client = None if a.client_netns == "none" else a.client_netns
             lab = Lab(a.uplinks, name=a.name, client_netns=client, ipv6=not a.no_ipv6, server=not a.no_server)
             lab.up()
+            release(f"lab-{lab.name}")  # it outlives this command: nobody's to reclaim, `down` removes it
             print(json.dumps(lab.describe(), indent=2))
         elif a.cmd == "down":
             has_state = (STATE_DIR / f"{a.name}.json").exists()

@@ -170,3 +170,63 @@ def exited(pid: int) -> bool:
     except ChildProcessError:
         return True
     return info is not None
+
+
+# -- who owns a lab's names --------------------------------------------------
+# A run killed without cleanup (SIGKILL, a session or CI job stopped) leaves its
+# namespaces, containers and guests behind, and the next run that uses the same
+# names would refuse to start. Each run records itself as the owner of the names
+# it uses; a later run that finds the owner dead removes the leftovers itself,
+# one that finds it alive refuses (two runs at once on one machine).
+OWNERS_DIR = "/run/netlb-lab-owners"
+
+
+class InUse(RuntimeError):
+    pass
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat): a pid plus this
+    names one process, even once the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def claim(name: str) -> bool:
+    """Record this process as the owner of the lab resources called *name*.
+
+    True when a previous owner died without releasing them: its leftovers are the
+    caller's to remove. InUse when another live process owns them."""
+    os.makedirs(OWNERS_DIR, mode=0o755, exist_ok=True)
+    path = os.path.join(OWNERS_DIR, name)
+    me = "%d %s\n" % (os.getpid(), _start_time(os.getpid()))
+    stale = False
+    try:
+        with open(path) as f:
+            owner = f.read()
+    except FileNotFoundError:
+        pass
+    else:
+        if owner != me:
+            fields = owner.split()
+            if len(fields) == 2 and fields[0].isdigit() and _start_time(int(fields[0])) == fields[1]:
+                raise InUse(f"{name} is in use by the live process {fields[0]} (another test run?)")
+            stale = True
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(me)
+    os.replace(tmp, path)
+    return stale
+
+
+def release(name: str) -> None:
+    """Give up the ownership claim() recorded (only this process's own)."""
+    path = os.path.join(OWNERS_DIR, name)
+    with contextlib.suppress(FileNotFoundError):
+        with open(path) as f:
+            if f.read() != "%d %s\n" % (os.getpid(), _start_time(os.getpid())):
+                return
+        os.unlink(path)

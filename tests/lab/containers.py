@@ -223,6 +223,15 @@ class ContainerFleet(Fleet):
         self._wire(guest)
         self._wait_for_sshd(guest, time.monotonic() + timeout)
 
+    def _remove_leftovers(self) -> None:
+        """Also the containers and their named namespaces (the labs remove their own)."""
+        for g in self._specs:
+            name = f"{self.name}-{g.name}"
+            _run([*podman(), "rm", "-f", "-t", "0", "--ignore", name], check=False)
+            if Path("/run/netns", name).exists():
+                _run(["ip", "netns", "del", name], check=False)
+        super()._remove_leftovers()
+
     def _stop_guests(self) -> list[str]:
         errors = []
         for name in self._containers:

@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import Terminated, cleanup_on_signals
+from ._common import Terminated, claim, cleanup_on_signals, release
 from .netlab import Lab, LabError, Uplink, _check_name, _kill_netns_processes, _run
 from .vm import REPO_ROOT, Nic, VmGuest, make_disk
 
@@ -149,6 +149,7 @@ class Fleet:
         self.guests: list[FleetGuest] = []
         self._specs = list(specs)
         self._made_netns = False
+        self._claimed = False  # up() recorded this process as the owner of the name
         self._signals: contextlib.ExitStack | None = None
         for i in range(len(specs)):
             _check_name("tap name", f"{name}-t{i}", 15)
@@ -238,6 +239,10 @@ class Fleet:
 
     # -- lifecycle -------------------------------------------------------
     def up(self) -> Fleet:
+        if claim(f"fleet-{self.name}"):
+            print(f"fleet {self.name}: removing what a dead run left", file=sys.stderr)
+            self._remove_leftovers()
+        self._claimed = True
         if Path("/run/netns", self.netns).exists():
             raise FleetError(f"netns {self.netns} exists already (stale fleet? ip netns del {self.netns})")
         self.tmp = Path(tempfile.mkdtemp(prefix="netlb-fleet-"))
@@ -370,6 +375,16 @@ class Fleet:
             self.tmp = None
         if errors:
             raise FleetError("; ".join(errors))
+        if self._claimed:
+            release(f"fleet-{self.name}")
+            self._claimed = False
+
+    def _remove_leftovers(self) -> None:
+        """The mgmt netns of a run that died owning this fleet's name, with what
+        lived in it (its guests' QEMUs, ssh masters)."""
+        if Path("/run/netns", self.netns).exists():
+            _kill_netns_processes(self.netns)
+            _run(["ip", "netns", "del", self.netns])
 
     def _stop_guests(self) -> list[str]:
         errors = []

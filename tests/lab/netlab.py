@@ -27,13 +27,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import cleanup_on_signals, stop_group
+from ._common import claim, cleanup_on_signals, release, stop_group
 
 SERVER4 = "100.64.0.1"
 SERVER6 = "2001:db8:ffff::1"
@@ -238,6 +239,7 @@ class Lab:
         # the only things down() may delete there.
         self._own_links: list[str] = []
         self._made_netns: list[str] = []
+        self._claimed = False  # up() recorded this process as the owner of the name
         self._signals: contextlib.ExitStack | None = None
         self._server_proc: subprocess.Popen[bytes] | None = None
         self.is_up = False
@@ -288,6 +290,9 @@ class Lab:
     def up(self) -> Lab:
         if self.is_up:
             return self
+        if claim(f"lab-{self.name}"):
+            self._remove_leftovers()
+        self._claimed = True
         if self.state_file.exists():
             raise LabError(
                 f"lab {self.name!r} seems up already ({self.state_file}); "
@@ -429,6 +434,21 @@ class Lab:
         with contextlib.suppress(OSError):
             STATE_DIR.rmdir()  # only if no other lab is up
         self.is_up = False
+        if self._claimed:
+            release(f"lab-{self.name}")
+            self._claimed = False
+
+    def _remove_leftovers(self) -> None:
+        """What a run that died owning this lab's name left: by its state file, else
+        by the namespace names."""
+        print(f"lab {self.name}: removing what a dead run left", file=sys.stderr)
+        try:
+            stale = Lab.from_state(self.name) if self.state_file.exists() else Lab.adopt(self.name)
+        except (LabError, ValueError, KeyError):
+            stale = Lab.adopt(self.name)
+            with contextlib.suppress(FileNotFoundError):
+                self.state_file.unlink()
+        stale.down()
 
     # -- state -----------------------------------------------------------
     def describe(self) -> dict[str, Any]:
