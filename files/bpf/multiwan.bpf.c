@@ -230,6 +230,11 @@ static __always_inline int socket_skip(const struct mw_host *host, struct bpf_so
 	 * would override an explicit choice. A marked socket is left alone too. */
 	if (sk->bound_dev_if || sk->mark)
 		return MW_SKIP_BOUND;
+	/* bind() to a local address chose the uplink by its source; the kernel's
+	 * extra MPTCP subflows come bound to their endpoint's address too, and
+	 * steering one elsewhere kills it. */
+	if (sk->src_ip4 || sk->src_ip6[0] || sk->src_ip6[1] || sk->src_ip6[2] || sk->src_ip6[3])
+		return MW_SKIP_BOUND;
 	if (foreign_netns(host, ctx))
 		return MW_SKIP_FOREIGN_NETNS;
 	if (port_excluded(host, ctx))

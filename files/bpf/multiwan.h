@@ -39,7 +39,7 @@
 #define MW_SKIP_NO_UPLINK 0     /* no usable uplink (all drained or down), or no selection yet */
 #define MW_SKIP_LOCAL 1         /* loopback, this host, link-local, multicast, broadcast */
 #define MW_SKIP_EXCLUDED 2      /* an excluded prefix or port */
-#define MW_SKIP_BOUND 3         /* the application bound it to a device or marked it */
+#define MW_SKIP_BOUND 3         /* bound to a device or a local address, or marked */
 #define MW_SKIP_FOREIGN_NETNS 4 /* another network namespace's (a container's) */
 #define MW_SKIP_TYPE 5          /* neither a stream nor a datagram socket */
 #define MW_SKIP_REASONS 6

@@ -10,6 +10,8 @@ back SO_MARK (fwmark steering) and SO_BINDTODEVICE (vrf steering).
   python connect_probe.py --dst 100.64.0.1 --rate 1000 --duration 60   (at most 1000/s; SIGTERM ends it early)
 Prints JSON: {"decisions": ["mark:0x100" | "dev:wifi-vrf" | "none", ...]}
 """
+from __future__ import annotations
+
 import argparse
 import json
 import signal
@@ -20,9 +22,11 @@ SO_BINDTODEVICE = 25
 SO_MARK = 36
 
 
-def decide(dst: str, port: int, proto: str = "udp") -> str:
+def decide(dst: str, port: int, proto: str = "udp", bind: str | None = None) -> str:
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) as sock:
+        if bind is not None:
+            sock.bind((bind, 0))
         if proto == "tcp":
             # The hook runs inside connect(); the handshake's outcome does not matter.
             sock.setblocking(False)
@@ -46,6 +50,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9)
     parser.add_argument("--proto", choices=["udp", "tcp"], default="udp")
     parser.add_argument("--rate", type=float, default=0, help="with --duration: connects per second at most")
+    parser.add_argument("--bind", help="bind() each socket to this local address first")
     args = parser.parse_args()
     decisions = []
     stop = []
@@ -55,7 +60,7 @@ def main() -> None:
         end = started + args.duration
         while time.monotonic() < end and not stop:
             for dst in args.dst:
-                decisions.append(decide(dst, args.port, args.proto))
+                decisions.append(decide(dst, args.port, args.proto, args.bind))
             if args.rate:
                 pause = started + len(decisions) / args.rate - time.monotonic()
                 if pause > 0:
@@ -63,7 +68,7 @@ def main() -> None:
     else:
         for _ in range(args.count):
             for dst in args.dst:
-                decisions.append(decide(dst, args.port, args.proto))
+                decisions.append(decide(dst, args.port, args.proto, args.bind))
     print(json.dumps({"decisions": decisions, "dst": args.dst}))
 
 

@@ -28,6 +28,7 @@ MARK = 0x100
 # The counters of sockets left alone, by reason (mw_counters[MAX_UPLINKS + reason]).
 EXCLUDED = MAX_UPLINKS + SKIP_REASONS.index("excluded")
 FOREIGN = MAX_UPLINKS + SKIP_REASONS.index("foreign_netns")
+BOUND = MAX_UPLINKS + SKIP_REASONS.index("bound")
 MOBILE = {"name": "mobile", "interface": "usb0", "weight": 1}
 WIFI = {"name": "wifi", "interface": "wlp1s0", "mark": MARK, "weight": 1}
 
@@ -144,6 +145,24 @@ def test_never_steered_destinations(lab, cgroup):
     # Everything else is steered (both uplinks carry a mark here, so 'none' would be a miss).
     steered = cgroup.probe(["--dst", SERVER4, "--dst", SERVER6, "--count", "50"], lab.client_netns)["decisions"]
     assert "none" not in steered
+
+
+def test_sockets_bound_to_a_local_address_are_left_alone(lab, cgroup):
+    """bind() to an uplink's address chose that uplink (and the kernel's extra MPTCP
+    subflows come bound to their endpoint's address): the program leaves them alone.
+    A bind() to the wildcard address chooses nothing: steered."""
+    attach(cgroup, build(cgroup, "round_robin", (dict(MOBILE, mark=0x200), WIFI)))
+    usb, wifi = lab.uplinks
+    before = cgroup.counters()[BOUND]["steered"]
+    for dst, local in ((SERVER4, usb.address), (SERVER4, wifi.address), (SERVER6, wifi.address6)):
+        for proto in ("tcp", "udp"):
+            seq = cgroup.probe(["--dst", dst, "--count", "25", "--proto", proto, "--bind", local], lab.client_netns)
+            assert set(seq["decisions"]) == {"none"}, (local, proto, seq)
+    assert cgroup.counters()[BOUND]["steered"] - before == 150, "counted as skipped, bound"
+    for dst, wildcard in ((SERVER4, "0.0.0.0"), (SERVER6, "::")):
+        spread = collections.Counter(cgroup.probe(["--dst", dst, "--count", "50", "--proto", "tcp", "--bind", wildcard],
+                                                  lab.client_netns)["decisions"])
+        assert spread == {"mark:0x200": 25, "mark:0x100": 25}, spread
 
 
 def replace_under_a_connect_loop(lab, cgroup, method):
