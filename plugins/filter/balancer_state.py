@@ -28,7 +28,7 @@ options:
   settings:
     description:
       - C(ipv6), C(object), C(attach_types), C(attachments), C(attach_method), C(rule_priority), C(force),
-        C(metrics_textfile), C(netns_guard), C(rp_filter) and C(state_dir), each of its type.
+        C(metrics_textfile), C(netns_guard), C(rp_filter), C(state_dir) and C(mptcp), each of its type.
     type: dict
     required: true
 """

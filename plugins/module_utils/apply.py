@@ -10,10 +10,10 @@
   routing    each extra uplink's VRF or fwmark table, as netlb.multiwan.vrf / fwmark_table
   document   the new document, with the drains an operator made on the host kept
   attach     the program on every attachment, as netlb.multiwan.cgroup_bpf_attach
-  maps       the runtime maps, source rules and rp_filter from the document as written
+  maps       the runtime maps, source rules, MPTCP endpoints and rp_filter from the document as written
 
 ``remove()`` undoes all of it (the role's ``balancer_state: absent``): detach, retire, maps
-(rp_filter back as it was), document, for what the recorded document and, when given, the
+(rp_filter back as it was, MPTCP endpoints gone), document, for what the recorded document and, when given, the
 planned one name (an uplink in the inventory that no run recorded is still removed).
 
 netlb.multiwan.balancer_apply runs it for the role; the boot unit (netlb-multiwan-apply) runs
@@ -28,7 +28,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import attach, datapath, state_store, steering
+from ansible_collections.netlb.multiwan.plugins.module_utils import attach, datapath, mptcp, state_store, steering
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
@@ -208,7 +208,11 @@ class Apply(object):
 
     def check_routing(self, doc, link):
         """Every uplink's engine in check mode first: the first refusal stops the run
-        before anything changed (one uplink must not be moved while the next is refused)."""
+        before anything changed (one uplink must not be moved while the next is refused).
+        MPTCP the host cannot have is refused here too."""
+        reason = mptcp.check(doc)
+        if reason:
+            raise ApplyError("check", "mptcp %s: %s" % (mptcp.mode(doc), reason), field="mptcp")
         for i, up, (kind, params) in routed(doc):
             self.route_uplink(i, up, kind, params, link, check_mode=True)
 
@@ -220,6 +224,7 @@ class Apply(object):
                            key=lambda a: (a["cgroup"], a["pin_dir"])))
         with self.netlink() as link:
             self.retire_routing(unique((p for d in known for p in retired(d, NOTHING)), key=routing_key), link)
+            self.remove_mptcp_paths(known[0] if known else {}, link)
         self.restore_rp_filter(known[0] if known else {})
         self.remove_document()
         return recorded
@@ -231,6 +236,12 @@ class Apply(object):
             attacher = run_attacher("detach", self.host_factory(params))
             self.actions["detach"] += ["%s: %s" % (attachment["cgroup"], a) for a in attacher.actions]
             self.warnings += attacher.warnings
+
+    def remove_mptcp_paths(self, doc, link):
+        try:
+            self.actions["maps"] += mptcp.converge(dict(doc, mptcp="off"), [], link, check_mode=self.check_mode)
+        except mptcp.MptcpError as exc:
+            raise ApplyError("maps", str(exc), field="mptcp")
 
     def restore_rp_filter(self, doc):
         from ansible_collections.netlb.multiwan.plugins.module_utils import rp_filter

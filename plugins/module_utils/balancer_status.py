@@ -35,8 +35,8 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, health, netlink, rp_filter, runner, schema,
-                                                                     state_store, steering)
+from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, files, health, mptcp, netlink, rp_filter,
+                                                                     runner, schema, state_store, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
@@ -327,7 +327,8 @@ class Collector(object):
     def collect(self):
         result = {"state_file": self.state_file, "state_found": False, "steering": None, "policy": None,
                   "ipv6": None, "object": None, "object_digest": None, "uplinks": [], "active_tier": None, "skipped": None, "skipped_by_reason": None,
-                  "connections": None, "attachments": [], "rules": [], "tools": self.tools, "problems": self.problems}
+                  "connections": None, "attachments": [], "rules": [], "mptcp": None, "tools": self.tools,
+                  "problems": self.problems}
         state = self.read_state()
         if state is None:
             return result
@@ -365,6 +366,7 @@ class Collector(object):
         result["active_tier"] = datapath.active_tier(runtime)
         for entry, up in zip(runtime, uplinks):
             up["standby"] = datapath.pickable(entry) and up["tier"] != result["active_tier"]
+        result["mptcp"] = self.mptcp(state, runtime)
 
         mount = self.host.cgroup2_mount()
         result["attachments"] = [self.attachment(state, entry, mount, result["object_digest"])
@@ -373,6 +375,20 @@ class Collector(object):
             self.problem("the state file lists no attachment: the program balances nothing")
         self.add_counters(result)
         return result
+
+    def mptcp(self, state, runtime):
+        """MPTCP's endpoints, connections and subflows per uplink (mptcp.observe), None when off."""
+        if mptcp.mode(state) == "off" and not files.read_json(mptcp.record_path(state)):
+            return None
+        try:
+            with self.host.kernel() as link:
+                found, problems = mptcp.observe(state, runtime, link)
+        except (netlink.NetlinkError, OSError, ImportError) as exc:
+            self.problem("mptcp: not read (%s)" % exc)
+            return None
+        for text in problems:
+            self.problem(text)
+        return found
 
     def add_health(self, state, entries, uplinks):
         """What netlb-multiwan-track decided (the health file), per tracked uplink, and the
@@ -598,6 +614,16 @@ def render(status):
                          if tracked.get("since") else "")
                 extra = "; " + ", ".join(figures) if figures else ""
                 lines.append("    health: %s%s (%s)%s" % (tracked["state"], since, tracked.get("reason", ""), extra))
+    multipath = status.get("mptcp")
+    if multipath:
+        fell_back = ", %d fell back to TCP" % multipath["fell_back"] if multipath["fell_back"] else ""
+        since = multipath["fallbacks_since_boot"]
+        lines += ["", "mptcp: %s; %d connections%s%s" % (
+            multipath["mode"], multipath["connections"], fell_back,
+            "" if not since else "; %d fallbacks to TCP since boot" % since)]
+        for name in [up["name"] for up in status["uplinks"]]:
+            endpoints = ", ".join(multipath["endpoints"].get(name, [])) or "none"
+            lines.append("  %s: %d subflows; endpoints %s" % (name, multipath["subflows"].get(name, 0), endpoints))
     if status["attachments"]:
         lines += ["", "attachments:"]
         for att in status["attachments"]:

@@ -71,13 +71,16 @@ def converge_maps(doc, bpftool, check_mode=False, published=None, routing=True):
     "cgroup: change". ``routing``: also, in this namespace and first, what the
     steering needs of the host: loose reverse-path filtering on the steered uplinks
     (rp_filter.converge), and the source rules that steer unconnected UDP
-    (uplink_routing.converge_source_rules), so every address the maps hold has its rule.
+    (uplink_routing.converge_source_rules), so every address the maps hold has its rule,
+    and the MPTCP endpoints of the uplinks that may be picked now (mptcp.converge).
     Run by the role, the boot unit, the tracker and this command alike: an uplink
     that comes back (a replugged modem) gets both again. rp_filter goes last: a
     setting that cannot be written (rp_filter.RpFilterError, an OSError) leaves the
     maps converged all the same."""
     changes, sources = [], None  # None: each uplink keeps the addresses the maps give it
-    from ansible_collections.netlb.multiwan.plugins.module_utils import netlink, rp_filter
+    from ansible_collections.netlb.multiwan.plugins.module_utils import mptcp, netlink, rp_filter
+
+    uplinks = health.runtime_uplinks(doc, published)
 
     # The netlb-multiwan command runs on the host's python3, which may lack pyroute2:
     # it then leaves rules and addresses to the engine's runs (role, boot, tracker).
@@ -86,9 +89,9 @@ def converge_maps(doc, bpftool, check_mode=False, published=None, routing=True):
 
         with netlink.Netlink() as link:
             found, actions = uplink_routing.converge_source_rules(doc, link, check_mode=check_mode)
+            actions += mptcp.converge(doc, uplinks, link, check_mode=check_mode)
         changes += actions
         sources = dict((slot, s["addresses"]) for slot, s in found.items())
-    uplinks = health.runtime_uplinks(doc, published)
     cookie = datapath.own_netns_cookie() if doc.get("netns_guard") else 0
     for attachment in doc.get("attachments", []):
         maps = datapath.Maps(bpftool, attachment["pin_dir"] + "/maps")

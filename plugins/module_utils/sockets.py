@@ -28,7 +28,12 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY, SOCK_DESTROY = 20, 21
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-INET_DIAG_MARK, INET_DIAG_CGROUP_ID = 15, 21
+INET_DIAG_MARK, INET_DIAG_ULP_INFO, INET_DIAG_CGROUP_ID, INET_ULP_INFO_NAME = 15, 19, 21, 1
+# Asking for tcp_info brings the ULP's name too (tcp_diag_get_aux): "mptcp" on a subflow.
+INET_DIAG_INFO = 2
+INET_DIAG_INFO_EXT = 1 << (INET_DIAG_INFO - 1)
+INET_DIAG_REQ_PROTOCOL, IPPROTO_MPTCP = 3, 262
+MPTCP_INFO_FLAG_FALLBACK = 1
 # TCP states (include/net/tcp_states.h): the connections an application still uses.
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE_WAIT = 1, 2, 8
 STUCK_STATES = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_SENT) | (1 << TCP_CLOSE_WAIT)
@@ -54,15 +59,15 @@ class TcpSocket(object):
     """One socket as sock_diag shows it: ``family``, ``state``, ``src``/``dst``
     (ipaddress objects), ``sport``/``dport``, ``bound_ifindex`` (0: not bound to a
     device), ``cookie``, ``mark`` (None when not shown: CAP_NET_ADMIN only) and
-    ``cgroup_id`` (None before Linux 5.7)."""
+    ``cgroup_id`` (None before Linux 5.7), ``ulp`` ("mptcp" on an MPTCP subflow)."""
 
-    def __init__(self, family, state, sockid, mark=None, cgroup_id=None):
+    def __init__(self, family, state, sockid, mark=None, cgroup_id=None, ulp=None):
         self.family, self.state = family, state
         (self.sport, self.dport, src, dst), (self.bound_ifindex, self.cookie) = sockid
         size = 4 if family == socket.AF_INET else 16
         self.src = ipaddress.ip_address(src[:size])
         self.dst = ipaddress.ip_address(dst[:size])
-        self.mark, self.cgroup_id = mark, cgroup_id
+        self.mark, self.cgroup_id, self.ulp = mark, cgroup_id, ulp
         self._sockid = sockid
 
     @property
@@ -73,10 +78,10 @@ class TcpSocket(object):
         return "%s:%d -> %s:%d" % (self.src, self.sport, self.dst, self.dport)
 
 
-def _request(family, states, sockid=None):
+def _request(family, states, sockid=None, ext=0):
     sport, dport, src, dst = sockid[0] if sockid else (0, 0, b"\0" * 16, b"\0" * 16)
     ifindex, cookie = sockid[1] if sockid else (0, 0xFFFFFFFFFFFFFFFF)  # INET_DIAG_NOCOOKIE
-    return (REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, states) + SOCKID.pack(sport, dport, src, dst)
+    return (REQUEST.pack(family, socket.IPPROTO_TCP, ext, 0, states) + SOCKID.pack(sport, dport, src, dst)
             + SOCKID_TAIL.pack(ifindex, cookie))
 
 
@@ -91,11 +96,12 @@ def _attributes(blob, offset, end):
     return out
 
 
-class SockDiag(object):
-    """A NETLINK_SOCK_DIAG socket of the caller's network namespace."""
+class NetlinkSocket(object):
+    """A raw netlink socket of the caller's network namespace: one request at a
+    time, its answer read to the end."""
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    def __init__(self, protocol):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -108,37 +114,48 @@ class SockDiag(object):
     def __exit__(self, *_exc):
         self.close()
 
-    def _send(self, kind, flags, payload):
+    def exchange(self, kind, flags, payload):
+        """Send one request; ([(kind, blob, start, end)] of the answer's messages, the
+        error code: 0, or the errno of an NLMSG_ERROR). A dump ends at NLMSG_DONE, any
+        other request at its acknowledgement (send it with NLM_F_ACK)."""
         self.seq += 1
         self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(payload), kind, flags, self.seq, 0) + payload)
-        return self.seq
+        out = []
+        while True:
+            blob = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + NLMSGHDR.size <= len(blob):
+                length, msg_kind, _flags, msg_seq, _pid = NLMSGHDR.unpack_from(blob, offset)
+                if length < NLMSGHDR.size:
+                    raise SocketDiagError("malformed netlink message")
+                body = offset + NLMSGHDR.size
+                if msg_seq == self.seq:
+                    if msg_kind == NLMSG_DONE:
+                        return out, 0
+                    if msg_kind == NLMSG_ERROR:
+                        return out, -struct.unpack_from("=i", blob, body)[0]
+                    out.append((msg_kind, blob, body, offset + length))
+                offset += (length + 3) & ~3
+
+
+class SockDiag(NetlinkSocket):
+    """A NETLINK_SOCK_DIAG socket of the caller's network namespace."""
+
+    def __init__(self):
+        super(SockDiag, self).__init__(NETLINK_SOCK_DIAG)
 
     def tcp(self, states=STUCK_STATES, families=(socket.AF_INET, socket.AF_INET6)):
         """Every TCP socket of the namespace in *states* (a bit per TCP state)."""
         out = []
         for family in families:
-            seq = self._send(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, _request(family, states))
-            done = False
-            while not done:
-                blob = self.sock.recv(1 << 16)
-                offset = 0
-                while offset + NLMSGHDR.size <= len(blob):
-                    length, kind, _flags, msg_seq, _pid = NLMSGHDR.unpack_from(blob, offset)
-                    body = offset + NLMSGHDR.size
-                    if length < NLMSGHDR.size:
-                        raise SocketDiagError("malformed netlink message")
-                    if msg_seq == seq:
-                        if kind == NLMSG_DONE:
-                            done = True
-                        elif kind == NLMSG_ERROR:
-                            code = -struct.unpack_from("=i", blob, body)[0]
-                            if code == errno.ENOENT:  # no such family (IPv6 disabled): nothing there
-                                done = True
-                            elif code:
-                                raise SocketDiagError("sock_diag: %s" % os.strerror(code))
-                        elif kind == SOCK_DIAG_BY_FAMILY and length >= NLMSGHDR.size + MSG_LEN:
-                            out.append(self._parse(blob, body, offset + length))
-                    offset += (length + 3) & ~3
+            messages, code = self.exchange(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
+                                           _request(family, states, ext=INET_DIAG_INFO_EXT))
+            if code == errno.ENOENT:  # no such family (IPv6 disabled): nothing there
+                continue
+            if code:
+                raise SocketDiagError("sock_diag: %s" % os.strerror(code))
+            out += [self._parse(blob, start, end) for kind, blob, start, end in messages
+                    if kind == SOCK_DIAG_BY_FAMILY and end - start >= MSG_LEN]
         return out
 
     @staticmethod
@@ -149,28 +166,47 @@ class SockDiag(object):
         attrs = _attributes(blob, start + MSG_LEN, end)
         mark = struct.unpack("=I", attrs[INET_DIAG_MARK][:4])[0] if INET_DIAG_MARK in attrs else None
         cgroup = struct.unpack("=Q", attrs[INET_DIAG_CGROUP_ID][:8])[0] if INET_DIAG_CGROUP_ID in attrs else None
-        return TcpSocket(family, state, sockid, mark, cgroup)
+        ulp = attrs.get(INET_DIAG_ULP_INFO)
+        name = _attributes(ulp, 0, len(ulp)).get(INET_ULP_INFO_NAME, b"") if ulp else b""
+        return TcpSocket(family, state, sockid, mark, cgroup, ulp=name.split(b"\0", 1)[0].decode() or None)
+
+    def mptcp(self, families=(socket.AF_INET, socket.AF_INET6)):
+        """[(family, state, flags, extra subflows)] of every MPTCP socket of the namespace
+        that is connected (flags: mptcp_info's, MPTCP_INFO_FLAG_FALLBACK when it fell back
+        to TCP); [] when the kernel has no MPTCP diag."""
+        out = []
+        for family in families:
+            # IPPROTO_MPTCP (262) does not fit the request's protocol byte: an attribute names it.
+            request = (REQUEST.pack(family, 0, INET_DIAG_INFO_EXT, 0, STUCK_STATES)
+                       + SOCKID.pack(0, 0, b"\0" * 16, b"\0" * 16) + SOCKID_TAIL.pack(0, 0xFFFFFFFFFFFFFFFF)
+                       + struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, IPPROTO_MPTCP))
+            messages, code = self.exchange(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, request)
+            if code in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP):
+                continue
+            if code:
+                raise SocketDiagError("sock_diag: %s" % os.strerror(code))
+            for kind, blob, start, end in messages:
+                if kind != SOCK_DIAG_BY_FAMILY or end - start < MSG_LEN:
+                    continue
+                msg_family, state, _timer, _retrans = MSG_HEAD.unpack_from(blob, start)
+                info = _attributes(blob, start + MSG_LEN, end).get(INET_DIAG_INFO, b"")
+                subflows = struct.unpack_from("=B", info, 0)[0] if len(info) >= 12 else 0
+                flags = struct.unpack_from("=I", info, 8)[0] if len(info) >= 12 else 0
+                out.append((msg_family, state, flags, subflows))
+        return out
 
     def destroy(self, sock):
         """SOCK_DESTROY of one socket (found by its addresses, ports, device and cookie).
         False when it is already gone; SocketDiagError when the kernel refuses."""
-        seq = self._send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK,
-                         _request(sock.family, 1 << sock.state | STUCK_STATES, sock._sockid))
-        while True:
-            blob = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + NLMSGHDR.size <= len(blob):
-                length, kind, _flags, msg_seq, _pid = NLMSGHDR.unpack_from(blob, offset)
-                if msg_seq == seq and kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", blob, offset + NLMSGHDR.size)[0]
-                    if code in (0,):
-                        return True
-                    if code == errno.ENOENT:
-                        return False
-                    if code == errno.EOPNOTSUPP:
-                        raise SocketDiagError("the kernel cannot destroy sockets (CONFIG_INET_DIAG_DESTROY is off)")
-                    raise SocketDiagError("sock_diag destroy: %s" % os.strerror(code))
-                offset += (length + 3) & ~3
+        _messages, code = self.exchange(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK,
+                                        _request(sock.family, 1 << sock.state | STUCK_STATES, sock._sockid))
+        if code == 0:
+            return True
+        if code == errno.ENOENT:
+            return False
+        if code == errno.EOPNOTSUPP:
+            raise SocketDiagError("the kernel cannot destroy sockets (CONFIG_INET_DIAG_DESTROY is off)")
+        raise SocketDiagError("sock_diag destroy: %s" % os.strerror(code))
 
 
 def cgroup_ids(path):

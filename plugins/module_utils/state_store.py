@@ -31,7 +31,7 @@ MANAGED_BY = "netlb.multiwan.balancer (Ansible); do not edit, re-run the role"
 SETTINGS = {
     "ipv6": bool, "object": str, "attach_types": list, "attachments": list, "attach_method": str,
     "rule_priority": int, "force": bool, "metrics_textfile": (str, type(None)), "netns_guard": bool,
-    "rp_filter": str, "state_dir": str,
+    "rp_filter": str, "state_dir": str, "mptcp": str,
 }
 
 

@@ -38,7 +38,7 @@ import sys
 import time
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import (balancer_status, budget, cgroup, cli, datapath,
-                                                                     events, health, netlink, sockets, steering)
+                                                                     events, health, mptcp, netlink, sockets, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
@@ -283,11 +283,13 @@ class LinkWatch(object):
 def reset_connections(provider, kernel, up, cgroups):
     """Destroy the TCP connections *provider* put on uplink *up*, of the cgroups whose ids
     are *cgroups* (None: any), never loopback ones; how many. Only the caller's network
-    namespace is seen. SocketDiagError when the kernel refuses."""
+    namespace is seen. An MPTCP subflow is never reset: its connection carries on over
+    its other subflows, and the path manager drops it with the uplink's endpoint.
+    SocketDiagError when the kernel refuses."""
     destroyed = 0
     with sockets.SockDiag() as diag:
         for sock in diag.tcp():
-            if sock.loopback or (cgroups is not None and sock.cgroup_id not in cgroups):
+            if sock.loopback or sock.ulp == "mptcp" or (cgroups is not None and sock.cgroup_id not in cgroups):
                 continue
             if provider.holds(kernel, up, sock) and diag.destroy(sock):
                 destroyed += 1
@@ -540,7 +542,19 @@ class Tracker(object):
         return ids
 
     def metrics(self):
-        return render_metrics(self.doc, self.health, self.counters(), self.budget_states())
+        return render_metrics(self.doc, self.health, self.counters(), self.budget_states(), self.multipath())
+
+    def multipath(self):
+        """MPTCP's connections and subflows per uplink (mptcp.observe), None when off."""
+        kernel = getattr(self.watch, "kernel", None)
+        if kernel is None or mptcp.mode(self.doc) == "off":
+            return None
+        try:
+            found, _problems = mptcp.observe(self.doc, health.runtime_uplinks(self.doc, self.published()), kernel)
+        except (netlink.NetlinkError, OSError) as exc:
+            log("mptcp not read for the metrics: %s" % exc)
+            return None
+        return found
 
     def counters(self):
         """[{steered, errors}] per slot, summed over the attachments; None when unreadable."""
@@ -586,7 +600,7 @@ class Tracker(object):
         self.watch.close()
 
 
-def render_metrics(doc, states, counters, budgets=None):
+def render_metrics(doc, states, counters, budgets=None, multipath=None):
     """node_exporter textfile: one HELP and TYPE per metric, labels by uplink."""
     uplinks = doc.get("uplinks", [])
     rows = []
@@ -632,6 +646,18 @@ def render_metrics(doc, states, counters, budgets=None):
            [((("uplink", n),), "%.0f" % b["period_end"]) for n, b in metered])
     metric("connections_reset_total", "counter", "TCP connections destroyed when the uplink went down.",
            [((("uplink", n),), h.connections_reset) for n, h in tracked_states])
+    if multipath is not None:
+        metric("mptcp_connections", "gauge", "Established MPTCP connections of the host.",
+               [((), multipath["connections"])])
+        metric("mptcp_fell_back_connections", "gauge", "Established MPTCP connections that fell back to TCP.",
+               [((), multipath["fell_back"])])
+        if multipath["fallbacks_since_boot"] is not None:
+            metric("mptcp_fallbacks_total", "counter", "MPTCP connects the far end answered as plain TCP.",
+                   [((), multipath["fallbacks_since_boot"])])
+        metric("mptcp_subflows", "gauge", "Established MPTCP subflows through the uplink.",
+               [((("uplink", u["name"]),), multipath["subflows"].get(u["name"], 0)) for u in uplinks])
+        metric("mptcp_endpoints", "gauge", "MPTCP endpoints on the uplink's addresses (0: no subflow opens there).",
+               [((("uplink", u["name"]),), len(multipath["endpoints"].get(u["name"], []))) for u in uplinks])
     if counters is not None:
         metric("sockets_steered_total", "counter", "Sockets the balancer program put on the uplink.",
                [((("uplink", u["name"]),), counters[i]["steered"] if i < len(counters) else 0)

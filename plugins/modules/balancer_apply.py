@@ -22,8 +22,8 @@ description:
     from the attachments, and the VRFs and fwmark tables are removed, that the recorded document has and the new one lacks; each extra uplink gets its VRF
     (as M(netlb.multiwan.vrf)) or fwmark table (as M(netlb.multiwan.fwmark_table)); the document is
     written, keeping the drains made on the host; the program is attached to every attachment (as
-    M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules and C(rp_filter) are converged
-    (as M(netlb.multiwan.balancer_maps))."
+    M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules, MPTCP endpoints and C(rp_filter)
+    are converged (as M(netlb.multiwan.balancer_maps))."
   - The boot unit (C(netlb-multiwan-apply)) runs the same engine from the document on disk.
 author:
   - netlb.multiwan contributors (@netlb)
@@ -36,7 +36,8 @@ options:
       - The planned document, as a dict or as JSON text.
       - Checked as every reader of the document checks it (version, uplinks, attachments) before anything
         is changed; each uplink's routing is checked by the engines of M(netlb.multiwan.vrf) and
-        M(netlb.multiwan.fwmark_table).
+        M(netlb.multiwan.fwmark_table); an C(mptcp) mode the host cannot have (VRF steering, a kernel
+        without MPTCP) is refused the same way, naming C(mptcp).
       - Required with O(state=present). With O(state=absent), what it names is removed too (an uplink
         of the inventory that no run recorded on the host).
     type: raw
@@ -46,7 +47,8 @@ options:
       - V(absent) undoes everything the document recorded on the host (and O(content) names), in phases
         under the lock - the program detached from every attachment and unpinned, the VRFs and fwmark
         tables with their rules removed, every C(rp_filter) value the balancer loosened put back, the
-        document removed. The role's units, commands and program file are the role's to remove.
+        MPTCP endpoints it made removed and the subflows limit put back, the document removed. The role's
+        units, commands and program file are the role's to remove.
     type: str
     choices: [present, absent]
     default: present

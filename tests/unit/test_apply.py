@@ -109,6 +109,13 @@ def test_a_refused_uplink_stops_the_run_before_any_change(tmp_path, monkeypatch)
     assert raised.value.field == "uplinks[1]" and fake.calls == [] and not path.exists()
 
 
+def test_mptcp_over_vrfs_is_refused_before_any_change(tmp_path):
+    path, fake = tmp_path / "balancer.json", FakeNetlink()
+    with pytest.raises(apply.ApplyError, match="check: mptcp paths: MPTCP needs fwmark or device steering") as raised:
+        run(path, dict(VRFS, mptcp="paths"), fake)
+    assert raised.value.field == "mptcp" and fake.calls == [] and not path.exists()
+
+
 @pytest.mark.parametrize("recorded, planned, gone", [
     (VRFS, dict(VRFS, uplinks=VRFS["uplinks"][:1]), [("vrf", "wifi-vrf")]),
     (VRFS, dict(VRFS, steering="fwmark", uplinks=[dict(u, vrf=None, mark=u["table"]) for u in VRFS["uplinks"]]),

@@ -16,7 +16,7 @@ WIFI = {"name": "wifi", "interface": "wlp1s0", "vrf": "wifi-vrf", "table": 10, "
 SETTINGS = {"ipv6": True, "object": "/var/lib/netlb-multiwan/multiwan.bpf.o", "attach_types": ["connect4"],
             "attachments": [{"cgroup": "multiwan", "pin_dir": "/sys/fs/bpf/netlb"}], "attach_method": "auto",
             "rule_priority": 1000, "force": False, "metrics_textfile": None, "netns_guard": True,
-            "rp_filter": "loose", "state_dir": "/var/lib/netlb-multiwan"}
+            "rp_filter": "loose", "state_dir": "/var/lib/netlb-multiwan", "mptcp": "off"}
 
 
 def test_the_document_is_the_plan_with_its_checked_values():
