@@ -6,11 +6,12 @@ set -euo pipefail
 # Distribution packages: netlink tools, the BPF toolchain, traffic; podman, runc and
 # mmdebstrap for the lab's systemd containers (image built from the apt mirror); QEMU and busybox for
 # the VM lab (Debian's own kernel with VRF, for hosts whose kernel lacks it; the kernel
-# package itself is only downloaded and unpacked under .build/vm by tests/lab/vmkernel.py);
+# package itself is only downloaded and unpacked under .build/vm by tests/lab/vmkernel.py; zstd
+# unpacks the 6.12 one);
 # sshd for the fleet test's guests (they run their own sshd; openssh-client for Ansible) and
 # nc, the ssh ProxyCommand by which molecule reaches them in their netns.
 APT_PACKAGES=(iproute2 kmod procps iputils-ping iperf3 clang llvm libbpf-dev bpftool
-              qemu-system-x86 busybox-static e2fsprogs util-linux
+              qemu-system-x86 busybox-static e2fsprogs util-linux zstd
               podman runc mmdebstrap
               python3 python3-venv python3-pip make git
               openssh-server openssh-client netcat-openbsd)

@@ -28,7 +28,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import attach, datapath, mptcp, state_store, steering
+from ansible_collections.netlb.multiwan.plugins.module_utils import (attach, datapath, mptcp, mptcp_upgrade, state_store,
+                                                                     steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils import uplink_routing as routing
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
@@ -114,7 +115,20 @@ def attach_all(doc, host_factory, check_mode=False):
         attacher = run_attacher("attach", host_factory(attach_params(doc, attachment)))
         actions += ["%s: %s" % (attachment["cgroup"], a) for a in attacher.actions]
         warnings += attacher.warnings
+    if doc.get("mptcp") == "upgrade" or os.path.isdir(mptcp_upgrade.pin_base(doc)):
+        try:
+            actions += mptcp_upgrade.converge(doc, host_bpftool(host_factory, "attach"), check_mode)
+        except mptcp_upgrade.UpgradeError as exc:
+            raise ApplyError("attach", str(exc), field="mptcp")
     return actions, warnings
+
+
+def host_bpftool(host_factory, phase):
+    host = host_factory({})
+    path = host.get_bin_path("bpftool")
+    if not path:
+        raise ApplyError(phase, "bpftool not found on the managed host")
+    return Bpftool(host, path)
 
 
 def run_attacher(phase, host):
@@ -225,6 +239,9 @@ class Apply(object):
         with self.netlink() as link:
             self.retire_routing(unique((p for d in known for p in retired(d, NOTHING)), key=routing_key), link)
             self.remove_mptcp_paths(known[0] if known else {}, link)
+        for doc in known:
+            if os.path.isdir(mptcp_upgrade.pin_base(doc)):
+                self.actions["detach"] += mptcp_upgrade.converge(dict(doc, mptcp="off"), None, self.check_mode)
         self.restore_rp_filter(known[0] if known else {})
         self.remove_document()
         return recorded

@@ -37,6 +37,10 @@ SYSCALL_NR = {
 }
 
 # enum bpf_cmd
+BPF_MAP_UPDATE_ELEM = 2
+BPF_PROG_LOAD = 5
+BPF_PROG_TYPE_TRACING = 26
+BPF_MAP_DELETE_ELEM = 3
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -45,6 +49,7 @@ BPF_LINK_UPDATE = 29
 BPF_LINK_DETACH = 34
 BPF_F_REPLACE = 1 << 2
 BPF_LINK_TYPE_CGROUP = 3
+BPF_MODIFY_RETURN = 26  # enum bpf_attach_type: fmod_ret
 
 # enum bpf_attach_type, by the short names of bpf_object.ATTACH_TYPES
 ATTACH_TYPE_IDS = {
@@ -72,15 +77,15 @@ class LinkUnsupported(LinkError):
 _libc = None
 
 
-def _bpf(cmd, attr, what):
+def _bpf(cmd, attr, what, size=ATTR_SIZE):
     global _libc
     nr = SYSCALL_NR.get(platform.machine())
     if nr is None:
         raise LinkUnsupported(what, errno.ENOSYS)
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), buf, ctypes.c_uint(ATTR_SIZE))
+    buf = ctypes.create_string_buffer(attr.ljust(size, b"\0"), size)
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), buf, ctypes.c_uint(size))
     if ret < 0:
         err = ctypes.get_errno()
         if err in (errno.ENOSYS, errno.EINVAL) and cmd == BPF_LINK_CREATE:
@@ -113,6 +118,48 @@ def link_create(prog_fd, cgroup_fd, hook):
     attr = struct.pack("=IIII", prog_fd, cgroup_fd, ATTACH_TYPE_IDS[hook], 0)
     fd, _buf = _bpf(BPF_LINK_CREATE, attr, "create a bpf_link at %s" % hook)
     return fd
+
+
+def tracing_link_create(prog_fd):
+    """Attach a loaded fentry/fexit/fmod_ret program (its target was fixed at load)."""
+    attr = struct.pack("=IIII", prog_fd, 0, BPF_MODIFY_RETURN, 0)
+    fd, _buf = _bpf(BPF_LINK_CREATE, attr, "attach the fmod_ret program")
+    return fd
+
+
+def fmod_ret_load_probe(btf_id):
+    """Load (and close at once) the smallest fmod_ret program for the kernel function
+    whose BTF id is *btf_id*: ``r0 = 0; exit``. LinkError with the kernel's errno."""
+    insns = ctypes.create_string_buffer(struct.pack("=BBhi", 0xB7, 0, 0, 0) + struct.pack("=BBhi", 0x95, 0, 0, 0), 16)
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("=IIQQIIQII16sIIIIQIIQIII", BPF_PROG_TYPE_TRACING, 2, ctypes.addressof(insns),
+                       ctypes.addressof(license_), 0, 0, 0, 0, 0, b"mw_probe", 0, BPF_MODIFY_RETURN, 0, 0, 0, 0, 0,
+                       0, 0, btf_id, 0)
+    fd, _buf = _bpf(BPF_PROG_LOAD, attr, "load an fmod_ret program", size=128)
+    os.close(fd)
+    del insns, license_
+
+
+def map_update(map_fd, key, value):
+    """BPF_MAP_UPDATE_ELEM of *key* and *value* (bytes, the map's sizes)."""
+    k, v = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value, len(value))
+    attr = struct.pack("=IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0)
+    _bpf(BPF_MAP_UPDATE_ELEM, attr, "update the map")
+    del k, v
+
+
+def map_delete(map_fd, key):
+    """BPF_MAP_DELETE_ELEM; False when there was no such entry."""
+    k = ctypes.create_string_buffer(key, len(key))
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, struct.pack("=IIQ", map_fd, 0, ctypes.addressof(k)), "delete from the map")
+    except LinkError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        return False
+    finally:
+        del k
+    return True
 
 
 def link_update(link_fd, new_prog_fd, old_prog_fd):

@@ -42,7 +42,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic
 from ansible_collections.netlb.multiwan.plugins.module_utils.sockets import (NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
                                                                              NetlinkSocket, _attributes)
 
-MODES = ("off", "paths")
+MODES = ("off", "paths", "upgrade")
 DEFAULT_STATE_DIR = "/var/lib/netlb-multiwan"
 RECORD_NAME = "mptcp.json"
 ENABLED_SYSCTL = "/proc/sys/net/mptcp/enabled"
@@ -174,14 +174,20 @@ def enabled(path=ENABLED_SYSCTL):
     return None
 
 
-def check(doc, path=ENABLED_SYSCTL):
-    """Why this host cannot have the document's MPTCP mode, or None (the apply's check phase)."""
+def check(doc, path=ENABLED_SYSCTL, upgrade_reason=None):
+    """Why this host cannot have the document's MPTCP mode, or None: the role's preflight
+    (balancer_facts) and the apply's check phase. ``upgrade`` loads a probe program."""
     if mode(doc) == "off":
         return None
     if doc.get("steering") == "vrf":
         return ("MPTCP needs fwmark or device steering: the kernel's extra subflows leave from each uplink's "
                 "address unbound to its VRF, which vrf steering routes nowhere")
-    return enabled(path)
+    reason = enabled(path)
+    if reason is None and mode(doc) == "upgrade":
+        from ansible_collections.netlb.multiwan.plugins.module_utils import mptcp_upgrade
+
+        reason = (upgrade_reason or mptcp_upgrade.kernel_reason)()
+    return reason
 
 
 def wanted(doc, uplinks, link):

@@ -29,6 +29,18 @@ options:
     description: The state document the role writes; read into C(recorded).
     type: path
     default: /etc/netlb-multiwan/balancer.json
+  mptcp:
+    description:
+      - The MPTCP mode the role is about to apply (C(balancer_mptcp)); C(mptcp.problem) says why this host
+        cannot have it. V(upgrade) loads the smallest C(fmod_ret) program on C(update_socket_protocol) and
+        closes it at once (nothing stays loaded), the only way to learn whether the kernel runs it.
+    type: str
+    choices: ["off", paths, upgrade]
+    default: "off"
+  steering:
+    description: The steering the role applies (C(balancer_steering)); MPTCP refuses C(vrf).
+    type: str
+    default: fwmark
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -131,6 +143,17 @@ ansible_facts:
         recorded_error:
           description: Why O(state_file) exists but could not be read, else null.
           type: str
+        mptcp:
+          description: Whether the host can have O(mptcp).
+          type: dict
+          contains:
+            mode:
+              description: O(mptcp).
+              type: str
+            problem:
+              description: Why not, in one sentence; null when it can (always null for V(off)).
+              type: str
+          sample: {mode: upgrade, problem: "the kernel has no update_socket_protocol hook (Linux < 6.6)"}
 """
 
 import os
@@ -138,7 +161,7 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, mptcp, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
 
 # os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
@@ -184,7 +207,7 @@ def recorded_state(path):
         return None, str(exc)
 
 
-def collect(root="/", state_file=DEFAULT_STATE_FILE):
+def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering="fwmark"):
     """The fact, from the files under *root* (tests point it at a fake tree)."""
     def at(path):
         return os.path.join(root, path.lstrip("/"))
@@ -210,13 +233,18 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE):
         "python": sys.executable,
         "recorded": recorded,
         "recorded_error": recorded_error,
+        "mptcp": {"mode": mptcp_mode,
+                  "problem": mptcp.check({"mptcp": mptcp_mode, "steering": steering}, path=at(mptcp.ENABLED_SYSCTL))},
     }
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE)),
+    module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE),
+                                              mptcp=dict(type="str", default="off", choices=list(mptcp.MODES)),
+                                              steering=dict(type="str", default="fwmark")),
                            supports_check_mode=True)
-    facts = collect(state_file=module.params["state_file"])
+    facts = collect(state_file=module.params["state_file"], mptcp_mode=module.params["mptcp"],
+                    steering=module.params["steering"])
     if facts["recorded_error"]:
         module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
     module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})

@@ -6,6 +6,8 @@ provisioned by playbooks/site.yml. The lab's server accepts MPTCP (and plain TCP
 listener takes both). Each transfer is one connection from the balanced cgroup, measured
 by the receiver (tests/integration/mptcp_transfer.py). In order:
 
+0. `upgrade` (TCP sockets made MPTCP by a BPF program) fails in preflight: this kernel
+   refuses fmod_ret programs; the host is as it was;
 1. the ceilings: plain TCP bound to each uplink in turn, 10 s each;
 2. `paths`: the container's path manager has an endpoint per uplink address, bound to its
    interface, and the limit raised; a second run changes nothing;
@@ -95,6 +97,10 @@ def facts():
         try:
             assert server.stdout.readline().strip() == "listening"
             f["limits_before"] = limits(fleet, guest)
+            blank = "ls /etc/netlb-multiwan /var/lib/netlb-multiwan /sys/fs/bpf; ip rule; ip mptcp endpoint show"
+            f["blank"] = fleet.ssh(guest, blank).stdout
+            f["run_upgrade"] = site_over_ssh(fleet, inventory("upgrade", balancer_mptcp="upgrade"))
+            f["after_upgrade"] = fleet.ssh(guest, blank).stdout
             f["run_paths"] = site_over_ssh(fleet, inventory("paths", balancer_mptcp="paths"))
             f["run_paths_again"] = site_over_ssh(fleet, inventory("paths", balancer_mptcp="paths"))
             f["endpoints_paths"], f["limits_paths"] = endpoints(fleet, guest), limits(fleet, guest)
@@ -144,6 +150,14 @@ def facts():
           "during the failover %.1f" % (f["ceiling_usb"]["mbit"], f["ceiling_wifi"]["mbit"], f["mptcp"]["mbit"],
                                          f["mptcp_off"]["mbit"], f["failover"].get("mbit", 0.0)))
     return f
+
+
+def test_upgrade_is_refused_in_preflight_on_this_kernel_and_the_host_is_unchanged(facts):
+    run = facts["run_upgrade"]
+    assert run["rc"] != 0, run["output"][-3000:]
+    assert "balancer_mptcp upgrade on laptop: this kernel refuses trampoline programs (fentry, fmod_ret)" \
+        in run["output"], run["output"][-3000:]
+    assert facts["after_upgrade"] == facts["blank"]
 
 
 def test_paths_gives_each_uplink_address_an_endpoint_and_changes_nothing_twice(facts):

@@ -22,8 +22,11 @@ works, yet a stock kernel hangs at boot.
 taps (tests/lab/fleet.py boots several that way), read-write host directories, a
 persistent disk for the writable layer (a real reboot keeps it) and systemd as PID 1.
 
-CLI: ``python -m tests.lab.vm [--timeout N] [-e K=V] -- 'shell script'``;
-``python -m tests.lab.vm --info`` prepares the kernel and prints what would be used.
+Guest kernel: ``kernel_series="6.1"`` (the default: Debian 12's own) or ``"6.12"``
+(bookworm-backports), per guest (vmkernel.SERIES).
+
+CLI: ``python -m tests.lab.vm [--timeout N] [-e K=V] [--kernel 6.12] -- 'shell script'``;
+``python -m tests.lab.vm --info [--kernel 6.12]`` prepares the kernel and prints what would be used.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ._common import Terminated, cleanup_on_signals, exited, kill_tree
-from .vmkernel import GuestKernel, VmSetupError, ensure_kernel, ensure_python_image, vm_dir
+from .vmkernel import DEFAULT_SERIES, SERIES, GuestKernel, VmSetupError, ensure_kernel, ensure_python_image, vm_dir
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 STAGE2 = str(Path(__file__).resolve().with_name("vm-guest-init.sh"))
@@ -110,12 +113,13 @@ def vm_available() -> str | None:
     return None
 
 
-def _accel_cache() -> Path:
-    return vm_dir() / "accel.json"
+def _accel_cache(series: str = DEFAULT_SERIES) -> Path:
+    return vm_dir() / ("accel.json" if series == DEFAULT_SERIES else f"accel-{series}.json")
 
 
-def accelerator(kernel: GuestKernel) -> tuple[str, str]:
-    """("kvm" | "tcg", why), probed once per host kernel and guest kernel."""
+def accelerator(kernel: GuestKernel, series: str = DEFAULT_SERIES) -> tuple[str, str]:
+    """("kvm" | "tcg", why), probed once per host kernel and guest kernel (*kernel*, the
+    kernel of *series*)."""
     forced = os.environ.get("NETLB_VM_ACCEL")
     if forced in ("kvm", "tcg"):
         return forced, "NETLB_VM_ACCEL"
@@ -127,26 +131,26 @@ def accelerator(kernel: GuestKernel) -> tuple[str, str]:
         return "tcg", f"/dev/kvm: {e.strerror}"
     key = f"{os.uname().release} {kernel.release}"
     with contextlib.suppress(OSError, ValueError):
-        cached = json.loads(_accel_cache().read_text())
+        cached = json.loads(_accel_cache(series).read_text())
         if cached.get("key") == key:
             return cached["accel"], cached["why"] + " (cached)"
     t0 = time.monotonic()
     try:
-        probe = run_in_vm("true", timeout=60, accel="kvm", mem="512M")
+        probe = run_in_vm("true", timeout=60, accel="kvm", mem="512M", kernel_series=series)
         ok = probe.returncode == 0
     except (VmError, OSError):
         ok = False
     accel, why = ("kvm", "a probe boot with KVM worked") if ok else ("tcg", "a probe boot with KVM failed")
     why += f" ({time.monotonic() - t0:.1f} s)"
     with contextlib.suppress(OSError):
-        _accel_cache().write_text(json.dumps({"key": key, "accel": accel, "why": why}))
+        _accel_cache(series).write_text(json.dumps({"key": key, "accel": accel, "why": why}))
     return accel, why
 
 
-def describe() -> str:
+def describe(kernel_series: str = DEFAULT_SERIES) -> str:
     """One line: guest kernel and accelerator (what demo and tests print)."""
-    kernel = ensure_kernel()
-    accel, why = accelerator(kernel)
+    kernel = ensure_kernel(kernel_series)
+    accel, why = accelerator(kernel, kernel_series)
     return f"{kernel.description}, accelerator {accel.upper()}: {why}"
 
 
@@ -171,7 +175,8 @@ class VmGuest:
     (the guest powers off when it ends); "systemd-service" runs the script as a long-lived
     service ordered before network.target, ready when it sends sd_notify READY=1 (a fleet
     guest, whose uplinks stand for a real host's NICs). *kernel_args* go on
-    the guest kernel's command line (e.g. ``module_blacklist=vrf``: a kernel without VRF)."""
+    the guest kernel's command line (e.g. ``module_blacklist=vrf``: a kernel without VRF).
+    *kernel_series* picks the guest kernel: "6.1" (Debian 12's) or "6.12" (bookworm-backports)."""
 
     def __init__(
         self,
@@ -189,6 +194,7 @@ class VmGuest:
         accel: str | None = None,
         smp: int = 2,
         kernel_args: list[str] | tuple[str, ...] = (),
+        kernel_series: str = DEFAULT_SERIES,
     ) -> None:
         if os.environ.get(IN_GUEST) == "1":
             raise VmError("already inside a lab guest: nested guests are not supported")
@@ -213,10 +219,12 @@ class VmGuest:
                 raise ValueError(f"bad kernel argument {arg!r} (name=value of [A-Za-z0-9_.,-])")
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+        if kernel_series not in SERIES:
+            raise ValueError(f"kernel_series must be one of {', '.join(SERIES)}, not {kernel_series!r}")
         self.script, self.mem, self.env, self.cwd = script, mem, dict(env or {}), cwd
         self.netns, self.nics, self.shares, self.disk = netns, list(nics), list(shares), disk
         self.allow_reboot, self.init, self.accel, self.smp = allow_reboot, init, accel, smp
-        self.kernel_args = list(kernel_args)
+        self.kernel_args, self.kernel_series = list(kernel_args), kernel_series
         self.tmp: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.t0 = 0.0
@@ -268,9 +276,9 @@ class VmGuest:
         return argv
 
     def start(self) -> None:
-        self.kernel = ensure_kernel()
+        self.kernel = ensure_kernel(self.kernel_series)
         self.python_image, python_trees = ensure_python_image()
-        accel = self.accel or accelerator(self.kernel)[0]
+        accel = self.accel or accelerator(self.kernel, self.kernel_series)[0]
         self.tmp = tempfile.mkdtemp(prefix="netlb-vm-")
         if not _SAFE_PATH.match(self.tmp):
             raise VmError(f"temp dir path not usable in QEMU options: {self.tmp}")
@@ -365,15 +373,16 @@ def run_in_vm(
     init: str = "script",
     accel: str | None = None,
     kernel_args: list[str] | tuple[str, ...] = (),
+    kernel_series: str = DEFAULT_SERIES,
 ) -> VmResult:
     """Boot a guest, run *script* with bash in *cwd*, return its result.
 
     *env* is added to the guest environment (PATH, HOME=/root, NETLB_IN_VM=1 are set
     already). If *stream* is given, the output is also echoed there live. The QEMU
     process tree and the temp dir are removed in every case (timeout, exception,
-    Ctrl-C, SIGTERM)."""
-    guest = VmGuest(script, mem=mem, env=env, cwd=cwd, shares=shares, disk=disk,
-                    allow_reboot=allow_reboot, init=init, accel=accel, kernel_args=kernel_args)  # fmt: skip
+    Ctrl-C, SIGTERM). *kernel_series*: the guest kernel, "6.1" (default) or "6.12"."""
+    guest = VmGuest(script, mem=mem, env=env, cwd=cwd, shares=shares, disk=disk, allow_reboot=allow_reboot,
+                    init=init, accel=accel, kernel_args=kernel_args, kernel_series=kernel_series)  # fmt: skip
     try:
         with cleanup_on_signals():
             guest.start()
@@ -470,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-stream", action="store_true", help="print the output only at the end")
     p.add_argument("--times", action="store_true", help="report boot/total time on stderr")
     p.add_argument("--info", action="store_true", help="prepare the kernel, print kernel and accelerator")
+    p.add_argument("--kernel", default=DEFAULT_SERIES, choices=sorted(SERIES), help="guest kernel series")
     p.add_argument("script", nargs=argparse.REMAINDER, help="-- 'shell script'")
     a = p.parse_args(argv)
     try:
@@ -478,14 +488,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[netlb-vm] {reason}", file=sys.stderr)
             return 2
         if a.info:
-            print(describe())
+            print(describe(a.kernel))
             return 0
         words = a.script[1:] if a.script[:1] == ["--"] else a.script
         if not words:
             p.error("no script given")
         env = dict(kv.split("=", 1) for kv in a.env)
         res = run_in_vm(" ".join(words), timeout=a.timeout, mem=a.mem, env=env, cwd=a.cwd,
-                        init="systemd" if a.systemd else "script",
+                        init="systemd" if a.systemd else "script", kernel_series=a.kernel,
                         stream=None if a.no_stream else sys.stdout)  # fmt: skip
     except (VmSetupError, VmError) as e:
         print(f"[netlb-vm] {e}", file=sys.stderr)

@@ -33,7 +33,20 @@ def test_a_systemd_host_with_vrf_loaded(tmp_path, monkeypatch):
         "cgroup2": "/sys/fs/cgroup/unified", "bpffs": "/sys/fs/bpf",
         "vrf": {"loaded": True, "supported": True, "reason": "vrf driver loaded"},
         "os_family": "Debian", "python": sys.executable, "recorded": None, "recorded_error": None,
+        "mptcp": {"mode": "off", "problem": None},
     }
+
+
+@pytest.mark.parametrize("mode, steering, files, problem", [
+    ("paths", "fwmark", {"/proc/sys/net/mptcp/enabled": "1\n"}, None),
+    ("paths", "vrf", {"/proc/sys/net/mptcp/enabled": "1\n"}, "MPTCP needs fwmark or device steering"),
+    ("paths", "device", {"/proc/sys/net/mptcp/enabled": "0\n"}, "net.mptcp.enabled is 0"),
+    ("paths", "device", {}, "the kernel has no MPTCP"),
+])
+def test_mptcp_says_why_a_host_cannot_have_it(tmp_path, mode, steering, files, problem):
+    root = tree(tmp_path, dict({"/proc/mounts": MOUNTS}, **files))
+    found = balancer_facts.collect(root, mptcp_mode=mode, steering=steering)["mptcp"]["problem"]
+    assert (found is None) if problem is None else found.startswith(problem), found
 
 
 def test_a_container_without_systemd_udev_cgroup2_or_vrf(tmp_path, monkeypatch):

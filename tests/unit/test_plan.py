@@ -24,7 +24,7 @@ def test_each_uplink_is_checked_with_how_it_is_steered():
 
 def test_no_source_of_the_program_is_per_host():
     bpf = os.path.join(os.path.dirname(b.__file__), "..", "..", "files", "bpf")
-    assert sorted(os.listdir(bpf)) == ["multiwan.bpf.c", "multiwan.h"]
+    assert sorted(os.listdir(bpf)) == ["mptcpify.bpf.c", "multiwan.bpf.c", "multiwan.h"]
 
 
 @pytest.mark.parametrize("field, bad", [
