@@ -30,14 +30,15 @@ def report(main, marker: str) -> None:
 
 
 def guest_facts(module: str, marker: str, timeout: float, env: dict | None = None,
-                shares: tuple[str, ...] = (), kernel_args: tuple[str, ...] = ()) -> dict:
+                shares: tuple[str, ...] = (), kernel_args: tuple[str, ...] = (), kernel_series: str = "6.1") -> dict:
     """*shares*: host directories the guest may write to (at the same path);
-    *kernel_args*: for the guest kernel's command line."""
+    *kernel_args*: for the guest kernel's command line; *kernel_series*: the guest's
+    Debian kernel (tests/lab/vmkernel.SERIES)."""
     reason = vm_available()
     if reason:
         pytest.skip(reason)
     result = run_in_vm(".venv/bin/python -m " + module, timeout=timeout, env=env, shares=shares,
-                       kernel_args=kernel_args)
+                       kernel_args=kernel_args, kernel_series=kernel_series)
     return _facts(result.output, result.returncode, marker)
 
 

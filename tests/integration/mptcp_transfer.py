@@ -1,13 +1,13 @@
 """One bulk transfer over one connection, MPTCP or plain TCP, measured by the receiver.
 
   python mptcp_transfer.py serve PORT
-      a sink that accepts MPTCP and plain TCP (an MPTCP listener takes both); for each
+      a sink that accepts MPTCP and plain TCP (an MPTCP listener takes both; --plain: TCP only); for each
       connection it reads to the end and answers with JSON {"bytes", "seconds"}: what
       arrived between its first and its last byte
   python mptcp_transfer.py send --dst ADDR --port PORT --seconds N [--mptcp]
                                 [--bind-dev DEV --bind ADDR]
       sends for N seconds; prints JSON {"mbit": the receiver's rate, "bytes", "seconds",
-      "mptcp": the connection is MPTCP (not fallen back to TCP), "subflows_max": the most
+      "mptcp": the socket is MPTCP, "fallback": it fell back to TCP, "subflows_max": the most
       extra subflows it had (MPTCP_INFO), "error": what the application got, or null}
 
 Standard library only: the sender runs on a lab host's python3.
@@ -27,8 +27,8 @@ SOL_MPTCP, MPTCP_INFO = 284, 1
 CHUNK = b"\0" * 65536
 
 
-def serve(port: int) -> None:
-    lst = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, IPPROTO_MPTCP)
+def serve(port: int, plain: bool = False) -> None:
+    lst = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, 0 if plain else IPPROTO_MPTCP)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     lst.bind(("::", port))
@@ -54,20 +54,22 @@ def serve(port: int) -> None:
         threading.Thread(target=sink, args=(conn,), daemon=True).start()
 
 
-def extra_subflows(sock: socket.socket) -> int | None:
-    """mptcpi_subflows of MPTCP_INFO: the connection's extra subflows; None for plain TCP
-    (or an MPTCP socket fallen back to TCP)."""
+def mptcp_info(sock: socket.socket) -> tuple[int, bool] | None:
+    """(mptcpi_subflows: the extra subflows, fell back to TCP) from MPTCP_INFO; None for
+    a plain TCP socket."""
     try:
         info = sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)
     except OSError:
         return None
-    return struct.unpack_from("B", info, 0)[0] if info else None
+    if len(info) < 12:
+        return None
+    return struct.unpack_from("B", info, 0)[0], bool(struct.unpack_from("=I", info, 8)[0] & 1)
 
 
 def send(args: argparse.Namespace) -> dict:
     family = socket.AF_INET6 if ":" in args.dst else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if args.mptcp else 0)
-    out = {"error": None, "mptcp": False, "subflows_max": None}
+    out = {"error": None, "mptcp": False, "fallback": None, "subflows_max": None}
     try:
         if args.bind_dev:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, args.bind_dev.encode())
@@ -80,10 +82,10 @@ def send(args: argparse.Namespace) -> dict:
             sock.sendall(CHUNK)
             if time.monotonic() - sampled > 0.2:
                 sampled = time.monotonic()
-                subflows = extra_subflows(sock)
-                if subflows is not None:
-                    out["mptcp"] = True
-                    out["subflows_max"] = max(out["subflows_max"] or 0, subflows)
+                info = mptcp_info(sock)
+                if info is not None:
+                    out["mptcp"], out["fallback"] = True, info[1]
+                    out["subflows_max"] = max(out["subflows_max"] or 0, info[0])
         sock.shutdown(socket.SHUT_WR)
         answer = b""
         while True:
@@ -103,7 +105,9 @@ def send(args: argparse.Namespace) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("serve").add_argument("port", type=int)
+    served = sub.add_parser("serve")
+    served.add_argument("port", type=int)
+    served.add_argument("--plain", action="store_true", help="a plain TCP listener (no MPTCP)")
     s = sub.add_parser("send")
     s.add_argument("--dst", required=True)
     s.add_argument("--port", type=int, required=True)
@@ -113,7 +117,7 @@ def main() -> int:
     s.add_argument("--bind")
     args = parser.parse_args()
     if args.cmd == "serve":
-        serve(args.port)
+        serve(args.port, args.plain)
         return 0
     print(json.dumps(send(args)))
     return 0

@@ -1,0 +1,96 @@
+"""`balancer_mptcp: upgrade` where the kernel runs it: Debian's 6.12 in the VM lab, and
+its refusal on Debian's 6.1 (this machine's own kernel refuses it too: the container
+test shows the role failing in preflight there).
+
+The 6.12 guest runs tests/integration/mptcp_upgrade_scenario.py: links shaped to 16 + 8
+Mbit/s (an emulated guest's Python keeps up), an unmodified client (plain socket() +
+connect()) in the balanced cgroup gets an MPTCP connection with a subflow per uplink and
+>= 90% of the two links' measured ceilings; a process outside the cgroup gets plain TCP;
+towards a plain TCP server the upgraded client falls back and works; detached, the
+program is gone and the cgroup's sockets are TCP again.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.guest import guest_facts
+from tests.integration.mptcp_upgrade_scenario import RESULT_MARKER
+from tests.lab.vm import run_in_vm, vm_available
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "files" / "bpf"
+
+
+def build(out: str) -> None:
+    """Both objects, as the role builds them."""
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True, check=True).stdout.strip()
+    for name in ("multiwan", "mptcpify"):
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-I%s" % BPF_DIR,
+                        "-I/usr/include/%s-linux-gnu" % arch, "-c", str(BPF_DIR / (name + ".bpf.c")),
+                        "-o", str(Path(out, name + ".bpf.o"))], check=True)
+
+
+@pytest.fixture(scope="module")
+def facts():
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
+    with tempfile.TemporaryDirectory(prefix="netlb-upgrade-obj-") as out:
+        build(out)
+        return guest_facts("tests.integration.mptcp_upgrade_scenario", RESULT_MARKER, timeout=600,
+                           env={"NETLB_UPGRADE_OBJECT_DIR": out}, shares=(out,), kernel_series="6.12")
+
+
+def test_the_preflight_passes_and_the_program_is_attached_once(facts):
+    assert facts["uname"].startswith("6.12"), facts["uname"]
+    assert facts["check"] is None
+    assert facts["attach"] == ["mptcp: upgrade program attached (TCP sockets of %s become MPTCP)"
+                               % facts["attach"][0].rsplit("of ", 1)[1].split(" ")[0]], facts["attach"]
+    assert facts["attach_again"] == []
+    tracing = [link for link in facts["links"] if link.get("type") == "tracing"]
+    assert len(tracing) == 1 and tracing[0].get("attach_type") in ("modify_return", "26"), facts["links"]
+
+
+def test_an_unmodified_client_in_the_cgroup_gets_one_connection_over_both_uplinks(facts):
+    ceilings = facts["ceiling_usb"]["mbit"] + facts["ceiling_wifi"]["mbit"]
+    got = facts["upgraded"]
+    print("upgrade figures (Mbit/s): ceilings %.1f + %.1f; upgraded client %.1f"
+          % (facts["ceiling_usb"]["mbit"], facts["ceiling_wifi"]["mbit"], got.get("mbit", 0.0)))
+    assert got["error"] is None and got["mptcp"] and got["fallback"] is False, got
+    assert got["subflows_max"] >= 1, got
+    assert got["mbit"] >= 0.9 * ceilings, (got["mbit"], ceilings)
+
+
+def test_outside_the_cgroup_sockets_stay_tcp(facts):
+    got = facts["outside"]
+    assert got["error"] is None and got["mptcp"] is False, got
+    assert got["mbit"] <= 1.05 * max(facts["ceiling_usb"]["mbit"], facts["ceiling_wifi"]["mbit"]), got
+
+
+def test_an_upgraded_client_falls_back_to_tcp_with_a_plain_server(facts):
+    got = facts["plain_server"]
+    assert got["error"] is None and got["bytes"] > 0, got
+    assert got["mptcp"] is False or got["fallback"] is True, got
+
+
+def test_detached_the_program_is_gone_and_sockets_are_tcp_again(facts):
+    assert facts["detach"] and facts["pins_after_detach"] is False, facts["detach"]
+    got = facts["after_detach"]
+    assert got["error"] is None and got["mptcp"] is False, got
+
+
+def test_debian_6_1_is_refused_by_the_preflight_probe():
+    reason = vm_available()
+    if reason:
+        pytest.skip(reason)
+    code = ("from ansible_collections.netlb.multiwan.plugins.module_utils import mptcp; "
+            "print('problem=%s' % mptcp.check({'mptcp': 'upgrade', 'steering': 'fwmark'}))")
+    result = run_in_vm(".venv/bin/python -c \"%s\"" % code, timeout=300, env={"PYTHONPATH": ".build/collections"})
+    assert result.returncode == 0, result.output[-3000:]
+    assert "problem=the kernel has no update_socket_protocol hook (Linux < 6.6)" in result.output, \
+        result.output[-3000:]
