@@ -43,6 +43,7 @@ $(COLLECTION_LINK):
 # installed) and its Python image; prints the kernel and the accelerator in use.
 $(BUILD)/vm.stamp: $(VENV)/.stamp tests/lab/vmkernel.py tests/lab/vm-initramfs-init.sh
 	@$(PY) -m tests.lab.vm --info
+	@$(PY) -m tests.lab.vm --kernel 6.12 --info
 	@touch $@
 
 # The systemd container image of the lab (mmdebstrap from the apt mirror, podman import;

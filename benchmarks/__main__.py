@@ -3,6 +3,7 @@
   python -m benchmarks            full run (<15 min): benchmarks/results/latest.{md,json,png}
   python -m benchmarks --quick    one repetition, short runs: benchmarks/results/quick/
   python -m benchmarks --no-vm    leave out the VM part (Debian's kernel under QEMU)
+  python -m benchmarks --only-mptcp   the MPTCP section alone, into the existing latest.json
 
 Order: the VM guest (provisioning, VRF steering) boots first and runs on its
 own while the host measures (two labs: three uplinks, then two; makespan on
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from benchmarks.failover import measure_failover
 from benchmarks.host import host_testbed, measure_connect_cost, measure_hook_scaling
+from benchmarks.mptcp import measure_mptcp, measure_upgrade_in_vm
 from benchmarks.report import render_chart, render_markdown
 from benchmarks.stats import integer_weights
 from benchmarks.testbed import (build_connect_rate, measure_ceilings, measure_efficiency, measure_hook_ns,
@@ -50,11 +52,11 @@ PARAMS = {
     "full": {"reps": 3, "seconds": 2, "parallels": [1, 2, 4, 10], "makespan_reps": 5, "ideal_seconds": 4,
              "connect_blocks": 150, "udp_count": 2000, "tcp_count": 200, "nft_rounds": 30, "nft_count": 1000,
              "hook_count": 20000, "hook_count_tcp": 2000,
-             "provision_reps": 1, "vm_makespan_reps": 3, "failover_reps": 5},
+             "provision_reps": 1, "vm_makespan_reps": 3, "failover_reps": 5, "mptcp_reps": 3, "mptcp_seconds": 10},
     "quick": {"reps": 1, "seconds": 1, "parallels": [1, 2, 4, 10], "makespan_reps": 1, "ideal_seconds": 1.5,
               "connect_blocks": 20, "udp_count": 1000, "tcp_count": 100, "nft_rounds": 4, "nft_count": 300,
               "hook_count": 5000, "hook_count_tcp": 500,
-              "provision_reps": 1, "vm_makespan_reps": 1, "failover_reps": 1},
+              "provision_reps": 1, "vm_makespan_reps": 1, "failover_reps": 1, "mptcp_reps": 1, "mptcp_seconds": 4},
 }
 
 
@@ -144,6 +146,12 @@ def measure_hook_alone(params: dict) -> tuple[dict, dict]:
             return hook, measure_hook_scaling(bed, params["hook_count"], log)
 
 
+def measure_mptcp_all(params: dict, with_vm: bool) -> dict:
+    out = measure_mptcp(params["mptcp_reps"], params["mptcp_seconds"], params["ideal_seconds"], log)
+    out["upgrade"] = measure_upgrade_in_vm(log) if with_vm else None
+    return out
+
+
 def run(params: dict, with_vm: bool) -> dict:
     results: dict = {"params": params, "machine": machine(), "load": {"start": load_sample()},
                      "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -191,6 +199,8 @@ def run(params: dict, with_vm: bool) -> dict:
             results["hook_scaling"] = measure_hook_scaling(bed, params["hook_count"], log)
         log("failover: the health tracker under a connect loop")
         results["failover"] = measure_failover(params["failover_reps"], log)
+        log("mptcp: one connection over both uplinks")
+        results["mptcp"] = measure_mptcp_all(params, with_vm)
         if wait_vm:
             log("waiting for the VM guest")
             results["vm"] = wait_vm()
@@ -208,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results[/quick])")
     parser.add_argument("--only-failover", action="store_true",
                         help="measure the failover section alone and put it into the existing latest.json")
+    parser.add_argument("--only-mptcp", action="store_true",
+                        help="measure the MPTCP section alone (with the VM's upgrade unless --no-vm) and put it into "
+                             "the existing latest.json")
     parser.add_argument("--only-hook", action="store_true",
                         help="measure the hook's run time alone (with its baselines, and against the number of "
                              "uplinks) and put it into the existing latest.json")
@@ -224,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         results["params"]["failover_reps"] = params["failover_reps"]
         results["failover_measured"] = {"commit": machine()["commit"], "seconds": round(time.monotonic() - t0, 1),
                                         "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    elif args.only_mptcp:
+        results = json.loads((out / "latest.json").read_text())
+        t0 = time.monotonic()
+        results["mptcp"] = measure_mptcp_all(params, not args.no_vm)
+        results["params"].update(mptcp_reps=params["mptcp_reps"], mptcp_seconds=params["mptcp_seconds"])
+        results["mptcp_measured"] = {"commit": machine()["commit"], "seconds": round(time.monotonic() - t0, 1),
+                                     "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     elif args.only_hook:
         results = json.loads((out / "latest.json").read_text())
         t0 = time.monotonic()

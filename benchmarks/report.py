@@ -325,6 +325,38 @@ def failover_targets(failover: dict | None) -> list[dict]:
     return out
 
 
+def mptcp_section(mptcp: dict | None, measured: dict | None = None) -> list[str]:
+    lines = ["## One connection over every uplink (MPTCP, host kernel)", ""]
+    if not mptcp:
+        return lines + ["Not measured in this run.", ""]
+    ceilings = mptcp["ceilings"]
+    total = sum(ceilings.values())
+    lines += ["Links shaped to %s Mbit/s (measured ceilings %s, sum %.1f); one connection for %g s, rate at the "
+              "receiver; makespan: one transfer of %d bytes (what both links carry together in %.1f s) until the "
+              "receiver has all of it. Medians%s." % (
+                  " + ".join("%g" % r for r in mptcp["rates"]), " + ".join("%.1f" % c for c in ceilings.values()),
+                  total, mptcp["seconds"], mptcp["bytes"], mptcp["bytes"] * 8 / 1e6 / total,
+                  " (measured on its own at commit %s, `make bench BENCH_ARGS=--only-mptcp`)" % measured["commit"]
+                  if measured else ""), ""]
+    rows = [[r["title"], "%.1f Mbit/s" % r["mbit"], "%.0f%%" % (100 * r["mbit"] / total), "%.2f s" % r["makespan"],
+             str(r["subflows_max"]), "yes" if r["fallback"] else "no" if "MPTCP" in r["title"] else "-",
+             str(len(r["errors"]))]
+            for r in mptcp["rows"].values()]
+    lines += _table(["client", "rate", "of the ceilings' sum", "makespan", "extra subflows", "fell back",
+                     "errors"], rows)
+    upgrade = mptcp.get("upgrade")
+    if upgrade:
+        lines += ["`upgrade` in the VM lab (%s, links %.1f + %.1f Mbit/s measured): an unmodified client in the "
+                  "balanced cgroup %.1f Mbit/s (%.0f%%, %d extra subflows), one outside it %.1f; to a plain TCP "
+                  "server %s." % (upgrade["kernel"], upgrade["ceilings"][0], upgrade["ceilings"][1],
+                                  upgrade["upgraded"], 100 * upgrade["upgraded"] / sum(upgrade["ceilings"]),
+                                  upgrade["subflows_max"], upgrade["outside"],
+                                  "it fell back and worked" if upgrade["plain_server_ok"] else "it FAILED"), ""]
+    else:
+        lines += ["`upgrade` (VM lab, Debian 6.12) not measured in this run.", ""]
+    return lines
+
+
 def failover_section(failover: dict | None, measured: dict | None = None) -> list[str]:
     lines = ["## Failover (health tracker, host kernel, fwmark steering)", ""]
     if not failover:
@@ -454,6 +486,7 @@ def render_markdown(results: dict, chart: str | None = None) -> str:
                       "at commit %s, `make bench BENCH_ARGS=--only-hook`.)" % results["hook_measured"]["commit"], ""]
     lines += hook_scaling_section(results.get("hook_scaling"), p)
     lines += failover_section(results.get("failover"), results.get("failover_measured"))
+    lines += mptcp_section(results.get("mptcp"), results.get("mptcp_measured"))
     if "vm" in results:
         two = results.get("two")
         lines += vm_section(results["vm"], ceiling_sum(two["ceilings"]) / sum(two["rates"]) if two else None)

@@ -6,7 +6,8 @@
       arrived between its first and its last byte
   python mptcp_transfer.py send --dst ADDR --port PORT --seconds N [--mptcp]
                                 [--bind-dev DEV --bind ADDR]
-      sends for N seconds; prints JSON {"mbit": the receiver's rate, "bytes", "seconds",
+      sends for N seconds (--bytes B: B bytes); prints JSON {"mbit": the receiver's rate, "bytes",
+      "seconds", "elapsed": from connect() until the receiver had everything,
       "mptcp": the socket is MPTCP, "fallback": it fell back to TCP, "subflows_max": the most
       extra subflows it had (MPTCP_INFO), "error": what the application got, or null}
 
@@ -76,10 +77,13 @@ def send(args: argparse.Namespace) -> dict:
         if args.bind:
             sock.bind((args.bind, 0))
         sock.connect((args.dst, args.port))
-        end = time.monotonic() + args.seconds
-        sampled = 0.0
-        while time.monotonic() < end:
-            sock.sendall(CHUNK)
+        started = time.monotonic()
+        end = started + args.seconds
+        sampled, sent = 0.0, 0
+        while (sent < args.bytes) if args.bytes else (time.monotonic() < end):
+            chunk = CHUNK if not args.bytes else CHUNK[:min(len(CHUNK), args.bytes - sent)]
+            sock.sendall(chunk)
+            sent += len(chunk)
             if time.monotonic() - sampled > 0.2:
                 sampled = time.monotonic()
                 info = mptcp_info(sock)
@@ -94,7 +98,8 @@ def send(args: argparse.Namespace) -> dict:
                 break
             answer += data
         got = json.loads(answer)
-        out.update(got, mbit=got["bytes"] * 8 / got["seconds"] / 1e6 if got["seconds"] else 0.0)
+        out.update(got, mbit=got["bytes"] * 8 / got["seconds"] / 1e6 if got["seconds"] else 0.0,
+                   elapsed=time.monotonic() - started)
     except OSError as exc:
         out["error"] = "%s: %s" % (type(exc).__name__, exc)
     finally:
@@ -112,6 +117,7 @@ def main() -> int:
     s.add_argument("--dst", required=True)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--seconds", type=float, default=10)
+    s.add_argument("--bytes", type=int, default=0, help="send this many bytes instead (elapsed: until all arrived)")
     s.add_argument("--mptcp", action="store_true")
     s.add_argument("--bind-dev")
     s.add_argument("--bind")
