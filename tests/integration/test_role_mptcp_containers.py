@@ -16,8 +16,11 @@ by the receiver (tests/integration/mptcp_transfer.py). In order:
 4. the same for 20 s while wifi's far end goes silent for 5 s (its address removed): no
    error reaches the application, mobile carries it meanwhile (the tracker takes wifi's
    endpoint away), and wifi carries traffic again after the repair (its endpoint is back);
-5. `off`: the endpoints it made are gone and the limit is as before; one MPTCP connection
-   then gets at most the faster link.
+5. `netlb-multiwan drain wifi` takes wifi's endpoint away, `undrain` gives it back;
+6. `off`: the endpoints it made are gone and the limit is as before; one MPTCP connection
+   then gets at most the faster link;
+7. device steering (a default route per uplink, nothing routed) with `paths`: one connection
+   again moves >= 90% of the ceilings' sum.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import pytest
 
 from tests.integration import mptcp_transfer
 from tests.integration.ansible_runner import site_over_ssh
-from tests.integration.laptop import fwmark_laptop_vars
+from tests.integration.laptop import device_laptop_vars, fwmark_laptop_vars
 from tests.lab.containers import ContainerFleet, containers_available
 from tests.lab.fleet import GuestSpec, in_cgroup
 from tests.lab.netlab import SERVER4, Uplink
@@ -140,15 +143,37 @@ def facts():
             f["failover"] = result
             f["tracker_log"] = fleet.ssh(guest, "journalctl -b --no-pager -u netlb-multiwan-track | tail -20").stdout
 
+            f["drain"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
+            f["endpoints_drained"] = endpoints(fleet, guest)
+            f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
+            f["endpoints_undrained"] = endpoints(fleet, guest)
+
             f["run_off"] = site_over_ssh(fleet, inventory("off", balancer_mptcp="off"))
             f["endpoints_off"], f["limits_off"] = endpoints(fleet, guest), limits(fleet, guest)
             f["mptcp_off"] = transfer(10, "--mptcp")
+
+            # Device steering: a default route per uplink (NetworkManager's way), no table, no rule.
+            lab.client_exec(["ip", "route", "add", "default", "via", wifi.gateway, "dev", "wlp1s0", "metric", "600"])
+            device = Path(tmp, "device.json")
+            device.write_text(json.dumps({"multiwan": {"hosts": {"laptop": device_laptop_vars(
+                tmp, fleet, guest, balancer_build_on="controller", balancer_mptcp="paths")}}}))
+            f["run_device"] = site_over_ssh(fleet, device)
+            # The run withdrew wifi's fwmark table (wifi out of the maps for a moment): the
+            # tracker saw it fail, and gives its endpoint back once its probes answer again.
+            end = time.monotonic() + 15
+            while time.monotonic() < end and wifi.address not in endpoints(fleet, guest):
+                time.sleep(0.5)
+            f["endpoints_device"] = endpoints(fleet, guest)
+            f["mptcp_device"] = transfer(10, "--mptcp")
+            f["device_log"] = fleet.ssh(guest, "journalctl -b --no-pager -u netlb-multiwan-track | tail -15; "
+                                               "netlb-multiwan status").stdout
         finally:
             server.kill()
             server.wait()
     print("mptcp figures (Mbit/s): ceilings usb0 %.1f wlp1s0 %.1f; one MPTCP connection %.1f; off %.1f; "
-          "during the failover %.1f" % (f["ceiling_usb"]["mbit"], f["ceiling_wifi"]["mbit"], f["mptcp"]["mbit"],
-                                         f["mptcp_off"]["mbit"], f["failover"].get("mbit", 0.0)))
+          "during the failover %.1f; device steering %.1f" % (
+              f["ceiling_usb"]["mbit"], f["ceiling_wifi"]["mbit"], f["mptcp"]["mbit"], f["mptcp_off"]["mbit"],
+              f["failover"].get("mbit", 0.0), f["mptcp_device"].get("mbit", 0.0)))
     return f
 
 
@@ -216,3 +241,21 @@ def test_off_removes_the_endpoints_and_one_connection_gets_one_link(facts):
     got = facts["mptcp_off"]
     assert got["error"] is None and got["subflows_max"] == 0, got
     assert got["mbit"] <= 1.05 * max(facts["ceiling_usb"]["mbit"], facts["ceiling_wifi"]["mbit"]), got
+
+
+def test_a_drained_uplink_has_no_endpoint_until_undrained(facts):
+    wifi = facts["wifi"]
+    assert facts["drain"].returncode == 0 and facts["undrain"].returncode == 0, facts["drain"].stderr
+    assert wifi.address not in facts["endpoints_drained"] and facts["usb"].address in facts["endpoints_drained"]
+    assert wifi.address in facts["endpoints_undrained"], facts["endpoints_undrained"]
+
+
+def test_device_steering_gives_one_connection_both_links_too(facts):
+    assert facts["run_device"]["rc"] == 0, facts["run_device"]["output"][-3000:]
+    usb, wifi = facts["usb"], facts["wifi"]
+    assert (facts["endpoints_device"].get(wifi.address) or {}).get("dev") == "wlp1s0", (
+        facts["endpoints_device"], facts["device_log"])
+    ceilings = facts["ceiling_usb"]["mbit"] + facts["ceiling_wifi"]["mbit"]
+    got = facts["mptcp_device"]
+    assert got["error"] is None and got["subflows_max"] >= 1, got
+    assert got["mbit"] >= 0.9 * ceilings, (got["mbit"], ceilings)
