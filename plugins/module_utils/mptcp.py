@@ -190,23 +190,27 @@ def check(doc, path=ENABLED_SYSCTL, upgrade_reason=None):
     return reason
 
 
+def uplink_addresses(uplinks, link, families=(4, 6)):
+    """{address: (uplink, interface index)} of the global addresses on the uplinks' interfaces."""
+    out = {}
+    for up in uplinks:
+        iface = link.link(up["interface"])
+        for family in families if iface is not None else ():
+            for address in link.global_addresses(iface.index, family):
+                out[address.split("/")[0]] = (up, iface.index)
+    return out
+
+
 def wanted(doc, uplinks, link):
     """{address: (uplink name, interface index, flags)} of the endpoints the runtime
     state *uplinks* (health.runtime_uplinks) asks for."""
     if mode(doc) == "off":
         return {}
     tier = datapath.active_tier(uplinks)
-    out = {}
-    for up in uplinks:
-        iface = link.link(up["interface"])
-        if not datapath.pickable(up) or iface is None:
-            continue
-        flags = FLAG_SUBFLOW | (FLAG_BACKUP if int(up.get("tier", 1)) > tier else 0)
-        families = (4, 6) if doc.get("ipv6", True) else (4,)
-        for family in families:
-            for address in link.global_addresses(iface.index, family):
-                out[address.split("/")[0]] = (up["name"], iface.index, flags)
-    return out
+    pickable = [up for up in uplinks if datapath.pickable(up)]
+    families = (4, 6) if doc.get("ipv6", True) else (4,)
+    return dict((address, (up["name"], index, FLAG_SUBFLOW | (FLAG_BACKUP if int(up.get("tier", 1)) > tier else 0)))
+                for address, (up, index) in uplink_addresses(pickable, link, families).items())
 
 
 def record_path(doc):
@@ -295,12 +299,7 @@ def observe(doc, uplinks, link, path_manager=PathManager, diag=None, netstat="/p
 
     if mode(doc) == "off" and not read_json(record_path(doc)):
         return None, []
-    by_address = {}
-    for up in uplinks:
-        iface = link.link(up["interface"])
-        for family in (4, 6) if iface is not None else ():
-            for address in link.global_addresses(iface.index, family):
-                by_address[address.split("/")[0]] = up["name"]
+    by_address = dict((address, up["name"]) for address, (up, _index) in uplink_addresses(uplinks, link).items())
     out = {"mode": mode(doc), "endpoints": dict((up["name"], []) for up in uplinks), "connections": 0,
            "fell_back": 0, "fallbacks_since_boot": fallbacks_since_boot(netstat),
            "subflows": dict((up["name"], 0) for up in uplinks)}

@@ -42,7 +42,8 @@ class UpgradeError(Exception):
 
 
 def object_path(doc):
-    return os.path.join(os.path.dirname(doc.get("object") or "/var/lib/netlb-multiwan/x"), OBJECT_NAME)
+    """Beside the balancer's object (the role installs both in its state directory)."""
+    return os.path.join(os.path.dirname(doc["object"]), OBJECT_NAME)
 
 
 def pin_base(doc):
@@ -133,18 +134,12 @@ def _fill_cgroups(maps_dir, cgroups):
 
 
 def _remove(directory):
-    """Unpin everything under *directory* (the link last but first detached: its pin goes first)."""
+    """Unpin everything under *directory*, the link first: the program stops upgrading sockets
+    before its maps go."""
     link = os.path.join(directory, "link")
     if os.path.exists(link):
         os.unlink(link)
-    shutil.rmtree(directory, ignore_errors=True)
-    if os.path.isdir(directory):  # bpffs: rmtree may leave what it could not stat
-        for root, dirs, files in os.walk(directory, topdown=False):
-            for name in files:
-                os.unlink(os.path.join(root, name))
-            for name in dirs:
-                os.rmdir(os.path.join(root, name))
-        os.rmdir(directory)
+    shutil.rmtree(directory)
 
 
 def converge(doc, bpftool, check_mode=False):

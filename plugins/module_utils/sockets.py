@@ -78,11 +78,13 @@ class TcpSocket(object):
         return "%s:%d -> %s:%d" % (self.src, self.sport, self.dst, self.dport)
 
 
-def _request(family, states, sockid=None, ext=0):
+def _request(family, states, sockid=None, ext=0, protocol=socket.IPPROTO_TCP):
     sport, dport, src, dst = sockid[0] if sockid else (0, 0, b"\0" * 16, b"\0" * 16)
     ifindex, cookie = sockid[1] if sockid else (0, 0xFFFFFFFFFFFFFFFF)  # INET_DIAG_NOCOOKIE
-    return (REQUEST.pack(family, socket.IPPROTO_TCP, ext, 0, states) + SOCKID.pack(sport, dport, src, dst)
-            + SOCKID_TAIL.pack(ifindex, cookie))
+    # IPPROTO_MPTCP (262) does not fit the request's protocol byte: an attribute names it.
+    named = struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, protocol) if protocol > 255 else b""
+    return (REQUEST.pack(family, protocol if protocol <= 255 else 0, ext, 0, states)
+            + SOCKID.pack(sport, dport, src, dst) + SOCKID_TAIL.pack(ifindex, cookie) + named)
 
 
 def _attributes(blob, offset, end):
@@ -176,11 +178,9 @@ class SockDiag(NetlinkSocket):
         to TCP); [] when the kernel has no MPTCP diag."""
         out = []
         for family in families:
-            # IPPROTO_MPTCP (262) does not fit the request's protocol byte: an attribute names it.
-            request = (REQUEST.pack(family, 0, INET_DIAG_INFO_EXT, 0, STUCK_STATES)
-                       + SOCKID.pack(0, 0, b"\0" * 16, b"\0" * 16) + SOCKID_TAIL.pack(0, 0xFFFFFFFFFFFFFFFF)
-                       + struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, IPPROTO_MPTCP))
-            messages, code = self.exchange(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, request)
+            messages, code = self.exchange(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
+                                           _request(family, STUCK_STATES, ext=INET_DIAG_INFO_EXT,
+                                                    protocol=IPPROTO_MPTCP))
             if code in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP):
                 continue
             if code:

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import collections
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.ansible_runner import site_over_ssh
+from tests.integration.laptop import edge, fwmark_edge_vars
 from tests.integration.test_role_runtime_containers import CGROUP, LTE, MAIN, MARK_PROBE, METRICS, WIFI
-from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink
+from tests.lab.fleet import in_cgroup
+from tests.lab.netlab import SERVER4
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -48,21 +47,9 @@ def uplinks(guest, when_spent):
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = containers_available()
-    if reason:
-        pytest.skip(reason)
-    spec = GuestSpec("edge", [Uplink("usb0"), Uplink("wlp1s0"), Uplink("enp2s0")])
-    with tempfile.TemporaryDirectory(prefix="netlb-budget-test-") as tmp, \
-            ContainerFleet([spec], name="nlbbu") as fleet:
-        guest = fleet.guests[0]
-        common = {**fleet.host_vars(guest),
-                  "balancer_manage_packages": False,
-                  "balancer_build_on": "controller",
-                  "balancer_build_cache": str(Path(tmp, "build")),
-                  "balancer_steering": "fwmark",
-                  "balancer_policy": "round_robin",
-                  "balancer_metrics_textfile": METRICS,
-                  "balancer_cgroup": CGROUP}
+    with edge("nlbbu") as (tmp, fleet, guest):
+        common = fwmark_edge_vars(tmp, fleet, guest, balancer_policy="round_robin",
+                                  balancer_metrics_textfile=METRICS, balancer_cgroup=CGROUP)
 
         def inventory(name, **host):
             path = Path(tmp, name + ".json")

@@ -28,7 +28,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,10 +36,10 @@ import pytest
 
 from tests.integration import mptcp_transfer
 from tests.integration.ansible_runner import site_over_ssh
-from tests.integration.laptop import device_laptop_vars, fwmark_laptop_vars
+from tests.integration.laptop import device_laptop_vars, fwmark_laptop_vars, laptop
 from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink
+from tests.lab.fleet import in_cgroup
+from tests.lab.netlab import SERVER4
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -62,13 +61,7 @@ def limits(fleet, guest) -> str:
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = containers_available()
-    if reason:
-        pytest.skip(reason)
-    spec = GuestSpec("laptop", [Uplink("usb0", 40), Uplink("wlp1s0", 20)])
-    with tempfile.TemporaryDirectory(prefix="netlb-mptcp-test-") as tmp, \
-            ContainerFleet([spec], name="nlbmp") as fleet:
-        guest = fleet.guests[0]
+    with laptop(ContainerFleet, containers_available, "nlbmp") as (tmp, fleet, guest):
         lab = fleet.lab(guest)
         usb, wifi = guest.uplinks
 
@@ -252,7 +245,7 @@ def test_a_drained_uplink_has_no_endpoint_until_undrained(facts):
 
 def test_device_steering_gives_one_connection_both_links_too(facts):
     assert facts["run_device"]["rc"] == 0, facts["run_device"]["output"][-3000:]
-    usb, wifi = facts["usb"], facts["wifi"]
+    wifi = facts["wifi"]
     assert (facts["endpoints_device"].get(wifi.address) or {}).get("dev") == "wlp1s0", (
         facts["endpoints_device"], facts["device_log"])
     ceilings = facts["ceiling_usb"]["mbit"] + facts["ceiling_wifi"]["mbit"]

@@ -34,7 +34,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,10 +42,10 @@ import pytest
 
 from tests.integration import connect_loop
 from tests.integration.ansible_runner import site_over_ssh
+from tests.integration.laptop import edge, fwmark_edge_vars
 from tests.integration.test_role_containers import SNAPSHOT
-from tests.lab.containers import ContainerFleet, containers_available
-from tests.lab.fleet import GUEST_CGROUP2, GuestSpec, in_cgroup
-from tests.lab.netlab import SERVER4, Uplink
+from tests.lab.fleet import GUEST_CGROUP2, in_cgroup
+from tests.lab.netlab import SERVER4
 from ansible_collections.netlb.multiwan.plugins.module_utils import events
 
 # The first test pays the module fixture: site.yml runs, traffic, failover and restarts.
@@ -89,21 +88,9 @@ def uplinks(guest, weights, with_lte=True):
 
 @pytest.fixture(scope="module")
 def facts():
-    reason = containers_available()
-    if reason:
-        pytest.skip(reason)
-    spec = GuestSpec("edge", [Uplink("usb0"), Uplink("wlp1s0"), Uplink("enp2s0")])
-    with tempfile.TemporaryDirectory(prefix="netlb-runtime-test-") as tmp, \
-            ContainerFleet([spec], name="nlbrt") as fleet:
-        guest = fleet.guests[0]
-        common = {**fleet.host_vars(guest),
-                  "balancer_manage_packages": False,  # no package mirror reachable from the container
-                  "balancer_build_on": "controller",
-                  "balancer_build_cache": str(Path(tmp, "build")),
-                  "balancer_steering": "fwmark",
-                  "balancer_policy": "weighted",
-                  "balancer_metrics_textfile": METRICS,
-                  "balancer_cgroup": CGROUP}
+    with edge("nlbrt") as (tmp, fleet, guest):
+        common = fwmark_edge_vars(tmp, fleet, guest, balancer_policy="weighted",
+                                  balancer_metrics_textfile=METRICS, balancer_cgroup=CGROUP)
 
         def inventory(name, **host):
             path = Path(tmp, name + ".json")
