@@ -16,7 +16,7 @@
  * without connect: DHT, uTP, QUIC clients). The kernel takes a datagram's mark
  * and bound device from the socket before this hook runs, so setsockopt here
  * would miss the first datagram; only the source address can still be chosen.
- * A socket gets an uplink on its first datagram (remembered by socket cookie)
+ * A socket gets an uplink on its first datagram (remembered on the socket)
  * and every datagram of it gets that uplink's address as its source, which
  * `ip rule from ADDR lookup TABLE` routes out of that uplink - first datagram
  * included. A socket whose uplink is drained or goes down picks again.
@@ -110,12 +110,14 @@ struct {
 	__type(value, struct mw_host);
 } mw_host SEC(".maps");
 
-/* socket cookie -> uplink of an unconnected UDP socket. LRU: no hook sees a UDP
- * socket close, so the oldest entries make room; cookies are never reused. */
+/* The uplink of an unconnected UDP socket, stored on the socket itself (socket
+ * local storage, Linux >= 5.3 for sock_addr programs): the kernel frees it with
+ * the socket, so there is no table to fill up, nothing to sweep, and no live
+ * socket ever loses its uplink to newer ones (a keyed LRU evicted idle ones). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MW_UDP_SOCKETS);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct mw_udp_socket);
 } mw_udp_sockets SEC(".maps");
 
@@ -384,8 +386,7 @@ static __always_inline struct mw_slot *slot_by_id(struct mw_selection *sel, __u3
  * unless that uplink is gone or no longer usable. */
 static __always_inline struct mw_slot *udp_slot(struct bpf_sock_addr *ctx, __u32 dst_hash)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct mw_udp_socket *known = bpf_map_lookup_elem(&mw_udp_sockets, &cookie);
+	struct mw_udp_socket *known = bpf_sk_storage_get(&mw_udp_sockets, ctx->sk, 0, 0);
 	struct mw_udp_socket mine;
 	__u32 policy = 0;
 	struct mw_selection *sel = selection(&policy);
@@ -394,12 +395,11 @@ static __always_inline struct mw_slot *udp_slot(struct bpf_sock_addr *ctx, __u32
 	if (!sel)
 		return NULL;
 	if (known) {
-		mine = *known;
-		s = slot_of(sel, mine.slot);
-		if (!s || s->id != mine.id) {
-			s = slot_by_id(sel, mine.id, &mine.slot);
+		s = slot_of(sel, known->slot);
+		if (!s || s->id != known->id) {
+			s = slot_by_id(sel, known->id, &mine.slot);
 			if (s)
-				bpf_map_update_elem(&mw_udp_sockets, &cookie, &mine, BPF_ANY);
+				known->slot = mine.slot;
 		}
 		if (s && (s->flags & MW_SLOT_USABLE))
 			return s;
@@ -411,7 +411,11 @@ static __always_inline struct mw_slot *udp_slot(struct bpf_sock_addr *ctx, __u32
 		return NULL;
 	}
 	mine.id = s->id;
-	bpf_map_update_elem(&mw_udp_sockets, &cookie, &mine, BPF_ANY);
+	if (known)
+		*known = mine;
+	else
+		/* Out of memory: this datagram still goes where picked; the next picks again. */
+		bpf_sk_storage_get(&mw_udp_sockets, ctx->sk, &mine, BPF_SK_STORAGE_GET_F_CREATE);
 	count(mine.slot, 0);
 	return s;
 }

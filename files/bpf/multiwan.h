@@ -26,7 +26,6 @@
 #define MW_BUCKETS 4096      /* selection.BUCKETS; a power of two: the index is a mask */
 #define MW_NO_UPLINK 0xff    /* selection.NO_UPLINK: leave the socket alone */
 #define MW_MAX_EXCLUDES 256
-#define MW_UDP_SOCKETS 16384 /* unconnected UDP sockets remembered (LRU) */
 #define MW_IPPROTO_TCP 6
 #define MW_IPPROTO_UDP 17
 

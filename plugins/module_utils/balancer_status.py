@@ -35,8 +35,8 @@ import re
 import sys
 import time
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, files, health, mptcp, netlink, rp_filter,
-                                                                     runner, schema, state_store, steering)
+from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, files, health, mptcp, mptcp_upgrade, netlink,
+                                                                     rp_filter, runner, schema, state_store, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
@@ -388,7 +388,17 @@ class Collector(object):
             return None
         for text in problems:
             self.problem(text)
+        if found is not None:
+            found["upgrade"], problems = mptcp_upgrade.observe(state, self.dump_map)
+            for text in problems:
+                self.problem(text)
         return found
+
+    def dump_map(self, path):
+        dump, err = self.command_json("bpftool", ["map", "dump", "pinned", path])
+        if dump is None:
+            raise ValueError(err)
+        return dump
 
     def add_health(self, state, entries, uplinks):
         """What netlb-multiwan-track decided (the health file), per tracked uplink, and the
@@ -621,6 +631,12 @@ def render(status):
         lines += ["", "mptcp: %s; %d connections%s%s" % (
             multipath["mode"], multipath["connections"], fell_back,
             "" if not since else "; %d fallbacks to TCP since boot" % since)]
+        upgrade = multipath.get("upgrade")
+        if upgrade and upgrade["upgraded"] is not None:
+            lines.append("  upgrade: %d TCP sockets of the balanced applications made MPTCP, %d of others left TCP"
+                         % (upgrade["upgraded"], upgrade["left_alone"]))
+        elif upgrade:
+            lines.append("  upgrade: %s" % ("attached" if upgrade["attached"] else "not attached"))
         for name in [up["name"] for up in status["uplinks"]]:
             endpoints = ", ".join(multipath["endpoints"].get(name, [])) or "none"
             lines.append("  %s: %d subflows; endpoints %s" % (name, multipath["subflows"].get(name, 0), endpoints))

@@ -25,6 +25,7 @@ __metaclass__ = type
 import os
 import shutil
 import struct
+import sys
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link, bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
@@ -33,6 +34,7 @@ from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpft
 OBJECT_NAME = "mptcpify.bpf.o"
 PROGRAM = "mw_mptcpify"
 CGROUPS_MAP = "mw_upgrade_cgroups"
+COUNTERS_MAP = "mw_upgrade_counters"
 MAX_CGROUPS = 8  # MW_UPGRADE_CGROUPS of the program
 DEFAULT_PIN_BASE = "/sys/fs/bpf/netlb_multiwan"
 
@@ -140,6 +142,50 @@ def _remove(directory):
     if os.path.exists(link):
         os.unlink(link)
     shutil.rmtree(directory)
+
+
+def attached_here(doc):
+    """The pin directory of the attached upgrade program (its link pinned), or None."""
+    base = pin_base(doc)
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        if os.path.exists(os.path.join(base, name, "link")):
+            return os.path.join(base, name)
+    return None
+
+
+def observe(doc, dump_map):
+    """What status and metrics show of the upgrade: ({"attached", "upgraded" (TCP sockets
+    of the balanced cgroups made MPTCP), "left_alone" (TCP sockets of other tasks)},
+    problems); None when the document does not ask for it. *dump_map(path)*: bpftool's
+    JSON dump of the pinned map, or raises ValueError naming why not."""
+    if doc.get("mptcp") != "upgrade":
+        return None, []
+    here = attached_here(doc)
+    out = {"attached": here is not None, "upgraded": None, "left_alone": None}
+    if here is None:
+        return out, ["mptcp: the upgrade program is not attached: the balanced applications' TCP stays TCP "
+                     "(a role run or the boot unit attaches it)"]
+    try:
+        totals = percpu_totals(dump_map(os.path.join(here, "maps", COUNTERS_MAP)))
+    except ValueError as exc:
+        return out, ["mptcp: the upgrade counters not read (%s)" % exc]
+    out["upgraded"], out["left_alone"] = totals.get(0, 0), totals.get(1, 0)
+    return out, []
+
+
+def percpu_totals(dump):
+    """{key: value summed over CPUs} of a per-CPU array of u64 from ``bpftool -j map dump``,
+    BTF-formatted or raw hex bytes."""
+    def number(value):
+        if isinstance(value, int):
+            return value
+        return int.from_bytes(bytes(int(b, 16) for b in value or []), sys.byteorder)
+
+    totals = {}
+    for entry in dump or []:
+        formatted = entry.get("formatted") or entry
+        totals[number(formatted.get("key"))] = sum(number(v.get("value")) for v in formatted.get("values") or [])
+    return totals
 
 
 def converge(doc, bpftool, check_mode=False):

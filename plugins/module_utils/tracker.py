@@ -38,7 +38,8 @@ import sys
 import time
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import (balancer_status, budget, cgroup, cli, datapath,
-                                                                     events, health, mptcp, netlink, sockets, steering)
+                                                                     events, health, mptcp, mptcp_upgrade, netlink, sockets,
+                                                                     steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
@@ -554,7 +555,14 @@ class Tracker(object):
         except (netlink.NetlinkError, OSError) as exc:
             log("mptcp not read for the metrics: %s" % exc)
             return None
+        found["upgrade"], _problems = mptcp_upgrade.observe(self.doc, self.dump_map)
         return found
+
+    def dump_map(self, path):
+        try:
+            return self.bpftool.json("map", "dump", "pinned", path)
+        except BpftoolError as exc:
+            raise ValueError(str(exc))
 
     def counters(self):
         """[{steered, errors}] per slot, summed over the attachments; None when unreadable."""
@@ -656,6 +664,12 @@ def render_metrics(doc, states, counters, budgets=None, multipath=None):
                    [((), multipath["fallbacks_since_boot"])])
         metric("mptcp_subflows", "gauge", "Established MPTCP subflows through the uplink.",
                [((("uplink", u["name"]),), multipath["subflows"].get(u["name"], 0)) for u in uplinks])
+        upgrade = multipath.get("upgrade") or {}
+        if upgrade.get("upgraded") is not None:
+            metric("mptcp_upgraded_sockets_total", "counter",
+                   "TCP sockets of the balanced applications the upgrade program made MPTCP.", [((), upgrade["upgraded"])])
+            metric("mptcp_upgrade_left_alone_sockets_total", "counter",
+                   "TCP sockets of other applications the upgrade program left TCP.", [((), upgrade["left_alone"])])
         metric("mptcp_endpoints", "gauge", "MPTCP endpoints on the uplink's addresses (0: no subflow opens there).",
                [((("uplink", u["name"]),), len(multipath["endpoints"].get(u["name"], []))) for u in uplinks])
     if counters is not None:

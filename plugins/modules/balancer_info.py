@@ -228,6 +228,24 @@ balancer:
           namespace's), C(type) (neither stream nor datagram); C(unspecified) for a program before 0.2.0.
       type: dict
       sample: {"no_uplink": 0, "local": 3, "excluded": 0, "bound": 0, "foreign_netns": 0, "type": 0}
+    mptcp:
+      description:
+        - MPTCP as the state document's C(mptcp) asks for it; null when it is V(off) and nothing of it is left.
+        - C(endpoints) per uplink (address and flags), C(subflows) per uplink (established), C(connections)
+          (established MPTCP connections of the host), C(fell_back) (of those, the ones the far end answered
+          as plain TCP), C(fallbacks_since_boot) (the kernel's MPTcpExt counter).
+        - C(upgrade) for V(upgrade) (else null) - C(attached), C(upgraded) (TCP sockets of the balanced
+          applications made MPTCP) and C(left_alone) (TCP sockets of other tasks), counted since it was attached.
+      type: dict
+      returned: when the state file was read
+      sample:
+        mode: paths
+        connections: 1
+        fell_back: 0
+        fallbacks_since_boot: 0
+        endpoints: {"wifi": ["10.0.2.2 subflow"], "mobile": ["10.0.1.2 subflow"]}
+        subflows: {"wifi": 1, "mobile": 1}
+        upgrade: null
     attachments:
       description: Every cgroup the program should be attached to.
       type: list

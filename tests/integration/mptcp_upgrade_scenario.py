@@ -76,6 +76,7 @@ def main() -> dict:
             facts["upgraded"] = send(MPTCP_PORT)
             facts["outside"] = send(MPTCP_PORT, in_cgroup=False)
             facts["plain_server"] = send(PLAIN_PORT)
+            facts["counts"] = mptcp_upgrade.observe(doc, lambda path: bpftool.json("map", "dump", "pinned", path))
             facts["detach"] = mptcp_upgrade.converge(dict(doc, mptcp="off"), bpftool)
             facts["pins_after_detach"] = os.path.exists(mptcp_upgrade.pin_base(doc))
             time.sleep(0.5)

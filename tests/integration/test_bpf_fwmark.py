@@ -295,15 +295,16 @@ DOC_UPLINKS = [dict(MOBILE), dict(WIFI, table=100)]
 BOTH_MARKED = [dict(MOBILE, mark=0x200, table=200), dict(WIFI, table=100)]
 
 
-def unconnected_udp(lab, cgroup, dst, sockets, datagrams=3, port=9999, between=None):
+def unconnected_udp(lab, cgroup, dst, sockets, datagrams=3, port=9999, between=None, churn=0):
     """{sender port: [source of datagram 0, 1, ...]} as the lab's server received them.
-    *between*: called once every socket has sent its first datagram, before the others."""
+    *between*: called once every socket has sent its first datagram, before the others;
+    *churn*: that many other sockets send one datagram each and close at that point."""
     server = lab._in(lab.inet_netns, udp_probe.serve_argv(sys.executable, str(UDP_PROBE), port=port,
                                                           expect=sockets * datagrams, bind="::" if ":" in dst else "0.0.0.0"))
     with tempfile.TemporaryDirectory(prefix="netlb-udp-hold-") as tmp:
         hold = os.path.join(tmp, "go") if between else None
         send = udp_probe.send_command(sys.executable, str(UDP_PROBE), dst=dst, port=port, sockets=sockets,
-                                      datagrams=datagrams, hold=hold)
+                                      datagrams=datagrams, hold=hold, churn=churn)
 
         def run_sender():
             if not between:
@@ -356,6 +357,29 @@ def test_unconnected_udp_sockets_follow_their_uplink_to_its_new_slot(lab, cgroup
     assert len(by_socket) == 200, "every socket's datagrams arrived: %d of 200" % len(by_socket)
     spread = udp_probe.spread(by_socket, 3)  # every datagram of a socket from one address
     assert set(spread) == {usb.address, wifi.address} and all(abs(n - 100) <= 15 for n in spread.values()), spread
+
+
+def test_unconnected_udp_sockets_keep_their_uplink_however_many_others_come_and_go(lab, cgroup):
+    """200 sockets send their first datagram, then 20,001 others each send one and close,
+    then the 200 send again: each keeps its uplink and picked once. The uplink lives on the
+    socket (socket local storage, freed with it), so closed sockets leave nothing behind and
+    nothing pushes out a live socket's entry - the 16,384-entry LRU it replaces forgot all
+    200 (an odd churn: the 1:1 rotation then gives a forgotten socket the other uplink)."""
+    obj = build(cgroup, "weighted")
+    attach(cgroup, obj)
+    usb, wifi = lab.uplinks
+    converge_engine(lab.client_netns, cgroup.pin_dir, obj, DOC_UPLINKS, steering="fwmark")
+    shape = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "pinned", cgroup.pin_dir + "/maps/mw_udp_sockets"],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert shape["type"] == "sk_storage", shape
+    before = sum(c["steered"] for c in cgroup.counters().values())
+    by_socket = unconnected_udp(lab, cgroup, SERVER4, 200, churn=20001)
+    assert len(by_socket) == 200, "every socket's datagrams arrived: %d of 200" % len(by_socket)
+    spread = udp_probe.spread(by_socket, 3)  # every datagram of a socket from one address
+    assert set(spread) == {usb.address, wifi.address} and all(abs(n - 100) <= 15 for n in spread.values()), spread
+    # Each socket picked once: the 200, and the 20,000 others.
+    picks = sum(c["steered"] for c in cgroup.counters().values()) - before
+    assert picks == 20201, picks
 
 
 def test_port_exclusions(lab, cgroup):

@@ -78,6 +78,14 @@ def test_an_upgraded_client_falls_back_to_tcp_with_a_plain_server(facts):
     assert got["mptcp"] is False or got["fallback"] is True, got
 
 
+def test_status_counts_the_sockets_upgraded_and_those_left_alone(facts):
+    """Two clients in the cgroup (to the MPTCP server and the plain one) were upgraded; the
+    one outside it, and every other TCP socket of the guest, left alone."""
+    found, problems = facts["counts"]
+    assert problems == [] and found["attached"] is True, facts["counts"]
+    assert found["upgraded"] >= 2 and found["left_alone"] >= 1, found
+
+
 def test_detached_the_program_is_gone_and_sockets_are_tcp_again(facts):
     assert facts["detach"] and facts["pins_after_detach"] is False, facts["detach"]
     got = facts["after_detach"]

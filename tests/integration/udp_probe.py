@@ -6,6 +6,8 @@
       prints {"sent": 600}
   ... send --hold /tmp/go    after the first datagram of every socket, creates
       /tmp/go.held and waits (up to a minute) for /tmp/go before the others
+  ... send --churn 20000      after the first datagram of every socket, that many
+      other sockets each send one datagram (to the next port) and close
 
 Each sender socket is unbound and never connected: every datagram goes out
 through sendto(), so the kernel runs cgroup/sendmsg4 (sendmsg6) for each one.
@@ -51,6 +53,8 @@ def send(args) -> None:
             sock.sendto(("%d:%d" % (i, seq)).encode(), (args.dst, args.port))
             sent += 1
         time.sleep(0.05)
+        if seq == 0:
+            churn(family, args.dst, args.port + 1, args.churn)
         if seq == 0 and args.hold:
             open(args.hold + ".held", "w").close()
             deadline = time.monotonic() + 60
@@ -61,14 +65,23 @@ def send(args) -> None:
     print(json.dumps({"sent": sent}))
 
 
+def churn(family, dst: str, port: int, count: int) -> None:
+    """*count* short-lived sockets, each one datagram then closed (a DNS-heavy or
+    torrent-like host): whatever the balancer keeps per socket must not push out
+    what it keeps for the sockets still open."""
+    for i in range(count):
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"churn:%d" % i, (dst, port))
+
+
 def serve_argv(python: str, script: str, *, port: int, expect: int, bind: str = "0.0.0.0") -> list[str]:
     return [python, script, "serve", "--bind", bind, "--port", str(port), "--expect", str(expect)]
 
 
 def send_command(python: str, script: str, *, dst: str, port: int, sockets: int, datagrams: int,
-                 hold: str | None = None) -> str:
-    return "%s %s send --dst %s --port %d --sockets %d --datagrams %d%s" % (
-        python, script, dst, port, sockets, datagrams, " --hold %s" % hold if hold else "")
+                 hold: str | None = None, churn: int = 0) -> str:
+    return "%s %s send --dst %s --port %d --sockets %d --datagrams %d --churn %d%s" % (
+        python, script, dst, port, sockets, datagrams, churn, " --hold %s" % hold if hold else "")
 
 
 def collect(server_argv: list, send, timeout: float = 120) -> dict:
@@ -111,6 +124,8 @@ def main() -> None:
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--sockets", type=int, default=200)
     c.add_argument("--datagrams", type=int, default=3)
+    c.add_argument("--churn", type=int, default=0, metavar="N",
+                   help="after the first round, N other sockets send one datagram each and close")
     c.add_argument("--hold", metavar="PATH", help="after the first round, wait for PATH (PATH.held says so)")
     args = parser.parse_args()
     serve(args) if args.mode == "serve" else send(args)

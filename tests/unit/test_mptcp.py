@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import mptcp
+from ansible_collections.netlb.multiwan.plugins.module_utils import mptcp, mptcp_upgrade, tracker
 
 
 class Link(object):
@@ -158,3 +158,33 @@ def test_what_a_host_cannot_have_is_refused(tmp_path, document, enabled, reason)
         sysctl.write_text(enabled)
     found = mptcp.check(document, path=str(sysctl))
     assert (found is None) if reason is None else found.startswith(reason), found
+
+
+def test_the_upgrade_counters_are_summed_over_cpus_and_shown(tmp_path):
+    """mptcp_upgrade.observe: the attached program's per-CPU counters, BTF-formatted or raw;
+    a document asking for upgrade without the program attached is a problem."""
+    doc = {"mptcp": "upgrade", "attachments": [{"cgroup": "netlb.slice", "pin_dir": str(tmp_path / "pins")}]}
+    assert mptcp_upgrade.observe(dict(doc, mptcp="paths"), None) == (None, [])
+    found, problems = mptcp_upgrade.observe(doc, None)
+    assert found["attached"] is False and problems[0].startswith("mptcp: the upgrade program is not attached")
+    here = tmp_path / "pins_mptcp" / "0123456789abcdef"
+    here.mkdir(parents=True)
+    (here / "link").write_text("")
+    formatted = [{"key": 0, "values": [{"cpu": 0, "value": 3}, {"cpu": 1, "value": 4}]},
+                 {"key": 1, "values": [{"cpu": 0, "value": 0}, {"cpu": 1, "value": 9}]}]
+    raw = [{"key": ["0x00", "0x00", "0x00", "0x00"], "values": [{"cpu": 0, "value": ["0x07"] + ["0x00"] * 7}]},
+           {"key": ["0x01", "0x00", "0x00", "0x00"], "values": [{"cpu": 1, "value": ["0x09"] + ["0x00"] * 7}]}]
+    for dump in ([{"formatted": e} for e in formatted], raw):
+        seen = []
+        found, problems = mptcp_upgrade.observe(doc, lambda path, dump=dump: seen.append(path) or dump)
+        assert (found, problems) == ({"attached": True, "upgraded": 7, "left_alone": 9}, []), found
+        assert seen == [str(here / "maps" / "mw_upgrade_counters")]
+
+    def unreadable(path):
+        raise ValueError("bpftool not found")
+    assert mptcp_upgrade.observe(doc, unreadable)[1] == ["mptcp: the upgrade counters not read (bpftool not found)"]
+    multipath = {"connections": 1, "fell_back": 0, "fallbacks_since_boot": 0, "subflows": {}, "endpoints": {},
+                 "upgrade": {"attached": True, "upgraded": 7, "left_alone": 9}}
+    text = tracker.render_metrics({"uplinks": []}, {}, None, multipath=multipath)
+    assert "netlb_multiwan_mptcp_upgraded_sockets_total 7" in text
+    assert "netlb_multiwan_mptcp_upgrade_left_alone_sockets_total 9" in text
