@@ -51,8 +51,8 @@ _value:
   elements: dict
 """
 
-import ast
 import os
+import re
 
 from ansible.errors import AnsibleFilterError
 
@@ -68,17 +68,28 @@ COMMANDS = {
 }
 
 
+# "from <PACKAGE> import a, b as c" (parenthesised over lines too) and "from <PACKAGE>.x import y".
+# A regex, not ast: the role runs this filter for every host at every run, and parsing the
+# whole engine cost more controller CPU than the rest of the task (tests/unit/test_engine_files
+# checks it against ast).
+_IMPORT = re.compile(r"^[ \t]*from[ \t]+%s(?:\.(\w+))?[ \t]+import[ \t]+(\([^)]*\)|(?:[^\n\\]|\\\n)*)"
+                     % re.escape(PACKAGE), re.M)
+
+
 def imported_utils(name, utils=UTILS):
     """The collection's module_utils that module_utils *name* imports, anywhere in it
     (a function's late import too)."""
     with open(os.path.join(utils, name + ".py")) as handle:
-        tree = ast.parse(handle.read())
+        source = handle.read()
     names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE + "."):
-            names.add(node.module[len(PACKAGE) + 1:].split(".")[0])
+    for submodule, imported in _IMPORT.findall(source):
+        if submodule:
+            names.add(submodule)
+            continue
+        for item in re.sub(r"#[^\n]*", "", imported).strip("()").replace("\\\n", " ").split(","):
+            words = item.split()  # "name" or "name as alias"
+            if words:
+                names.add(words[0])
     return names
 
 

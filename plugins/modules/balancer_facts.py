@@ -41,6 +41,14 @@ options:
     description: The steering the role applies (C(balancer_steering)); MPTCP refuses C(vrf).
     type: str
     default: fwmark
+  units:
+    description:
+      - systemd units to report on in C(units) (the role's), read with one C(systemctl) run, so
+        that a no-change run needs no task of its own to look at them.
+      - Without systemd as PID 1 only the unit files are read (C(systemctl --root=/ is-enabled)).
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -154,6 +162,12 @@ ansible_facts:
               description: Why not, in one sentence; null when it can (always null for V(off)).
               type: str
           sample: {mode: upgrade, problem: "the kernel has no update_socket_protocol hook (Linux < 6.6)"}
+        units:
+          description: >-
+            Each unit of O(units): C(enabled) (for the next boot) and C(active) (now; always false
+            without systemd as PID 1). A unit that does not exist is neither.
+          type: dict
+          sample: {netlb-multiwan-track.service: {enabled: true, active: true}, multiwan.slice: {enabled: false, active: true}}
 """
 
 import os
@@ -238,13 +252,47 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
     }
 
 
+def unit_states(units, systemd, run):
+    """{unit: {"enabled", "active"}} of *units*. *run(argv)*: (rc, stdout) of a command.
+    With systemd running: `systemctl show` (a block of Key=value lines per unit, by Id);
+    offline: `systemctl --root=/ is-enabled`, a line per unit in their order."""
+    states = dict((unit, {"enabled": False, "active": False}) for unit in units)
+    if not units:
+        return states
+    if systemd:
+        _rc, out = run(["systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + list(units))
+        for block in out.split("\n\n"):
+            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if props.get("Id") in states:
+                states[props["Id"]] = {"enabled": props.get("UnitFileState") == "enabled",
+                                       "active": props.get("ActiveState") == "active"}
+        return states
+    _rc, out = run(["systemctl", "--root=/", "is-enabled"] + list(units))
+    lines = out.splitlines()
+    if len(lines) == len(units):  # is-enabled stops early on some errors: then nothing is known
+        for unit, line in zip(units, lines):
+            states[unit]["enabled"] = line.strip() == "enabled"
+    return states
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE),
                                               mptcp=dict(type="str", default="off", choices=list(mptcp.MODES)),
-                                              steering=dict(type="str", default="fwmark")),
+                                              steering=dict(type="str", default="fwmark"),
+                                              units=dict(type="list", elements="str", default=[])),
                            supports_check_mode=True)
+    module.run_command_environ_update = dict(LANG="C", LC_ALL="C", LC_MESSAGES="C")
     facts = collect(state_file=module.params["state_file"], mptcp_mode=module.params["mptcp"],
                     steering=module.params["steering"])
+
+    def run(argv):
+        systemctl = module.get_bin_path("systemctl")
+        if systemctl is None:
+            return 1, ""
+        rc, out, _err = module.run_command([systemctl] + argv[1:])
+        return rc, out
+
+    facts["units"] = unit_states(module.params["units"], facts["systemd"], run)
     if facts["recorded_error"]:
         module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
     module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})

@@ -84,3 +84,26 @@ def test_an_unreadable_state_document_is_reported_not_raised(tmp_path, monkeypat
     root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": text})
     facts = balancer_facts.collect(root)
     assert facts["recorded"] is None and why in facts["recorded_error"]
+
+
+def test_unit_states_from_one_systemctl_run_online_and_offline():
+    units = ["netlb-multiwan-track.service", "multiwan.slice", "netlb-multiwan-bpf.service"]
+    show = ("Id=netlb-multiwan-track.service\nUnitFileState=enabled\nActiveState=active\n\n"
+            "Id=multiwan.slice\nUnitFileState=static\nActiveState=active\n\n"
+            "Id=netlb-multiwan-bpf.service\nUnitFileState=\nActiveState=inactive\n")
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return 0, show if "show" in argv else "enabled\ndisabled\n"
+    assert balancer_facts.unit_states(units, True, run) == {
+        "netlb-multiwan-track.service": {"enabled": True, "active": True},
+        "multiwan.slice": {"enabled": False, "active": True},
+        "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
+    assert calls == [["systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + units]
+    # Offline: is-enabled answers a line per unit; when they do not line up nothing is known.
+    assert balancer_facts.unit_states(units[:2], False, run) == {
+        "netlb-multiwan-track.service": {"enabled": True, "active": False},
+        "multiwan.slice": {"enabled": False, "active": False}}
+    assert not any(s["enabled"] for s in balancer_facts.unit_states(units, False, run).values())
+    assert balancer_facts.unit_states([], True, None) == {}

@@ -67,6 +67,29 @@ def test_the_package_is_the_import_closure_of_the_commands():
     assert "boot" in names and "tracker" in names
 
 
+def test_the_filters_reading_of_imports_is_pythons(tmp_path):
+    """imported_utils reads the import lines with a regex (cheap: the role runs it per host);
+    for every module_utils file and some awkward spellings it finds what ast finds."""
+    def by_ast(source):
+        names = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module == engine.PACKAGE:
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(engine.PACKAGE + "."):
+                names.add(node.module[len(engine.PACKAGE) + 1:].split(".")[0])
+        return names
+
+    utils = ROOT / "plugins" / "module_utils"
+    for path in sorted(utils.glob("*.py")):
+        assert engine.imported_utils(path.stem) == by_ast(path.read_text()), path.name
+    (tmp_path / "awkward.py").write_text(
+        "from %s import (a,  # why a\n    b as bee,\n    c)\n"
+        "def late():\n    from %s.d import x\n    from %s import e, \\\n        f\n"
+        "import os  # from %s import nothing\n" % ((engine.PACKAGE,) * 4))
+    assert engine.imported_utils("awkward", str(tmp_path)) == by_ast((tmp_path / "awkward.py").read_text()) == {
+        "a", "b", "c", "d", "e", "f"}
+
+
 def test_an_unknown_command_is_named():
     with pytest.raises(AnsibleFilterError, match="unknown command netlb-multiwan-oops"):
         engine.balancer_engine({"netlb-multiwan-oops": "/sbin/x"}, python="/usr/bin/python3")
