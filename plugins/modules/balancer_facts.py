@@ -45,7 +45,7 @@ options:
     description:
       - systemd units to report on in C(units) (the role's), read with one C(systemctl) run, so
         that a no-change run needs no task of its own to look at them.
-      - Without systemd as PID 1 only the unit files are read (C(systemctl --root=/ is-enabled)).
+      - Without systemd as PID 1 only the unit files are read (C(systemctl --root=/ list-unit-files)).
     type: list
     elements: str
     default: []
@@ -255,7 +255,7 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
 def unit_states(units, systemd, run):
     """{unit: {"enabled", "active"}} of *units*. *run(argv)*: (rc, stdout) of a command.
     With systemd running: `systemctl show` (a block of Key=value lines per unit, by Id);
-    offline: `systemctl --root=/ is-enabled`, a line per unit in their order."""
+    offline: `systemctl --root=/ list-unit-files`, a line per unit file that exists."""
     states = dict((unit, {"enabled": False, "active": False}) for unit in units)
     if not units:
         return states
@@ -267,11 +267,12 @@ def unit_states(units, systemd, run):
                 states[props["Id"]] = {"enabled": props.get("UnitFileState") == "enabled",
                                        "active": props.get("ActiveState") == "active"}
         return states
-    _rc, out = run(["systemctl", "--root=/", "is-enabled"] + list(units))
-    lines = out.splitlines()
-    if len(lines) == len(units):  # is-enabled stops early on some errors: then nothing is known
-        for unit, line in zip(units, lines):
-            states[unit]["enabled"] = line.strip() == "enabled"
+    # "UNIT STATE PRESET" per unit file that exists (is-enabled would print nothing for a missing one).
+    _rc, out = run(["systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + list(units))
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in states:
+            states[words[0]]["enabled"] = words[1] == "enabled"
     return states
 
 

@@ -1,13 +1,14 @@
-"""`balancer_mptcp: upgrade` where the kernel runs it: Debian's 6.12 in the VM lab, and
-its refusal on Debian's 6.1 (this machine's own kernel refuses it too: the container
-test shows the role failing in preflight there).
+"""`balancer_mptcp: upgrade` at the engine's level where the kernel runs it (Debian's 6.12
+in the VM lab), and its refusal on Debian's 6.1 (this machine's own kernel refuses it too:
+the container test shows the role failing in preflight there).
 
-The 6.12 guest runs tests/integration/mptcp_upgrade_scenario.py: links shaped to 16 + 8
-Mbit/s (an emulated guest's Python keeps up), an unmodified client (plain socket() +
-connect()) in the balanced cgroup gets an MPTCP connection with a subflow per uplink and
->= 90% of the two links' measured ceilings; a process outside the cgroup gets plain TCP;
-towards a plain TCP server the upgraded client falls back and works; detached, the
-program is gone and the cgroup's sockets are TCP again.
+The 6.12 guest runs tests/integration/mptcp_upgrade_scenario.py: the engine's calls the
+role's apply makes (mptcp.check, mptcp.converge, mptcp_upgrade.converge) for a test
+cgroup - the program attached once (a second converge does nothing), a client in the
+cgroup gets MPTCP and one outside it TCP, the counters say so, and detached the program
+and its pins are gone and the cgroup's sockets are TCP again. The whole role with
+`upgrade` (site.yml, throughput over both links, the fallback to a plain server, status):
+test_role_mptcp_upgrade_vm.py.
 """
 from __future__ import annotations
 
@@ -56,34 +57,18 @@ def test_the_preflight_passes_and_the_program_is_attached_once(facts):
     assert len(tracing) == 1 and tracing[0].get("attach_type") in ("modify_return", "26"), facts["links"]
 
 
-def test_an_unmodified_client_in_the_cgroup_gets_one_connection_over_both_uplinks(facts):
-    ceilings = facts["ceiling_usb"]["mbit"] + facts["ceiling_wifi"]["mbit"]
-    got = facts["upgraded"]
-    print("upgrade figures (Mbit/s): ceilings %.1f + %.1f; upgraded client %.1f"
-          % (facts["ceiling_usb"]["mbit"], facts["ceiling_wifi"]["mbit"], got.get("mbit", 0.0)))
-    assert got["error"] is None and got["mptcp"] and got["fallback"] is False, got
-    assert got["subflows_max"] >= 1, got
-    assert got["mbit"] >= 0.9 * ceilings, (got["mbit"], ceilings)
-
-
-def test_outside_the_cgroup_sockets_stay_tcp(facts):
-    got = facts["outside"]
-    assert got["error"] is None and got["mptcp"] is False, got
-    assert got["mbit"] <= 1.05 * max(facts["ceiling_usb"]["mbit"], facts["ceiling_wifi"]["mbit"]), got
-
-
-def test_an_upgraded_client_falls_back_to_tcp_with_a_plain_server(facts):
-    got = facts["plain_server"]
-    assert got["error"] is None and got["bytes"] > 0, got
-    assert got["mptcp"] is False or got["fallback"] is True, got
+def test_a_client_in_the_cgroup_gets_mptcp_and_one_outside_tcp(facts):
+    upgraded, outside = facts["upgraded"], facts["outside"]
+    assert upgraded["error"] is None and upgraded["mptcp"] is True and upgraded["fallback"] is False, upgraded
+    assert outside["error"] is None and outside["mptcp"] is False, outside
 
 
 def test_status_counts_the_sockets_upgraded_and_those_left_alone(facts):
-    """Two clients in the cgroup (to the MPTCP server and the plain one) were upgraded; the
-    one outside it, and every other TCP socket of the guest, left alone."""
+    """The client in the cgroup was upgraded; the one outside it, and every other TCP socket
+    of the guest, left alone."""
     found, problems = facts["counts"]
     assert problems == [] and found["attached"] is True, facts["counts"]
-    assert found["upgraded"] >= 2 and found["left_alone"] >= 1, found
+    assert found["upgraded"] >= 1 and found["left_alone"] >= 1, found
 
 
 def test_detached_the_program_is_gone_and_sockets_are_tcp_again(facts):

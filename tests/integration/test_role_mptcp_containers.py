@@ -16,7 +16,9 @@ by the receiver (tests/integration/mptcp_transfer.py). In order:
 4. the same for 20 s while wifi's far end goes silent for 5 s (its address removed): no
    error reaches the application, mobile carries it meanwhile (the tracker takes wifi's
    endpoint away), and wifi carries traffic again after the repair (its endpoint is back);
-5. `netlb-multiwan drain wifi` takes wifi's endpoint away, `undrain` gives it back;
+5. `netlb-multiwan drain wifi` takes wifi's endpoint away, `undrain` gives it back; a spent
+   data budget (`netlb-multiwan budget wifi set 1K`: the tracker's own probes spend it)
+   takes it away too, a budget raised above the usage gives it back;
 6. `off`: the endpoints it made are gone and the limit is as before; one MPTCP connection
    then gets at most the faster link;
 7. device steering (a default route per uplink, nothing routed) with `paths`: one connection
@@ -141,6 +143,17 @@ def facts():
             f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
             f["endpoints_undrained"] = endpoints(fleet, guest)
 
+            def wait_for_wifi(present: bool) -> dict:
+                end = time.monotonic() + 30
+                while time.monotonic() < end and (wifi.address in endpoints(fleet, guest)) != present:
+                    time.sleep(0.5)
+                return endpoints(fleet, guest)
+            f["budget_small"] = fleet.ssh(guest, "netlb-multiwan budget wifi set 1K")
+            f["endpoints_spent"] = wait_for_wifi(False)
+            f["status_spent"] = fleet.ssh(guest, "netlb-multiwan status").stdout
+            f["budget_raised"] = fleet.ssh(guest, "netlb-multiwan budget wifi set 100G")
+            f["endpoints_budget_raised"] = wait_for_wifi(True)
+
             f["run_off"] = site_over_ssh(fleet, inventory("off", balancer_mptcp="off"))
             f["endpoints_off"], f["limits_off"] = endpoints(fleet, guest), limits(fleet, guest)
             f["mptcp_off"] = transfer(10, "--mptcp")
@@ -241,6 +254,15 @@ def test_a_drained_uplink_has_no_endpoint_until_undrained(facts):
     assert facts["drain"].returncode == 0 and facts["undrain"].returncode == 0, facts["drain"].stderr
     assert wifi.address not in facts["endpoints_drained"] and facts["usb"].address in facts["endpoints_drained"]
     assert wifi.address in facts["endpoints_undrained"], facts["endpoints_undrained"]
+
+
+def test_a_spent_budget_takes_the_endpoint_away_until_the_budget_is_raised(facts):
+    wifi = facts["wifi"]
+    assert facts["budget_small"].returncode == 0 and facts["budget_raised"].returncode == 0, facts["budget_small"].stderr
+    assert wifi.address not in facts["endpoints_spent"] and facts["usb"].address in facts["endpoints_spent"], (
+        facts["endpoints_spent"], facts["status_spent"])
+    assert "spent" in facts["status_spent"], facts["status_spent"]
+    assert wifi.address in facts["endpoints_budget_raised"], facts["endpoints_budget_raised"]
 
 
 def test_device_steering_gives_one_connection_both_links_too(facts):

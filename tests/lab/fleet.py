@@ -69,6 +69,7 @@ from typing import Any, Sequence
 from ._common import Terminated, claim, cleanup_on_signals, release
 from .netlab import Lab, LabError, Uplink, _check_name, _kill_netns_processes, _run
 from .vm import REPO_ROOT, Nic, VmGuest, make_disk
+from .vmkernel import DEFAULT_SERIES
 
 MGMT_SUBNET = ipaddress.IPv4Network("100.127.0.0/24")  # lab space, apart from the guests' uplink plan
 MGMT_DEV = "mgmt0"  # the guest's name of its virtio NIC on the tap
@@ -94,6 +95,7 @@ class FleetError(RuntimeError):
 class GuestSpec:
     name: str  # inventory hostname and the guest's hostname
     uplinks: list[Uplink]  # the guest's uplink lab (rate_mbit as in netlab); [] = none
+    kernel_series: str = DEFAULT_SERIES  # the VM guest's kernel (tests/lab/vm.py); containers run this one's
 
 
 @dataclass
@@ -296,6 +298,7 @@ class Fleet:
                 disk=disk,
                 allow_reboot=self.systemd,
                 init="systemd-service" if self.systemd else "script",
+                kernel_series=g.spec.kernel_series,
             )
             g.vm.start()
         self._wait_until_ready(self.guests)

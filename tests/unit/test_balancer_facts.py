@@ -95,15 +95,17 @@ def test_unit_states_from_one_systemctl_run_online_and_offline():
 
     def run(argv):
         calls.append(argv)
-        return 0, show if "show" in argv else "enabled\ndisabled\n"
+        offline = "netlb-multiwan-track.service enabled enabled\nmultiwan.slice static -\n"
+        return 0, show if "show" in argv else offline
     assert balancer_facts.unit_states(units, True, run) == {
         "netlb-multiwan-track.service": {"enabled": True, "active": True},
         "multiwan.slice": {"enabled": False, "active": True},
         "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
     assert calls == [["systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + units]
-    # Offline: is-enabled answers a line per unit; when they do not line up nothing is known.
-    assert balancer_facts.unit_states(units[:2], False, run) == {
+    # Offline: the unit files that exist, each with its state; a missing one is neither.
+    assert balancer_facts.unit_states(units, False, run) == {
         "netlb-multiwan-track.service": {"enabled": True, "active": False},
-        "multiwan.slice": {"enabled": False, "active": False}}
-    assert not any(s["enabled"] for s in balancer_facts.unit_states(units, False, run).values())
+        "multiwan.slice": {"enabled": False, "active": False},
+        "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
+    assert calls[-1] == ["systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + units
     assert balancer_facts.unit_states([], True, None) == {}
