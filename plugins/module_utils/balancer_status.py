@@ -38,6 +38,7 @@ import time
 from ansible_collections.netlb.multiwan.plugins.module_utils import (datapath, files, health, mptcp, mptcp_upgrade, netlink,
                                                                      rp_filter, runner, schema, state_store, steering)
 from ansible_collections.netlb.multiwan.plugins.module_utils import vrf_model as model
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import per_cpu_values
 
 DEFAULT_STATE_FILE = state_store.DEFAULT_PATH
 DIGEST_LEN = 16  # hex characters of the object's sha256 naming its pin directory
@@ -500,21 +501,12 @@ def skipped_by_reason(slots):
 def counter_slots(dump):
     """[{steered, errors}] by slot from ``bpftool -j map dump``.
 
-    mw_counters is per CPU ("values": [{"cpu", "value"}]), summed here; an
-    older object's plain array ("value") reads the same.
+    mw_counters is per CPU, summed here; an older object's plain array reads the same.
     """
     slots = {}
-    for entry in dump or []:
-        formatted = entry.get("formatted") or {}
-        key = formatted.get("key", entry.get("key"))
-        if isinstance(key, list):
-            key = int.from_bytes(bytes(int(b, 16) for b in key), sys.byteorder)
-        per_cpu = formatted.get("values", entry.get("values"))
-        if per_cpu is not None:
-            values = [_counter_value(v.get("value")) for v in per_cpu]
-        else:
-            values = [_counter_value(formatted.get("value", entry.get("value")))]
-        slots[int(key)] = {"steered": sum(v["steered"] for v in values), "errors": sum(v["errors"] for v in values)}
+    for key, per_cpu in per_cpu_values(dump).items():
+        values = [_counter_value(v) for v in per_cpu]
+        slots[key] = {"steered": sum(v["steered"] for v in values), "errors": sum(v["errors"] for v in values)}
     return [slots.get(i, {"steered": 0, "errors": 0}) for i in range(max(slots) + 1)] if slots else []
 
 

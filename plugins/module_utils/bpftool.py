@@ -12,8 +12,33 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import sys
+
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpf_object import short_attach_type
 from ansible_collections.netlb.multiwan.plugins.module_utils.runner import CmdRunner, CommandError, module_executor
+
+
+def hex_number(value):
+    """An integer bpftool printed as a number (BTF-formatted) or as hex bytes in host order."""
+    if isinstance(value, int):
+        return value
+    return int.from_bytes(bytes(int(b, 16) for b in value or []), sys.byteorder)
+
+
+def per_cpu_values(dump):
+    """{key: [each CPU's value]} from ``bpftool -j map dump`` of an array: keys as integers,
+    values as bpftool printed them (BTF-formatted, or hex bytes). A plain (not per-CPU)
+    array's entry reads as one CPU's."""
+    entries = {}
+    for entry in dump or []:
+        formatted = entry.get("formatted") or {}
+        key = hex_number(formatted.get("key", entry.get("key")))
+        per_cpu = formatted.get("values", entry.get("values"))
+        if per_cpu is not None:
+            entries[key] = [v.get("value") for v in per_cpu]
+        else:
+            entries[key] = [formatted.get("value", entry.get("value"))]
+    return entries
 
 
 class BpftoolError(CommandError):

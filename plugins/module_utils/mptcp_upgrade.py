@@ -25,11 +25,10 @@ __metaclass__ = type
 import os
 import shutil
 import struct
-import sys
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link, bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
-from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import BpftoolError
+from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import BpftoolError, hex_number, per_cpu_values
 
 OBJECT_NAME = "mptcpify.bpf.o"
 PROGRAM = "mw_mptcpify"
@@ -166,26 +165,12 @@ def observe(doc, dump_map):
         return out, ["mptcp: the upgrade program is not attached: the balanced applications' TCP stays TCP "
                      "(a role run or the boot unit attaches it)"]
     try:
-        totals = percpu_totals(dump_map(os.path.join(here, "maps", COUNTERS_MAP)))
+        totals = dict((key, sum(hex_number(v) for v in per_cpu))
+                      for key, per_cpu in per_cpu_values(dump_map(os.path.join(here, "maps", COUNTERS_MAP))).items())
     except ValueError as exc:
         return out, ["mptcp: the upgrade counters not read (%s)" % exc]
     out["upgraded"], out["left_alone"] = totals.get(0, 0), totals.get(1, 0)
     return out, []
-
-
-def percpu_totals(dump):
-    """{key: value summed over CPUs} of a per-CPU array of u64 from ``bpftool -j map dump``,
-    BTF-formatted or raw hex bytes."""
-    def number(value):
-        if isinstance(value, int):
-            return value
-        return int.from_bytes(bytes(int(b, 16) for b in value or []), sys.byteorder)
-
-    totals = {}
-    for entry in dump or []:
-        formatted = entry.get("formatted") or entry
-        totals[number(formatted.get("key"))] = sum(number(v.get("value")) for v in formatted.get("values") or [])
-    return totals
 
 
 def converge(doc, bpftool, check_mode=False):

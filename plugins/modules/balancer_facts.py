@@ -175,7 +175,7 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, mptcp, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, mptcp, runner, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
 
 # os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
@@ -252,25 +252,26 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
     }
 
 
-def unit_states(units, systemd, run):
-    """{unit: {"enabled", "active"}} of *units*. *run(argv)*: (rc, stdout) of a command.
-    With systemd running: `systemctl show` (a block of Key=value lines per unit, by Id);
-    offline: `systemctl --root=/ list-unit-files`, a line per unit file that exists."""
+def unit_states(units, systemd, systemctl):
+    """{unit: {"enabled", "active"}} of *units*, from *systemctl* (a runner.CmdRunner, None
+    when there is none). With systemd running: `systemctl show` (a block of Key=value lines
+    per unit, by Id); offline: `systemctl --root=/ list-unit-files`, a line per unit file
+    that exists (is-enabled would print nothing for a missing one)."""
     states = dict((unit, {"enabled": False, "active": False}) for unit in units)
-    if not units:
+    if not units or systemctl is None:
         return states
     if systemd:
-        _rc, out = run(["systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + list(units))
+        _rc, out, _err = systemctl.run("show", "--property=Id,UnitFileState,ActiveState", "--", *units, check=False)
         for block in out.split("\n\n"):
             props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             if props.get("Id") in states:
                 states[props["Id"]] = {"enabled": props.get("UnitFileState") == "enabled",
                                        "active": props.get("ActiveState") == "active"}
         return states
-    # "UNIT STATE PRESET" per unit file that exists (is-enabled would print nothing for a missing one).
-    _rc, out = run(["systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + list(units))
+    _rc, out, _err = systemctl.run("--root=/", "list-unit-files", "--no-legend", "--no-pager", "--", *units,
+                                   check=False)
     for line in out.splitlines():
-        words = line.split()
+        words = line.split()  # UNIT STATE PRESET
         if len(words) >= 2 and words[0] in states:
             states[words[0]]["enabled"] = words[1] == "enabled"
     return states
@@ -285,15 +286,9 @@ def main():
     module.run_command_environ_update = dict(LANG="C", LC_ALL="C", LC_MESSAGES="C")
     facts = collect(state_file=module.params["state_file"], mptcp_mode=module.params["mptcp"],
                     steering=module.params["steering"])
-
-    def run(argv):
-        systemctl = module.get_bin_path("systemctl")
-        if systemctl is None:
-            return 1, ""
-        rc, out, _err = module.run_command([systemctl] + argv[1:])
-        return rc, out
-
-    facts["units"] = unit_states(module.params["units"], facts["systemd"], run)
+    path = module.get_bin_path("systemctl")
+    facts["units"] = unit_states(module.params["units"], facts["systemd"],
+                                 runner.CmdRunner(path, module=module) if path else None)
     if facts["recorded_error"]:
         module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
     module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support as nl
+from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 from ansible_collections.netlb.multiwan.plugins.modules import balancer_facts
 
 MOUNTS = """sysfs /sys sysfs rw 0 0
@@ -91,21 +92,23 @@ def test_unit_states_from_one_systemctl_run_online_and_offline():
     show = ("Id=netlb-multiwan-track.service\nUnitFileState=enabled\nActiveState=active\n\n"
             "Id=multiwan.slice\nUnitFileState=static\nActiveState=active\n\n"
             "Id=netlb-multiwan-bpf.service\nUnitFileState=\nActiveState=inactive\n")
+    offline = "netlb-multiwan-track.service enabled enabled\nmultiwan.slice static -\n"
     calls = []
 
-    def run(argv):
+    def execute(argv):
         calls.append(argv)
-        offline = "netlb-multiwan-track.service enabled enabled\nmultiwan.slice static -\n"
-        return 0, show if "show" in argv else offline
-    assert balancer_facts.unit_states(units, True, run) == {
+        return 0, show if "show" in argv else offline, ""
+    systemctl = runner.CmdRunner("/bin/systemctl", executor=execute)
+    assert balancer_facts.unit_states(units, True, systemctl) == {
         "netlb-multiwan-track.service": {"enabled": True, "active": True},
         "multiwan.slice": {"enabled": False, "active": True},
         "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
-    assert calls == [["systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + units]
+    assert calls == [["/bin/systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + units]
     # Offline: the unit files that exist, each with its state; a missing one is neither.
-    assert balancer_facts.unit_states(units, False, run) == {
+    assert balancer_facts.unit_states(units, False, systemctl) == {
         "netlb-multiwan-track.service": {"enabled": True, "active": False},
         "multiwan.slice": {"enabled": False, "active": False},
         "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
-    assert calls[-1] == ["systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + units
-    assert balancer_facts.unit_states([], True, None) == {}
+    assert calls[-1] == ["/bin/systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + units
+    assert balancer_facts.unit_states([], True, systemctl) == {}
+    assert balancer_facts.unit_states(units[:1], True, None) == {units[0]: {"enabled": False, "active": False}}
