@@ -10,7 +10,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: balancer_engine
-short_description: The files of the balancer's engine on a host, for M(netlb.multiwan.file_set)
+short_description: The files of the balancer's engine on a host, for M(netlb.multiwan.balancer_apply) or M(netlb.multiwan.file_set)
 version_added: "0.2.0"
 description:
   - The host runs the code the modules run (the boot unit, the tracker, C(netlb-multiwan) and the status
@@ -46,7 +46,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Entries for M(netlb.multiwan.file_set) (path, content, mode), the commands first.
+  description:
+    - Entries for the O(netlb.multiwan.balancer_apply#module:files) of M(netlb.multiwan.balancer_apply) or for
+      M(netlb.multiwan.file_set) (path, content, mode), the commands first.
   type: list
   elements: dict
 """

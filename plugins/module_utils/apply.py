@@ -152,11 +152,14 @@ class Apply(object):
     what it did (or would do, in check mode)."""
 
     def __init__(self, planned, host_factory, path=state_store.DEFAULT_PATH, keep_drains=True, check_mode=False,
-                 netlink=nl.Netlink):
+                 netlink=nl.Netlink, before_change=None):
         # remove() may go without a plan: the recorded document says what is there.
         self.planned = None if planned is None else state_store.validate(planned, "content")
         self.host_factory, self.path, self.netlink = host_factory, path, netlink
         self.keep_drains, self.check_mode = keep_drains, check_mode
+        # Called once the document and every uplink's routing are checked, before the
+        # first change (balancer_apply installs the role's files and units there).
+        self.before_change = before_change
         self.actions = dict((phase, []) for phase in PHASES)
         self.warnings = []
         self.document_before = self.document_after = None
@@ -198,6 +201,8 @@ class Apply(object):
         doc = state_store.keep_runtime(self.planned, recorded, self.keep_drains)
         with self.netlink() as link:
             self.check_routing(doc, link)
+            if self.before_change:
+                self.before_change()
             retiring = retired(recorded, doc)
             self.withdraw(recorded, leaving(recorded, retiring))
             self.detach(dropped_attachments(recorded, doc))

@@ -17,13 +17,16 @@ description:
     from the host's plan) and converges everything the balancer owns on the host, under the document's lock,
     the way the C(netlb.multiwan.balancer) role needs it in one task.
   - "Phases: every uplink's routing is checked before the first change (a refused uplink, for example one
-    whose interface carries the Ansible connection, changes nothing); an uplink whose VRF or fwmark table goes is first
+    whose interface carries the Ansible connection, changes nothing); the host's O(files) are installed and
+    its O(units) converged (retired, enabled, the slices started); an uplink whose VRF or fwmark table goes is first
     taken out of the running maps (no socket is steered to it while its routing is removed); the program is detached
     from the attachments, and the VRFs and fwmark tables are removed, that the recorded document has and the new one lacks; each extra uplink gets its VRF
     (as M(netlb.multiwan.vrf)) or fwmark table (as M(netlb.multiwan.fwmark_table)); the document is
     written, keeping the drains made on the host; the program is attached to every attachment (as
     M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules, MPTCP endpoints and C(rp_filter)
-    are converged (as M(netlb.multiwan.balancer_maps))."
+    are converged (as M(netlb.multiwan.balancer_maps)); the services of O(units.started) are started."
+  - The role runs it once per host for all of that, so a run that changes nothing costs each host one
+    module run besides M(netlb.multiwan.balancer_facts).
   - The boot unit (C(netlb-multiwan-apply)) runs the same engine from the document on disk.
 author:
   - netlb.multiwan contributors (@netlb)
@@ -56,6 +59,67 @@ options:
     description: Where the document lives on the host.
     type: path
     default: /etc/netlb-multiwan/balancer.json
+  files:
+    description:
+      - Files the document's host needs (the engine and its commands, the units, the program), each converged to its
+        content and mode as M(netlb.multiwan.file_set) does, once every check passed and before the kernel is changed.
+      - Ignored with O(state=absent).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the file.
+        type: path
+        required: true
+      content:
+        description: The whole content, as text. Exactly one of O(files[].content) and O(files[].content_base64).
+        type: str
+      content_base64:
+        description: The whole content, base64-encoded (a compiled BPF object); the diff shows its size and SHA-256.
+        type: str
+      mode:
+        description: Permissions, as an octal string.
+        type: str
+        default: "0644"
+  units:
+    description:
+      - The systemd units of the host's O(files), converged with one C(systemctl show) when nothing is to change.
+      - Without systemd as PID 1 (containers, chroots, a host prepared for its first boot) C(systemctl --root=/)
+        works on the unit files and nothing is started.
+    type: dict
+    default: {}
+    suboptions:
+      enabled:
+        description: Units enabled for the next boot (C(systemctl enable)).
+        type: list
+        elements: str
+        default: []
+      started:
+        description:
+          - Units running now. Slices are started before the program is attached (their cgroup exists only while
+            they are active); services after the maps (the health tracker reads the new document).
+        type: list
+        elements: str
+        default: []
+      retire:
+        description:
+          - Unit files in O(units.retire.paths) whose names match O(units.retire.patterns) and that O(files) does not
+            list (the unit of an uplink taken out of the inventory; every one with O(state=absent)) are stopped,
+            disabled and removed, and systemd reloaded. A unit only moving between directories (named in
+            O(units.enabled) or O(units.started)) is not stopped.
+        type: dict
+        suboptions:
+          paths:
+            description: Directories to look in (not recursively).
+            type: list
+            elements: path
+            required: true
+          patterns:
+            description: Shell-style patterns of unit file names (C(netlb-multiwan-*.service)).
+            type: list
+            elements: str
+            required: true
   keep_drains:
     description:
       - Keep each uplink's C(drained) flag as the document on the host has it (set by
@@ -71,7 +135,8 @@ attributes:
     details: On a host without the installed program, the attachments are reported as to be made.
   diff_mode:
     support: full
-    details: One diff per phase that changes something; the document's as its text before and after.
+    details: One diff per file that changes, then one per phase that changes something; the document's as its
+      text before and after.
   platform:
     platforms: posix
 notes:
@@ -92,6 +157,19 @@ EXAMPLES = r"""
     content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
     keep_drains: false
 
+- name: The same, with the engine's commands and the tracker's unit
+  netlb.multiwan.balancer_apply:
+    content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
+    files: "{{ {'netlb-multiwan': '/usr/local/sbin/netlb-multiwan'} | netlb.multiwan.balancer_engine(python='/usr/bin/python3')
+               + [{'path': '/etc/systemd/system/netlb-multiwan-track.service',
+                   'content': lookup('ansible.builtin.template', 'netlb-multiwan-track.service.j2')}] }}"
+    units:
+      enabled: [netlb-multiwan-track.service]
+      started: [netlb-multiwan-track.service]
+      retire:
+        paths: [/etc/systemd/system]
+        patterns: [netlb-multiwan-*.service]
+
 - name: Remove everything the balancer set up in the kernel, and its document
   netlb.multiwan.balancer_apply:
     state: absent
@@ -103,6 +181,8 @@ actions:
   returned: always
   type: dict
   sample:
+    files: ["write /etc/systemd/system/netlb-multiwan-track.service"]
+    units: ["daemon-reload", "enable netlb-multiwan-track.service", "start netlb-multiwan-track.service"]
     withdraw: []
     detach: []
     retire: []
@@ -129,14 +209,18 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import apply, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import apply, install, runner, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import files as file_utils
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils.cli import Host
 
 
-def diffs(engine, path):
-    """One diff per phase that changes something, in phase order."""
-    out = []
+def diffs(host, engine, path):
+    """One diff per file that changes, then one per phase that changes something, in phase order."""
+    out = list(host.diff)
+    if host.actions["units"]:
+        out.append({"before_header": "units", "after_header": "units", "before": "",
+                    "after": "".join("+ %s\n" % a for a in host.actions["units"])})
     for phase in apply.PHASES:
         if phase == "document":
             if engine.document_after != engine.document_before:
@@ -156,10 +240,20 @@ def main():
             path=dict(type="path", default=state_store.DEFAULT_PATH),
             keep_drains=dict(type="bool", default=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
+            files=dict(type="list", elements="dict", default=[], options=file_utils.FILE_ENTRY_SPEC),
+            units=dict(type="dict", default={}, options=dict(
+                enabled=dict(type="list", elements="str", default=[]),
+                started=dict(type="list", elements="str", default=[]),
+                retire=dict(type="dict", options=dict(
+                    paths=dict(type="list", elements="path", required=True),
+                    patterns=dict(type="list", elements="str", required=True),
+                )),
+            )),
         ),
         required_if=[("state", "present", ["content"])],
         supports_check_mode=True,
     )
+    module.run_command_environ_update = dict(LANG="C", LC_ALL="C", LC_MESSAGES="C")
     if not nl.HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=to_native(nl.PYROUTE2_IMPORT_ERROR))
     present = module.params["state"] == "present"
@@ -169,26 +263,38 @@ def main():
             planned = json.loads(to_native(planned))
         except ValueError as exc:
             module.fail_json(msg="content: not JSON: %s" % to_native(exc), field="content")
+    systemctl = module.get_bin_path("systemctl")
     try:
+        host = install.Install(file_utils.validate_set(module.params["files"]) if present else [],
+                               module.params["units"], systemctl and runner.CmdRunner(systemctl, module=module),
+                               install.systemd_running(), check_mode=module.check_mode, move=module.atomic_move)
         engine = apply.Apply(planned, lambda params: Host(params, check_mode=module.check_mode),
                              path=module.params["path"], keep_drains=module.params["keep_drains"],
-                             check_mode=module.check_mode)
+                             check_mode=module.check_mode, before_change=host.prepare)
+    except file_utils.FileSetError as exc:
+        module.fail_json(msg=to_native(exc), field=exc.field)
     except state_store.StateError as exc:
         module.fail_json(msg=to_native(exc), field="content")
+    actions = dict(host.actions, **engine.actions)
     try:
-        doc = engine.run() if present else engine.remove()
-    except apply.ApplyError as exc:
-        module.fail_json(msg=to_native(exc), phase=exc.phase, field=exc.field, actions=engine.actions)
+        if present:
+            doc = engine.run()
+        else:
+            host.prepare()  # the units first: a teardown that stops half-way is not re-applied at boot
+            doc = engine.remove()
+        host.finish()
+    except (apply.ApplyError, install.InstallError) as exc:
+        module.fail_json(msg=to_native(exc), phase=exc.phase, field=exc.field, actions=actions)
     except (IOError, OSError) as exc:
-        module.fail_json(msg="path: %s" % to_native(exc), field="path", actions=engine.actions,
+        module.fail_json(msg="path: %s" % to_native(exc), field="path", actions=actions,
                          exception=traceback.format_exc())
     for warning in engine.warnings:
         module.warn(warning)
-    result = dict(changed=engine.changed, actions=engine.actions)
+    result = dict(changed=any(actions.values()), actions=actions)
     if present:
         result["drained"] = [u["name"] for u in doc["uplinks"] if u.get("drained")]
     if module._diff:
-        result["diff"] = diffs(engine, module.params["path"])
+        result["diff"] = diffs(host, engine, module.params["path"])
     module.exit_json(**result)
 
 

@@ -41,14 +41,6 @@ options:
     description: The steering the role applies (C(balancer_steering)); MPTCP refuses C(vrf).
     type: str
     default: fwmark
-  units:
-    description:
-      - systemd units to report on in C(units) (the role's), read with one C(systemctl) run, so
-        that a no-change run needs no task of its own to look at them.
-      - Without systemd as PID 1 only the unit files are read (C(systemctl --root=/ list-unit-files)).
-    type: list
-    elements: str
-    default: []
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -162,12 +154,6 @@ ansible_facts:
               description: Why not, in one sentence; null when it can (always null for V(off)).
               type: str
           sample: {mode: upgrade, problem: "the kernel has no update_socket_protocol hook (Linux < 6.6)"}
-        units:
-          description: >-
-            Each unit of O(units): C(enabled) (for the next boot) and C(active) (now; always false
-            without systemd as PID 1). A unit that does not exist is neither.
-          type: dict
-          sample: {netlb-multiwan-track.service: {enabled: true, active: true}, multiwan.slice: {enabled: false, active: true}}
 """
 
 import os
@@ -175,7 +161,7 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, mptcp, runner, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup, install, mptcp, state_store
 from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support
 
 # os-release ID or ID_LIKE word -> the os_family that ansible.builtin.setup reports.
@@ -237,7 +223,7 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
         sys_module=at("/sys/module/vrf"), lib_modules=at("/lib/modules"), cmdline=at("/proc/cmdline"))
     return {
         "kernel": kernel_support.kernel_release(),
-        "systemd": os.path.isdir(at("/run/systemd/system")),
+        "systemd": install.systemd_running(root),
         "udev": os.path.exists(at("/run/udev/control")),
         "cgroup2": cgroup.cgroup2_mount(mounts_text),
         "bpffs": next((point for point, kind in cgroup.mounts(mounts_text) if kind == "bpf"), None),
@@ -252,43 +238,13 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
     }
 
 
-def unit_states(units, systemd, systemctl):
-    """{unit: {"enabled", "active"}} of *units*, from *systemctl* (a runner.CmdRunner, None
-    when there is none). With systemd running: `systemctl show` (a block of Key=value lines
-    per unit, by Id); offline: `systemctl --root=/ list-unit-files`, a line per unit file
-    that exists (is-enabled would print nothing for a missing one)."""
-    states = dict((unit, {"enabled": False, "active": False}) for unit in units)
-    if not units or systemctl is None:
-        return states
-    if systemd:
-        _rc, out, _err = systemctl.run("show", "--property=Id,UnitFileState,ActiveState", "--", *units, check=False)
-        for block in out.split("\n\n"):
-            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-            if props.get("Id") in states:
-                states[props["Id"]] = {"enabled": props.get("UnitFileState") == "enabled",
-                                       "active": props.get("ActiveState") == "active"}
-        return states
-    _rc, out, _err = systemctl.run("--root=/", "list-unit-files", "--no-legend", "--no-pager", "--", *units,
-                                   check=False)
-    for line in out.splitlines():
-        words = line.split()  # UNIT STATE PRESET
-        if len(words) >= 2 and words[0] in states:
-            states[words[0]]["enabled"] = words[1] == "enabled"
-    return states
-
-
 def main():
     module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE),
                                               mptcp=dict(type="str", default="off", choices=list(mptcp.MODES)),
-                                              steering=dict(type="str", default="fwmark"),
-                                              units=dict(type="list", elements="str", default=[])),
+                                              steering=dict(type="str", default="fwmark")),
                            supports_check_mode=True)
-    module.run_command_environ_update = dict(LANG="C", LC_ALL="C", LC_MESSAGES="C")
     facts = collect(state_file=module.params["state_file"], mptcp_mode=module.params["mptcp"],
                     steering=module.params["steering"])
-    path = module.get_bin_path("systemctl")
-    facts["units"] = unit_states(module.params["units"], facts["systemd"],
-                                 runner.CmdRunner(path, module=module) if path else None)
     if facts["recorded_error"]:
         module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
     module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})

@@ -121,163 +121,28 @@ unlisted:
   sample: [/etc/systemd/system/netlb-multiwan-uplink-lte.service]
 """
 
-import base64
-import binascii
-import fnmatch
-import hashlib
-import os
-import stat
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible.module_utils.common.text.converters import to_native
 
-
-class FileSetError(Exception):
-    def __init__(self, field, message):
-        super(FileSetError, self).__init__("%s: %s" % (field, message))
-        self.field = field
-
-
-def validate(files):
-    """[(path, content bytes, mode int)], or FileSetError naming the field."""
-    out, seen = [], set()
-    for i, item in enumerate(files):
-        field = "files[%d]" % i
-        path = item["path"]
-        if not path or not os.path.isabs(path) or path.endswith("/"):
-            raise FileSetError(field + ".path", "must be an absolute file path, got %r" % path)
-        path = os.path.normpath(path)
-        if path in seen:
-            raise FileSetError(field + ".path", "%s is listed twice" % path)
-        seen.add(path)
-        mode = item["mode"]
-        try:
-            mode_value = int(mode, 8)
-        except (TypeError, ValueError):
-            mode_value = -1
-        if not 0 <= mode_value <= 0o7777:
-            raise FileSetError(field + ".mode", "must be an octal string from 0000 to 7777, got %r" % mode)
-        given = [key for key in ("content", "content_base64") if item.get(key) is not None]
-        if len(given) != 1:
-            raise FileSetError(field, "give exactly one of content and content_base64")
-        if given == ["content"]:
-            content = to_bytes(item["content"], errors="surrogate_or_strict")
-        else:
-            try:
-                content = base64.b64decode(to_bytes(item["content_base64"]), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise FileSetError(field + ".content_base64", "is not base64: %s" % exc)
-        out.append((path, content, mode_value, given == ["content_base64"]))
-    return out
-
-
-def unlisted(spec, listed):
-    """Files in spec["paths"] matching spec["patterns"] that *listed* does not have."""
-    out = []
-    for directory in spec["paths"]:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue  # missing: nothing there to retire
-        for name in names:
-            path = os.path.join(os.path.normpath(directory), name)
-            if any(fnmatch.fnmatchcase(name, p) for p in spec["patterns"]) and path not in listed \
-                    and os.path.isfile(path):
-                out.append(path)
-    return sorted(out)
-
-
-def shown(content, binary):
-    """What the diff shows of a file's content."""
-    if binary and content is not None:
-        return "(binary, %d bytes, sha256 %s)\n" % (len(content), hashlib.sha256(content).hexdigest())
-    return "" if content is None else to_native(content, errors="surrogate_or_replace")
-
-
-def current(path):
-    """(content bytes or None, mode or None) of *path*; a non-file is an error."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None, None
-    if not stat.S_ISREG(st.st_mode):
-        raise FileSetError("files", "%s exists and is not a regular file" % path)
-    with open(path, "rb") as handle:
-        return handle.read(), stat.S_IMODE(st.st_mode)
-
-
-def missing_dirs(path):
-    out = []
-    parent = os.path.dirname(path)
-    while parent and not os.path.isdir(parent):
-        if os.path.lexists(parent):
-            raise FileSetError("files", "%s exists and is not a directory" % parent)
-        out.insert(0, parent)
-        parent = os.path.dirname(parent)
-    return out
-
-
-def write(module, path, content, mode):
-    handle, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    os.chmod(path, mode)  # atomic_move keeps an existing file's mode
+from ansible_collections.netlb.multiwan.plugins.module_utils import files as file_utils
 
 
 def run(module):
-    files = validate(module.params["files"])
-    changed_paths, created_dirs, diffs, plan = [], [], [], []
-    for path, content, mode, binary in files:
-        for directory in missing_dirs(path):
-            if directory not in created_dirs:
-                created_dirs.append(directory)
-        old_content, old_mode = current(path)
-        if old_content == content and old_mode == mode:
-            continue
-        changed_paths.append(path)
-        plan.append((path, content, mode, old_content is not None and old_content == content))
-        before = shown(old_content, binary)
-        before += "" if old_mode is None or old_mode == mode else "(mode %04o)\n" % old_mode
-        after = shown(content, binary)
-        after += "" if old_mode is None or old_mode == mode else "(mode %04o)\n" % mode
-        diffs.append({"before_header": path if old_content is not None else "%s (absent)" % path,
-                      "after_header": path, "before": before, "after": after})
-    if not module.check_mode:
-        for directory in created_dirs:
-            os.mkdir(directory, 0o755)
-            os.chmod(directory, 0o755)
-        for path, content, mode, only_mode in plan:
-            if only_mode:
-                os.chmod(path, mode)
-            else:
-                write(module, path, content, mode)
-    result = {"changed": bool(changed_paths or created_dirs), "changed_paths": changed_paths,
-              "created_dirs": created_dirs}
+    files = file_utils.validate_set(module.params["files"])
+    result = file_utils.converge_set(files, module.check_mode, move=module.atomic_move)
+    result["changed"] = bool(result["changed_paths"] or result["created_dirs"])
     if module.params.get("unlisted"):
-        result["unlisted"] = unlisted(module.params["unlisted"], set(f[0] for f in files))
-    if module._diff:
-        result["diff"] = diffs
+        spec = module.params["unlisted"]
+        result["unlisted"] = file_utils.unlisted(spec["paths"], spec["patterns"], set(f[0] for f in files))
+    if not module._diff:
+        del result["diff"]
     return result
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            files=dict(type="list", elements="dict", required=True, options=dict(
-                path=dict(type="path", required=True),
-                content=dict(type="str"),
-                content_base64=dict(type="str"),
-                mode=dict(type="str", default="0644"),
-            )),
+            files=dict(type="list", elements="dict", required=True, options=file_utils.FILE_ENTRY_SPEC),
             unlisted=dict(type="dict", options=dict(
                 paths=dict(type="list", elements="path", required=True),
                 patterns=dict(type="list", elements="str", required=True),
@@ -287,7 +152,7 @@ def main():
     )
     try:
         module.exit_json(**run(module))
-    except FileSetError as exc:
+    except file_utils.FileSetError as exc:
         module.fail_json(msg=to_native(exc), field=exc.field)
     except (IOError, OSError) as exc:
         module.fail_json(msg="writing the files failed: %s" % to_native(exc))

@@ -1,7 +1,7 @@
 """The role's build (tasks/build.yml, compile.yml) run by ansible-playbook on this machine,
 which has clang: balancer_build_on host compiles on the managed host and installs the
 object into the state directory; a second run compiles nothing and changes nothing.
-A controller build is what every role test runs (its object then installed by file_set)."""
+A controller build is what every role test runs (its object then installed by balancer_apply)."""
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +36,7 @@ def test_a_cached_controller_build_runs_no_build_task(tmp_path):
     first = run_playbook("build_cases.yml", extra)
     assert first["rc"] == 0, first["output"][-3000:]
     assert len(list(Path(tmp_path / "cache").glob("*/multiwan.bpf.o.b64"))) == 1
-    assert not (tmp_path / "state").exists()  # file_set installs it, with the role's other files
+    assert not (tmp_path / "state").exists()  # balancer_apply installs it, with the role's other files
     second = run_playbook("build_cases.yml", extra)
     assert second["rc"] == 0 and "TASK [netlb.multiwan.balancer : Compile (once" not in second["output"], second["output"]
     assert "skipping: [localhost]" in second["output"].split("Compile and install the program")[1][:200]

@@ -4,7 +4,6 @@ import sys
 import pytest
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import kernel_support as nl
-from ansible_collections.netlb.multiwan.plugins.module_utils import runner
 from ansible_collections.netlb.multiwan.plugins.modules import balancer_facts
 
 MOUNTS = """sysfs /sys sysfs rw 0 0
@@ -85,30 +84,3 @@ def test_an_unreadable_state_document_is_reported_not_raised(tmp_path, monkeypat
     root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": text})
     facts = balancer_facts.collect(root)
     assert facts["recorded"] is None and why in facts["recorded_error"]
-
-
-def test_unit_states_from_one_systemctl_run_online_and_offline():
-    units = ["netlb-multiwan-track.service", "multiwan.slice", "netlb-multiwan-bpf.service"]
-    show = ("Id=netlb-multiwan-track.service\nUnitFileState=enabled\nActiveState=active\n\n"
-            "Id=multiwan.slice\nUnitFileState=static\nActiveState=active\n\n"
-            "Id=netlb-multiwan-bpf.service\nUnitFileState=\nActiveState=inactive\n")
-    offline = "netlb-multiwan-track.service enabled enabled\nmultiwan.slice static -\n"
-    calls = []
-
-    def execute(argv):
-        calls.append(argv)
-        return 0, show if "show" in argv else offline, ""
-    systemctl = runner.CmdRunner("/bin/systemctl", executor=execute)
-    assert balancer_facts.unit_states(units, True, systemctl) == {
-        "netlb-multiwan-track.service": {"enabled": True, "active": True},
-        "multiwan.slice": {"enabled": False, "active": True},
-        "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
-    assert calls == [["/bin/systemctl", "show", "--property=Id,UnitFileState,ActiveState", "--"] + units]
-    # Offline: the unit files that exist, each with its state; a missing one is neither.
-    assert balancer_facts.unit_states(units, False, systemctl) == {
-        "netlb-multiwan-track.service": {"enabled": True, "active": False},
-        "multiwan.slice": {"enabled": False, "active": False},
-        "netlb-multiwan-bpf.service": {"enabled": False, "active": False}}
-    assert calls[-1] == ["/bin/systemctl", "--root=/", "list-unit-files", "--no-legend", "--no-pager", "--"] + units
-    assert balancer_facts.unit_states([], True, systemctl) == {}
-    assert balancer_facts.unit_states(units[:1], True, None) == {units[0]: {"enabled": False, "active": False}}

@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from ansible_collections.netlb.multiwan.plugins.module_utils import files as file_utils
 from ansible_collections.netlb.multiwan.plugins.modules import file_set
 
 
@@ -79,7 +80,7 @@ def test_bad_input_names_the_field_and_writes_nothing(tmp_path, files, field):
         if f["path"].startswith("/"):
             f["path"] = str(tmp_path) + f["path"]
     before = snapshot(tmp_path)
-    with pytest.raises(file_set.FileSetError) as exc:
+    with pytest.raises(file_utils.FileSetError) as exc:
         file_set.run(FakeModule(files))
     assert exc.value.field == field
     assert snapshot(tmp_path) == before
@@ -88,7 +89,7 @@ def test_bad_input_names_the_field_and_writes_nothing(tmp_path, files, field):
 def test_a_directory_in_the_way_is_an_error_before_any_write(tmp_path):
     (tmp_path / "dir").mkdir()
     files = [{"path": str(tmp_path / "first"), "content": "1"}, {"path": str(tmp_path / "dir"), "content": "2"}]
-    with pytest.raises(file_set.FileSetError, match="not a regular file"):
+    with pytest.raises(file_utils.FileSetError, match="not a regular file"):
         file_set.run(FakeModule(files))
     assert not (tmp_path / "first").exists()
 
