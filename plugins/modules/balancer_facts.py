@@ -41,6 +41,14 @@ options:
     description: The steering the role applies (C(balancer_steering)); MPTCP refuses C(vrf).
     type: str
     default: fwmark
+  require:
+    description:
+      - Fail, naming the reason, when the host cannot run the balancer - a kernel older than 5.8 (the program's
+        C(bpf_setsockopt) in connect hooks), no cgroup v2 file system mounted, or an O(mptcp) mode the host cannot
+        have. The facts are returned all the same.
+      - The role checks every host this way before it changes anything.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -157,6 +165,7 @@ ansible_facts:
 """
 
 import os
+import re
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
@@ -238,15 +247,32 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
     }
 
 
+def problem(facts, mptcp_mode):
+    """Why the host cannot run the balancer (O(require)), or None."""
+    release = facts["kernel"]
+    numbers = tuple(int(n) for n in re.findall(r"\d+", release)[:2])
+    if numbers < (5, 8):
+        return "kernel %s is older than 5.8; the balancer program needs 5.8" % release
+    if facts["cgroup2"] is None:
+        return "no cgroup2 file system is mounted (see /proc/mounts)"
+    if facts["mptcp"]["problem"]:
+        return "balancer_mptcp %s: %s" % (mptcp_mode, facts["mptcp"]["problem"])
+    return None
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(state_file=dict(type="path", default=DEFAULT_STATE_FILE),
                                               mptcp=dict(type="str", default="off", choices=list(mptcp.MODES)),
-                                              steering=dict(type="str", default="fwmark")),
+                                              steering=dict(type="str", default="fwmark"),
+                                              require=dict(type="bool", default=False)),
                            supports_check_mode=True)
     facts = collect(state_file=module.params["state_file"], mptcp_mode=module.params["mptcp"],
                     steering=module.params["steering"])
     if facts["recorded_error"]:
         module.warn("state_file: %s; what the last run recorded is ignored" % facts["recorded_error"])
+    why = problem(facts, module.params["mptcp"]) if module.params["require"] else None
+    if why:
+        module.fail_json(msg=why, ansible_facts={"netlb_multiwan": facts})
     module.exit_json(changed=False, ansible_facts={"netlb_multiwan": facts})
 
 

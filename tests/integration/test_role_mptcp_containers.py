@@ -186,7 +186,7 @@ def facts():
 def test_upgrade_is_refused_in_preflight_on_this_kernel_and_the_host_is_unchanged(facts):
     run = facts["run_upgrade"]
     assert run["rc"] != 0, run["output"][-3000:]
-    assert "balancer_mptcp upgrade on laptop: this kernel refuses trampoline programs (fentry, fmod_ret)" \
+    assert "balancer_mptcp upgrade: this kernel refuses trampoline programs (fentry, fmod_ret)" \
         in run["output"], run["output"][-3000:]
     assert facts["after_upgrade"] == facts["blank"]
 

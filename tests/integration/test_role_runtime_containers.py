@@ -151,7 +151,7 @@ def facts():
             f["drain_during_run"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
 
         f["run_during_drain"] = site_over_ssh(fleet, inv_112, during=(
-            "netlb.multiwan.balancer : Check the slice name", drain_during_the_run))
+            "netlb.multiwan.balancer : Prepare the host", drain_during_the_run))
         f["marks_drained_during_run"] = marks(100)
         f["status_drained_during_run"] = status()
         f["undrain_after_run"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")

@@ -84,3 +84,16 @@ def test_an_unreadable_state_document_is_reported_not_raised(tmp_path, monkeypat
     root = tree(tmp_path, {"/proc/mounts": MOUNTS, "/etc/netlb-multiwan/balancer.json": text})
     facts = balancer_facts.collect(root)
     assert facts["recorded"] is None and why in facts["recorded_error"]
+
+
+@pytest.mark.parametrize("kernel, cgroup2, mptcp_problem, why", [
+    ("6.1.0-18-amd64", "/sys/fs/cgroup", None, None),
+    ("5.8.0", "/sys/fs/cgroup", None, None),
+    ("5.4.0-150-generic", "/sys/fs/cgroup", None, "kernel 5.4.0-150-generic is older than 5.8; the balancer program needs 5.8"),
+    ("6.1.0", None, None, "no cgroup2 file system is mounted (see /proc/mounts)"),
+    ("6.1.0", "/sys/fs/cgroup", "the kernel has no update_socket_protocol hook (Linux < 6.6)",
+     "balancer_mptcp upgrade: the kernel has no update_socket_protocol hook (Linux < 6.6)"),
+])
+def test_require_names_why_the_host_cannot_run_the_balancer(kernel, cgroup2, mptcp_problem, why):
+    facts = {"kernel": kernel, "cgroup2": cgroup2, "mptcp": {"mode": "upgrade", "problem": mptcp_problem}}
+    assert balancer_facts.problem(facts, "upgrade") == why
