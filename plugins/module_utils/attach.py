@@ -23,12 +23,12 @@ from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link
 from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_object
 from ansible_collections.netlb.multiwan.plugins.module_utils import cgroup as cg
 from ansible_collections.netlb.multiwan.plugins.module_utils import runner
+from ansible_collections.netlb.multiwan.plugins.module_utils.kernel_support import MIN_KERNEL, kernel_version
 from ansible_collections.netlb.multiwan.plugins.module_utils.bpftool import Bpftool, BpftoolError
 from ansible_collections.netlb.multiwan.plugins.module_utils.files import atomic_write
 
 STATE_FILE = "/run/netlb-multiwan/cgroup_bpf_attach.json"
 DIGEST_LEN = 16  # hex characters naming a pin subdirectory
-MIN_KERNEL = (5, 8)
 DIGEST_DIR_RE = re.compile(r"[0-9a-f]{%d}" % DIGEST_LEN)
 LINKS_DIR = "links"  # <pin_dir>/links/<hook>_<link id>: the cgroup bpf_links this module made
 ATTACH_METHODS = ("auto", "link", "legacy")
@@ -38,11 +38,6 @@ class AttachError(Exception):
     def __init__(self, field, message):
         super(AttachError, self).__init__("%s: %s" % (field, message) if field else message)
         self.field = field
-
-
-def kernel_version(release=None):
-    match = re.match(r"(\d+)\.(\d+)", release or platform.release())
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def load_state():

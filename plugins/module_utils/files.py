@@ -33,19 +33,11 @@ def read_json(path):
 
 
 def atomic_write(path, text, make_dir=False):
-    """*text* into *path* by a rename of a file written beside it."""
-    directory = os.path.dirname(path) or "."
+    """*text* into *path* by a rename of a file written beside it (write_file, unsynced:
+    the tracker rewrites its files every second)."""
     if make_dir:
-        os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".netlb-multiwan.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_file(path, text.encode("utf-8"), 0o644, sync=False)
 
 
 # The argument spec of one file of a set (file_set's and balancer_apply's files).
@@ -144,15 +136,16 @@ def missing_dirs(path):
     return out
 
 
-def write_file(path, content, mode, move=os.rename):
+def write_file(path, content, mode, move=os.rename, sync=True):
     """*content* into *path* by *move* (an AnsibleModule's atomic_move keeps SELinux
-    contexts) of a file written and synced beside it."""
-    handle, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
+    contexts) of a file written (and synced) beside it."""
+    handle, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path) or ".")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
         os.chmod(tmp, mode)
         move(tmp, path)
     finally:

@@ -10,10 +10,20 @@ __metaclass__ = type
 
 import os
 import platform
+import re
+
+# bpf_setsockopt in cgroup connect hooks, which the balancer program needs.
+MIN_KERNEL = (5, 8)
 
 
 def kernel_release():
     return platform.release()
+
+
+def kernel_version(release=None):
+    """(major, minor) of *release* (the running kernel's by default); (0, 0) when unreadable."""
+    match = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def _blacklisted_on_cmdline(module, cmdline="/proc/cmdline"):

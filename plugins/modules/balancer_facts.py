@@ -165,7 +165,6 @@ ansible_facts:
 """
 
 import os
-import re
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
@@ -249,10 +248,8 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
 
 def problem(facts, mptcp_mode):
     """Why the host cannot run the balancer (O(require)), or None."""
-    release = facts["kernel"]
-    numbers = tuple(int(n) for n in re.findall(r"\d+", release)[:2])
-    if numbers < (5, 8):
-        return "kernel %s is older than 5.8; the balancer program needs 5.8" % release
+    if kernel_support.kernel_version(facts["kernel"]) < kernel_support.MIN_KERNEL:
+        return "kernel %s is older than 5.8; the balancer program needs 5.8" % facts["kernel"]
     if facts["cgroup2"] is None:
         return "no cgroup2 file system is mounted (see /proc/mounts)"
     if facts["mptcp"]["problem"]:
