@@ -26,9 +26,12 @@ options:
     type: dict
     required: true
   python:
-    description: The interpreter the commands run with (the one the modules ran with has pyroute2).
+    description:
+      - The interpreter the commands run with (the one the modules ran with has pyroute2).
+      - Without it only the package is given; the commands are then written by
+        M(netlb.multiwan.balancer_apply) (O(netlb.multiwan.balancer_apply#module:install.commands)) with the
+        interpreter it runs under.
     type: str
-    required: true
   lib:
     description: The directory the package is installed under (put on the commands' C(sys.path)).
     type: str
@@ -58,16 +61,9 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-PACKAGE = "ansible_collections.netlb.multiwan.plugins.module_utils"
+from ansible_collections.netlb.multiwan.plugins.module_utils.layout import COMMANDS, DEFAULT_LIB, PACKAGE, command_script
+
 UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
-DEFAULT_LIB = "/usr/local/lib/netlb-multiwan"
-# Each command: the module_utils whose main() it runs, and what it is for.
-COMMANDS = {
-    "netlb-multiwan": ("cli", "runtime control (status, drain, undrain, weight)"),
-    "netlb-multiwan-status": ("balancer_status", "status of the balancer (uplinks, connections, problems)"),
-    "netlb-multiwan-apply": ("boot", "re-apply the state document at boot (the boot units run it)"),
-    "netlb-multiwan-track": ("tracker", "uplink health tracker"),
-}
 
 
 # "from <PACKAGE> import a, b as c" (parenthesised over lines too) and "from <PACKAGE>.x import y".
@@ -106,20 +102,16 @@ def closure(names, utils=UTILS):
     return sorted(seen)
 
 
-def command_script(python, lib, module, summary):
-    return ("#!%s\n# netlb.multiwan: %s\nimport sys\nsys.path.insert(0, %r)\n"
-            "from %s.%s import main\nraise SystemExit(main())\n" % (python, summary, lib, PACKAGE, module))
-
-
-def balancer_engine(commands, python, lib=DEFAULT_LIB):
+def balancer_engine(commands, python=None, lib=DEFAULT_LIB):
     if not isinstance(commands, dict):
         raise AnsibleFilterError("balancer_engine: expects {command: path}, got %s" % type(commands).__name__)
     unknown = sorted(set(commands) - set(COMMANDS))
     if unknown:
         raise AnsibleFilterError("balancer_engine: unknown command %s (known: %s)"
                                  % (", ".join(unknown), ", ".join(sorted(COMMANDS))))
+    # Without python the commands are balancer_apply's to write (option install), with the interpreter it runs under.
     files = [{"path": path, "mode": "0755", "content": command_script(python, lib, *COMMANDS[name])}
-             for name, path in sorted(commands.items())]
+             for name, path in sorted(commands.items()) if python]
     # The engine is one package on every host: every command's imports, whichever are installed.
     package_dir = os.path.join(lib, *PACKAGE.split("."))
     for name in closure(module for module, _summary in COMMANDS.values()):

@@ -26,6 +26,19 @@ def kernel_version(release=None):
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
+def requirement_problem(release, cgroup2, mptcp_mode, mptcp_problem):
+    """Why a host cannot run the balancer, or None: its kernel *release* (5.8 for
+    bpf_setsockopt in connect hooks), the *cgroup2* mount point (None: none), the MPTCP mode
+    asked and why the host cannot have it (mptcp.check)."""
+    if kernel_version(release) < MIN_KERNEL:
+        return "kernel %s is older than 5.8; the balancer program needs 5.8" % release
+    if cgroup2 is None:
+        return "no cgroup2 file system is mounted (see /proc/mounts)"
+    if mptcp_problem:
+        return "balancer_mptcp %s: %s" % (mptcp_mode, mptcp_problem)
+    return None
+
+
 def _blacklisted_on_cmdline(module, cmdline="/proc/cmdline"):
     """module_blacklist= makes the kernel refuse to load *module*, also on demand."""
     try:

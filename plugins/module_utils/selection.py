@@ -82,10 +82,17 @@ def _score(bucket, slot, weight):
     return -weight / math.log(unit)
 
 
+_LAST_BUCKETS = [None, None]  # (live weights, size), table
+
+
 def buckets(weights, size=BUCKETS):
     """Weighted rendezvous hashing over {slot: weight}: a list of *size* slots,
-    NO_UPLINK everywhere when no weight is positive."""
-    live = sorted((s, w) for s, w in weights.items() if w > 0)
+    NO_UPLINK everywhere when no weight is positive. The last table is kept: every
+    attachment of a host converges the same one (8192 hashes per uplink each)."""
+    live = tuple(sorted((s, w) for s, w in weights.items() if w > 0))
     if not live:
         return [NO_UPLINK] * size
-    return [max(live, key=lambda sw: (_score(b, sw[0], sw[1]), -sw[0]))[0] for b in range(size)]
+    if _LAST_BUCKETS[0] != (live, size):
+        _LAST_BUCKETS[:] = [(live, size), [max(live, key=lambda sw: (_score(b, sw[0], sw[1]), -sw[0]))[0]
+                                           for b in range(size)]]
+    return list(_LAST_BUCKETS[1])

@@ -120,6 +120,54 @@ options:
             type: list
             elements: str
             required: true
+  install:
+    description:
+      - The role's engine commands and units around the document, decided on the host itself - whether systemd runs
+        (units started; a slice to attach to), whether udev does (an uplink's unit bound to its device), the
+        interpreter this module runs under (the commands' shebang; it has pyroute2) - so that the controller needs no
+        facts of the host. Added to O(files) and O(units).
+      - "With O(install.persist): C(netlb-multiwan-bpf.service) and a C(netlb-multiwan-uplink-NAME.service) per routed
+        uplink in C(/etc/systemd/system), enabled (they re-apply the document at boot with C(netlb-multiwan-apply)), and
+        the vrf driver in C(/etc/modules-load.d) when the steering needs it."
+      - "The health tracker's unit (C(netlb-multiwan-track.service)) when an uplink is tracked or has a data budget, and
+        the slice when an attachment names it (its attachment is left out of the document without systemd running):
+        in C(/etc/systemd/system) with O(install.persist), otherwise in C(/run/systemd/system) and only under a
+        running systemd; started."
+      - Every other unit file of the role in those directories is retired (as O(units.retire)); with O(state=absent)
+        all of them are.
+    type: dict
+    suboptions:
+      persist:
+        description: Units that re-apply the document at boot, every unit in C(/etc/systemd/system) and enabled.
+        type: bool
+        default: true
+      slice:
+        description: The slice's unit name (C(multiwan.slice)); its unit file is the role's; empty for none.
+        type: str
+        default: ""
+      commands:
+        description:
+          - The engine's commands to install, by name (C(netlb-multiwan), C(netlb-multiwan-status),
+            C(netlb-multiwan-apply), C(netlb-multiwan-track)), each mapped to its path. C(netlb-multiwan-apply) is
+            installed only with O(install.persist), C(netlb-multiwan-track) only where the tracker runs.
+          - The engine's package under O(install.lib) comes in O(files) (P(netlb.multiwan.balancer_engine#filter)).
+        type: dict
+        default: {}
+      lib:
+        description: Where the engine's package is installed (put on the commands' C(sys.path)).
+        type: path
+        default: /usr/local/lib/netlb-multiwan
+      header:
+        description: The first comment line of each unit file.
+        type: str
+        default: Ansible managed
+  require:
+    description:
+      - Fail before anything changes on a host that cannot run the balancer - a kernel older than 5.8, no cgroup v2,
+        an MPTCP mode it cannot have - naming the reason, as M(netlb.multiwan.balancer_facts) does. Only with
+        O(state=present).
+    type: bool
+    default: false
   keep_drains:
     description:
       - Keep each uplink's C(drained) flag as the document on the host has it (set by
@@ -204,12 +252,15 @@ phase:
 """
 
 import json
+import os
+import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import apply, install, runner, state_store
+from ansible_collections.netlb.multiwan.plugins.module_utils import (apply, cgroup, install, kernel_support, layout,
+                                                                     mptcp, runner, state_store)
 from ansible_collections.netlb.multiwan.plugins.module_utils import files as file_utils
 from ansible_collections.netlb.multiwan.plugins.module_utils import netlink as nl
 from ansible_collections.netlb.multiwan.plugins.module_utils.cli import Host
@@ -233,6 +284,26 @@ def diffs(host, engine, path):
     return out
 
 
+def with_layout(module, planned, files, units, systemd):
+    """O(install): the document as this host can have it, the role's commands and units
+    added to O(files) and O(units)."""
+    spec = module.params["install"]
+    unknown = sorted(set(spec["commands"]) - set(layout.COMMANDS))
+    if unknown:
+        module.fail_json(msg="install.commands: unknown command %s (known: %s)"
+                         % (", ".join(unknown), ", ".join(sorted(layout.COMMANDS))), field="install.commands")
+    if isinstance(planned, dict):
+        planned = layout.for_host(planned, systemd)
+    retire = units.get("retire") or layout.retire_spec(spec["slice"], systemd)
+    if module.params["state"] == "absent":  # every unit file of the role goes
+        return planned, [], dict(units, retire=retire)
+    role = layout.Layout(planned, spec["persist"], spec["slice"], spec["commands"], systemd,
+                         os.path.exists("/run/udev/control"), sys.executable, lib=spec["lib"], header=spec["header"])
+    role_units = role.units()
+    merged = dict((key, list(units.get(key) or []) + role_units[key]) for key in ("enabled", "started"))
+    return planned, role.files() + list(files), dict(merged, retire=retire)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -249,6 +320,14 @@ def main():
                     patterns=dict(type="list", elements="str", required=True),
                 )),
             )),
+            install=dict(type="dict", options=dict(
+                persist=dict(type="bool", default=True),
+                slice=dict(type="str", default=""),
+                commands=dict(type="dict", default={}),
+                lib=dict(type="path", default=layout.DEFAULT_LIB),
+                header=dict(type="str", default=layout.DEFAULT_HEADER),
+            )),
+            require=dict(type="bool", default=False),
         ),
         required_if=[("state", "present", ["content"])],
         supports_check_mode=True,
@@ -263,11 +342,25 @@ def main():
             planned = json.loads(to_native(planned))
         except ValueError as exc:
             module.fail_json(msg="content: not JSON: %s" % to_native(exc), field="content")
+    if planned is not None:
+        try:
+            planned = state_store.validate(planned, "content")
+        except state_store.StateError as exc:
+            module.fail_json(msg=to_native(exc), field="content")
+    systemd = install.systemd_running()
+    files, units = module.params["files"] if present else [], module.params["units"]
+    if module.params["install"] is not None:
+        planned, files, units = with_layout(module, planned, files, units, systemd)
+    if present and module.params["require"] and isinstance(planned, dict):
+        why = kernel_support.requirement_problem(kernel_support.kernel_release(), cgroup.cgroup2_mount(),
+                                                 mptcp.mode(planned), mptcp.check(planned))
+        if why:
+            module.fail_json(msg=why, phase="check", field="mptcp" if "mptcp" in why else None)
     systemctl = module.get_bin_path("systemctl")
     try:
-        host = install.Install(file_utils.validate_set(module.params["files"]) if present else [],
-                               module.params["units"], systemctl and runner.CmdRunner(systemctl, module=module),
-                               install.systemd_running(), check_mode=module.check_mode, move=module.atomic_move)
+        host = install.Install(file_utils.validate_set(files), units,
+                               systemctl and runner.CmdRunner(systemctl, module=module),
+                               systemd, check_mode=module.check_mode, move=module.atomic_move)
         engine = apply.Apply(planned, lambda params: Host(params, check_mode=module.check_mode),
                              path=module.params["path"], keep_drains=module.params["keep_drains"],
                              check_mode=module.check_mode, before_change=host.prepare)

@@ -248,13 +248,7 @@ def collect(root="/", state_file=DEFAULT_STATE_FILE, mptcp_mode="off", steering=
 
 def problem(facts, mptcp_mode):
     """Why the host cannot run the balancer (O(require)), or None."""
-    if kernel_support.kernel_version(facts["kernel"]) < kernel_support.MIN_KERNEL:
-        return "kernel %s is older than 5.8; the balancer program needs 5.8" % facts["kernel"]
-    if facts["cgroup2"] is None:
-        return "no cgroup2 file system is mounted (see /proc/mounts)"
-    if facts["mptcp"]["problem"]:
-        return "balancer_mptcp %s: %s" % (mptcp_mode, facts["mptcp"]["problem"])
-    return None
+    return kernel_support.requirement_problem(facts["kernel"], facts["cgroup2"], mptcp_mode, facts["mptcp"]["problem"])
 
 
 def main():

@@ -145,8 +145,8 @@ def facts():
         f["undrain"] = fleet.ssh(guest, "netlb-multiwan undrain wifi")
         f["marks_undrained"] = marks(400)
 
-        # An operator's drain while a role run is in progress: after balancer_facts has read
-        # the document, before the run writes its own.
+        # An operator's drain while a role run is in progress: once the run has planned the
+        # document, before it writes its own.
         def drain_during_the_run():
             f["drain_during_run"] = fleet.ssh(guest, "netlb-multiwan drain wifi")
 
