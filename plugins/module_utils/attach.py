@@ -62,6 +62,16 @@ def save_state(state):
     atomic_write(STATE_FILE, json.dumps(state, indent=1, sort_keys=True), make_dir=True)
 
 
+def pinned_prog_id(path, bpftool):
+    """The id of the program pinned at *path*: through bpf(2), or bpftool where that cannot
+    be done (a test's tree, an architecture without the syscall number)."""
+    try:
+        with bpf_link.pinned(path) as fd:
+            return bpf_link.prog_id(fd)
+    except (bpf_link.LinkError, OSError):
+        return bpftool.prog_id(path)
+
+
 class Attacher(object):
     def __init__(self, module):
         self.module = module
@@ -148,7 +158,7 @@ class Attacher(object):
                 if name == "maps":
                     continue
                 try:
-                    progs[name] = self.bpftool.prog_id(os.path.join(path, name))
+                    progs[name] = pinned_prog_id(os.path.join(path, name), self.bpftool)
                 except BpftoolError:
                     continue
             found[entry] = progs

@@ -37,7 +37,9 @@ SYSCALL_NR = {
 }
 
 # enum bpf_cmd
+BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_TYPE_TRACING = 26
 BPF_MAP_DELETE_ELEM = 3
@@ -138,6 +140,57 @@ def fmod_ret_load_probe(btf_id):
     fd, _buf = _bpf(BPF_PROG_LOAD, attr, "load an fmod_ret program", size=128)
     os.close(fd)
     del insns, license_
+
+
+def obj_info(fd, size=64):
+    """The first *size* bytes of the kernel's struct bpf_{prog,map,link}_info of *fd*."""
+    info = ctypes.create_string_buffer(size)
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("=IIQ", fd, size, ctypes.addressof(info)), "read the object's info")
+    return info.raw
+
+
+def prog_id(prog_fd):
+    """struct bpf_prog_info: type, id."""
+    return struct.unpack_from("=II", obj_info(prog_fd), 0)[1]
+
+
+def map_shape(map_fd):
+    """(type, key size, value size) of a map: struct bpf_map_info begins type, id, key_size, value_size."""
+    kind, _id, key_size, value_size = struct.unpack_from("=IIII", obj_info(map_fd), 0)
+    return kind, key_size, value_size
+
+
+def map_lookup(map_fd, key, value_size):
+    """The value at *key*, None when there is none (not for per-CPU maps: one value per CPU)."""
+    k, v = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value_size)
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, struct.pack("=IIQQQ", map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0),
+             "look up in the map")
+    except LinkError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        return None
+    finally:
+        del k
+    return v.raw
+
+
+def map_keys(map_fd, key_size):
+    """Every key of the map, in the kernel's order (BPF_MAP_GET_NEXT_KEY from none)."""
+    out, previous = [], None
+    following = ctypes.create_string_buffer(key_size)
+    while True:
+        k = ctypes.create_string_buffer(previous, key_size) if previous is not None else None
+        attr = struct.pack("=IIQQ", map_fd, 0, ctypes.addressof(k) if k is not None else 0,
+                           ctypes.addressof(following))
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr, "list the map's keys")
+        except LinkError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return out
+        previous = following.raw
+        out.append(previous)
 
 
 def map_update(map_fd, key, value):

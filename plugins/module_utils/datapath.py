@@ -25,7 +25,7 @@ import socket
 import struct
 import zlib
 
-from ansible_collections.netlb.multiwan.plugins.module_utils import selection
+from ansible_collections.netlb.multiwan.plugins.module_utils import bpf_link, selection
 from ansible_collections.netlb.multiwan.plugins.module_utils import steering as steering_providers
 
 MAX_UPLINKS = 16
@@ -175,9 +175,29 @@ def from_hex(values):
     return bytes(bytearray(int(v, 16) for v in values))
 
 
+# Per-CPU maps hold a value per CPU: read through bpftool, which lays them out.
+_PERCPU_MAP_TYPES = (5, 6, 10)  # BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH
+
+
+def _direct(path, read):
+    """read(map fd, (type, key size, value size)) on the map pinned at *path* through bpf(2),
+    or None when that cannot be done here (not a pinned map: a test's tree; a per-CPU map;
+    an architecture without the syscall number): the caller asks bpftool instead."""
+    try:
+        with bpf_link.pinned(path) as fd:
+            shape = bpf_link.map_shape(fd)
+            if shape[0] in _PERCPU_MAP_TYPES:
+                return None
+            return (read(fd, shape),)
+    except (bpf_link.LinkError, OSError):
+        return None
+
+
 class Maps(object):
     """The pinned maps of one attachment (``<pin_dir>/maps``), through a runner
-    with ``json(*args)`` and ``run(*args)`` (module_utils/bpftool.Bpftool)."""
+    with ``json(*args)`` and ``run(*args)`` (module_utils/bpftool.Bpftool). Reads go
+    through bpf(2) where they can: a run that changes nothing reads every map of every
+    attachment, and a bpftool process per read was most of the apply's time."""
 
     NAMES = ("mw_control", "mw_selection", "mw_cursor", "mw_counters",
              "mw_exclude4", "mw_exclude6", "mw_exclude_ports", "mw_host", "mw_udp_sockets")
@@ -189,6 +209,9 @@ class Maps(object):
         return "%s/%s" % (self.maps_dir, name)
 
     def lookup(self, name, key):
+        found = _direct(self.path(name), lambda fd, shape: bpf_link.map_lookup(fd, key, shape[2]))
+        if found is not None:
+            return found[0]
         data = self.bpftool.json("map", "lookup", "pinned", self.path(name), "key", "hex", *hex_args(key))
         if not isinstance(data, dict) or "value" not in data:
             return None
@@ -202,6 +225,9 @@ class Maps(object):
         self.bpftool.run("map", "delete", "pinned", self.path(name), "key", "hex", *hex_args(key))
 
     def keys(self, name):
+        found = _direct(self.path(name), lambda fd, shape: bpf_link.map_keys(fd, shape[1]))
+        if found is not None:
+            return found[0]
         return [from_hex(entry["key"]) for entry in (self.bpftool.json("map", "dump", "pinned", self.path(name)) or [])]
 
     def pinned(self, name):

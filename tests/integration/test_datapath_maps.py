@@ -148,6 +148,33 @@ def test_excluded_prefixes_are_a_map_too(attached, netns):
     assert set(connects(cg, netns, 10, ("100.64.0.9",))) == {1}
 
 
+def test_the_maps_read_through_bpf_syscalls_as_bpftool_shows_them(attached, netns):
+    # The control plane reads the maps through bpf(2) (no process per read); bpftool is the reference.
+    cg, maps = attached
+    maps.converge(state(0, 1, 1), "weighted", exclude=["100.64.0.0/24", "100.65.0.0/16"],
+                  exclude_ports=[{"proto": "tcp", "first": 22, "last": 22}])
+    shown = Maps(maps.bpftool, maps.maps_dir)  # reads through bpftool only
+    for name, key in (("mw_control", datapath.u32_key(0)), ("mw_selection", datapath.u32_key(0)),
+                      ("mw_selection", datapath.u32_key(1)), ("mw_exclude_ports", datapath.u32_key(0)),
+                      ("mw_host", datapath.u32_key(0))):
+        assert maps.lookup(name, key) == shown.lookup(name, key) is not None, name
+    assert sorted(maps.keys("mw_exclude4")) == sorted(shown.keys("mw_exclude4")) and len(maps.keys("mw_exclude4")) == 2
+    assert maps.keys("mw_exclude6") == shown.keys("mw_exclude6") == []
+    assert maps.lookup("mw_exclude4", b"\0" * 8) is None
+    maps.converge(state(0, 1, 0), "weighted")
+
+
+class Maps(datapath.Maps):
+    """Maps read through bpftool alone, as before bpf(2) reads."""
+
+    def lookup(self, name, key):
+        data = self.bpftool.json("map", "lookup", "pinned", self.path(name), "key", "hex", *datapath.hex_args(key))
+        return datapath.from_hex(data["value"]) if isinstance(data, dict) and "value" in data else None
+
+    def keys(self, name):
+        return [datapath.from_hex(e["key"]) for e in (self.bpftool.json("map", "dump", "pinned", self.path(name)) or [])]
+
+
 def test_a_new_program_keeps_counters_and_runtime_state(attached, netns):
     cg, maps = attached
     maps.converge(state(2, 1, 1), "weighted")
