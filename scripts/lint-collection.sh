@@ -35,6 +35,11 @@ step "ansible-lint $(version_of ansible-lint) (profile production, .ansible-lint
 # ANSIBLE_COLLECTIONS_PATH, and a HOME of its own.
 mkdir -p "$ROOT/.build/ansible-lint-home"
 env -u ANSIBLE_COLLECTIONS_PATH HOME="$ROOT/.build/ansible-lint-home" ansible-lint --nocolor
+# Its copy replaces the link `make deps` made there (.ansible/collections/.../multiwan ->
+# the working tree), through which the tests and playbooks load the collection: put the
+# link back, or the next test run would load this moment's copy, not the code being edited.
+rm -rf "$ROOT/.ansible/collections/ansible_collections/netlb/multiwan"
+ln -sfn ../../../.. "$ROOT/.ansible/collections/ansible_collections/netlb/multiwan"
 
 step "antsibull-changelog $(version_of antsibull-changelog) lint (changelogs/fragments)"
 antsibull-changelog lint
