@@ -26,12 +26,9 @@ options:
     type: dict
     required: true
   python:
-    description:
-      - The interpreter the commands run with (the one the modules ran with has pyroute2).
-      - Without it only the package is given; the commands are then written by
-        M(netlb.multiwan.balancer_apply) (O(netlb.multiwan.balancer_apply#module:install.commands)) with the
-        interpreter it runs under.
+    description: The interpreter the commands run with (the one the modules ran with has pyroute2).
     type: str
+    required: true
   lib:
     description: The directory the package is installed under (put on the commands' C(sys.path)).
     type: str
@@ -57,67 +54,43 @@ _value:
 """
 
 import os
-import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netlb.multiwan.plugins.module_utils.layout import COMMANDS, DEFAULT_LIB, PACKAGE, command_script
+from ansible_collections.netlb.multiwan.plugins.module_utils.layout import (COMMANDS, DEFAULT_LIB, PACKAGE, command_script,
+                                                                            engine_files, imports_of)
+from ansible_collections.netlb.multiwan.plugins.module_utils.layout import closure as layout_closure
 
 UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
 
 
-# "from <PACKAGE> import a, b as c" (parenthesised over lines too) and "from <PACKAGE>.x import y".
-# A regex, not ast: the role runs this filter for every host at every run, and parsing the
-# whole engine cost more controller CPU than the rest of the task (tests/unit/test_engine_files
-# checks it against ast).
-_IMPORT = re.compile(r"^[ \t]*from[ \t]+%s(?:\.(\w+))?[ \t]+import[ \t]+(\([^)]*\)|(?:[^\n\\]|\\\n)*)"
-                     % re.escape(PACKAGE), re.M)
+def _source(name, utils=UTILS):
+    with open(os.path.join(utils, name + ".py")) as handle:
+        return handle.read()
 
 
 def imported_utils(name, utils=UTILS):
     """The collection's module_utils that module_utils *name* imports, anywhere in it
     (a function's late import too)."""
-    with open(os.path.join(utils, name + ".py")) as handle:
-        source = handle.read()
-    names = set()
-    for submodule, imported in _IMPORT.findall(source):
-        if submodule:
-            names.add(submodule)
-            continue
-        for item in re.sub(r"#[^\n]*", "", imported).strip("()").replace("\\\n", " ").split(","):
-            words = item.split()  # "name" or "name as alias"
-            if words:
-                names.add(words[0])
-    return names
+    return imports_of(_source(name, utils))
 
 
 def closure(names, utils=UTILS):
     """*names* and every module_utils they import, transitively, sorted."""
-    seen, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(imported_utils(name, utils))
-    return sorted(seen)
+    return layout_closure(names, lambda name: _source(name, utils))
 
 
-def balancer_engine(commands, python=None, lib=DEFAULT_LIB):
+def balancer_engine(commands, python, lib=DEFAULT_LIB):
     if not isinstance(commands, dict):
         raise AnsibleFilterError("balancer_engine: expects {command: path}, got %s" % type(commands).__name__)
     unknown = sorted(set(commands) - set(COMMANDS))
     if unknown:
         raise AnsibleFilterError("balancer_engine: unknown command %s (known: %s)"
                                  % (", ".join(unknown), ", ".join(sorted(COMMANDS))))
-    # Without python the commands are balancer_apply's to write (option install), with the interpreter it runs under.
     files = [{"path": path, "mode": "0755", "content": command_script(python, lib, *COMMANDS[name])}
-             for name, path in sorted(commands.items()) if python]
+             for name, path in sorted(commands.items())]
     # The engine is one package on every host: every command's imports, whichever are installed.
-    package_dir = os.path.join(lib, *PACKAGE.split("."))
-    for name in closure(module for module, _summary in COMMANDS.values()):
-        with open(os.path.join(UTILS, name + ".py")) as handle:
-            files.append({"path": os.path.join(package_dir, name + ".py"), "content": handle.read()})
-    return files
+    return files + engine_files(lib, _source)
 
 
 class FilterModule(object):

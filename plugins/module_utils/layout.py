@@ -18,6 +18,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
+import zipfile
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import steering
 
@@ -38,6 +40,81 @@ COMMANDS = {
     "netlb-multiwan-apply": ("boot", "re-apply the state document at boot (the boot units run it)"),
     "netlb-multiwan-track": ("tracker", "uplink health tracker"),
 }
+
+
+# "from <PACKAGE> import a, b as c" (parenthesised over lines too) and "from <PACKAGE>.x import y".
+# A regex, not ast: cheap enough to run at every apply (tests/unit/test_engine_files checks
+# it against ast).
+_IMPORT = re.compile(r"^[ \t]*from[ \t]+%s(?:\.(\w+))?[ \t]+import[ \t]+(\([^)]*\)|(?:[^\n\\]|\\\n)*)"
+                     % re.escape(PACKAGE), re.M)
+
+
+def imports_of(source):
+    """The collection's module_utils that *source* imports, anywhere in it (a function's late
+    import too)."""
+    names = set()
+    for submodule, imported in _IMPORT.findall(source):
+        if submodule:
+            names.add(submodule)
+            continue
+        for item in re.sub(r"#[^\n]*", "", imported).strip("()").replace("\\\n", " ").split(","):
+            words = item.split()  # "name" or "name as alias"
+            if words:
+                names.add(words[0])
+    return names
+
+
+def closure(names, source_of):
+    """*names* and every module_utils they import, transitively, sorted; *source_of(name)*
+    gives a module's source."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imports_of(source_of(name)))
+    return sorted(seen)
+
+
+def engine_modules(source_of):
+    """The engine on a host: every module_utils its commands import (whichever commands are
+    installed: it is one package everywhere)."""
+    return closure((module for module, _summary in COMMANDS.values()), source_of)
+
+
+def carried_sources():
+    """{name: source} of the collection's module_utils this process can read: the package in
+    the module's own AnsiballZ payload (a zip; balancer_apply imports the commands' modules so
+    that it carries them) or in a directory."""
+    from ansible_collections.netlb.multiwan.plugins import module_utils as package
+
+    out = {}
+    for entry in package.__path__:
+        if os.path.isdir(entry):
+            for name in sorted(os.listdir(entry)):
+                if name.endswith(".py"):
+                    with open(os.path.join(entry, name)) as handle:
+                        out.setdefault(name[:-3], handle.read())
+            continue
+        archive = entry
+        while archive and not os.path.isfile(archive):
+            archive = os.path.dirname(archive)
+        if not archive:
+            continue
+        prefix = os.path.relpath(entry, archive).replace(os.sep, "/") + "/"
+        with zipfile.ZipFile(archive) as carried:
+            for name in carried.namelist():
+                rest = name[len(prefix):]
+                if name.startswith(prefix) and rest.endswith(".py") and "/" not in rest:
+                    out.setdefault(rest[:-3], carried.read(name).decode("utf-8"))
+    return out
+
+
+def engine_files(lib, source_of):
+    """The engine's package under *lib* (files entries); *source_of(name)* gives a module's source."""
+    package_dir = os.path.join(lib, *PACKAGE.split("."))
+    return [{"path": os.path.join(package_dir, name + ".py"), "content": source_of(name), "mode": "0644"}
+            for name in engine_modules(source_of)]
 
 
 def command_script(python, lib, module, summary):
@@ -176,12 +253,13 @@ class Layout(object):
     slice run from /run/systemd/system until the next boot, and only under a running systemd.
     *slice_unit*: the slice's unit name ("" for none), installed when an attachment names it.
     *commands*: {command name: path} the role installs; netlb-multiwan-apply only with
-    persistence, netlb-multiwan-track only where the tracker runs."""
+    persistence, netlb-multiwan-track only where the tracker runs; with them the engine's
+    package under *lib*, from *sources* (carried_sources() by default)."""
 
     def __init__(self, doc, persist, slice_unit, commands, systemd, udev, python, lib=DEFAULT_LIB,
-                 header=DEFAULT_HEADER):
+                 header=DEFAULT_HEADER, sources=None):
         self.doc, self.persist, self.systemd, self.udev = doc, persist, systemd, udev
-        self.python, self.lib, self.header = python, lib, header
+        self.python, self.lib, self.header, self.sources = python, lib, header, sources
         self.slice_unit = slice_unit
         attached_slices = [a.get("slice") for a in doc.get("attachments", []) if a.get("slice")]
         self.active_slice = slice_unit if systemd and slice_unit in attached_slices else ""
@@ -206,6 +284,8 @@ class Layout(object):
         out = [{"path": path, "mode": "0755",
                 "content": command_script(self.python, self.lib, *COMMANDS[name])}
                for name, path in sorted(self.commands.items())]
+        if self.commands:
+            out += engine_files(self.lib, (self.sources if self.sources is not None else carried_sources()).__getitem__)
         if self.persist:
             out.append({"path": os.path.join(BOOT_DIR, PROGRAM_UNIT),
                         "content": program_unit(self.header, [a["cgroup"] for a in self.doc.get("attachments", [])],

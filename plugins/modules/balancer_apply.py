@@ -150,7 +150,9 @@ options:
           - The engine's commands to install, by name (C(netlb-multiwan), C(netlb-multiwan-status),
             C(netlb-multiwan-apply), C(netlb-multiwan-track)), each mapped to its path. C(netlb-multiwan-apply) is
             installed only with O(install.persist), C(netlb-multiwan-track) only where the tracker runs.
-          - The engine's package under O(install.lib) comes in O(files) (P(netlb.multiwan.balancer_engine#filter)).
+          - With them, the engine they run - the collection's C(module_utils) they import, followed through every
+            import - as a package under O(install.lib), from this module's own payload (the code the module runs,
+            with nothing sent as arguments).
         type: dict
         default: {}
       lib:
@@ -282,6 +284,12 @@ def diffs(host, engine, path):
             out.append({"before_header": phase, "after_header": phase, "before": "",
                         "after": "".join("+ %s\n" % a for a in engine.actions[phase])})
     return out
+
+
+def _carry_the_engine():
+    """Never called: importing the host's commands' modules here makes Ansible carry them (and
+    what they import) in this module's payload, from which option install writes the engine."""
+    from ansible_collections.netlb.multiwan.plugins.module_utils import balancer_status, boot, cli, tracker  # noqa: F401 pylint: disable=unused-import
 
 
 def with_layout(module, planned, files, units, systemd):

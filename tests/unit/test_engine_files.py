@@ -5,14 +5,17 @@ the host only after a reboot (the modules themselves get module_utils from Ansib
 the filter's files are installed into a temp root and every command and every installed
 module is run by an interpreter that sees nothing else (no site-packages, no checkout)."""
 import ast
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netlb.multiwan.plugins.filter import balancer_engine as engine
+from ansible_collections.netlb.multiwan.plugins.module_utils import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(*engine.PACKAGE.split("."))
@@ -93,3 +96,32 @@ def test_the_filters_reading_of_imports_is_pythons(tmp_path):
 def test_an_unknown_command_is_named():
     with pytest.raises(AnsibleFilterError, match="unknown command netlb-multiwan-oops"):
         engine.balancer_engine({"netlb-multiwan-oops": "/sbin/x"}, python="/usr/bin/python3")
+
+
+def test_balancer_apply_carries_the_engine_in_its_own_payload():
+    # Ansible puts into a module's payload the module_utils it imports, transitively (a
+    # function's import too); balancer_apply writes the engine from there (option install).
+    source = (ROOT / "plugins" / "modules" / "balancer_apply.py").read_text()
+    carried = engine.closure(layout.imports_of(source))
+    assert set(layout.engine_modules(engine._source)) <= set(carried)
+
+
+def test_the_engine_is_read_from_a_zip_payload_as_from_a_directory(tmp_path):
+    # As AnsiballZ runs a module: the collection's packages in a zip on sys.path, nothing else.
+    payload = tmp_path / "payload.zip"
+    utils = ROOT / "plugins" / "module_utils"
+    with zipfile.ZipFile(payload, "w") as out:
+        for package in ("ansible_collections", "ansible_collections/netlb", "ansible_collections/netlb/multiwan",
+                        "ansible_collections/netlb/multiwan/plugins",
+                        "ansible_collections/netlb/multiwan/plugins/module_utils"):
+            out.writestr(package + "/__init__.py", "")
+        for path in sorted(utils.glob("*.py")):
+            out.write(path, "ansible_collections/netlb/multiwan/plugins/module_utils/" + path.name)
+    code = ("import sys, json; sys.path.insert(0, %r)\n"
+            "from ansible_collections.netlb.multiwan.plugins.module_utils import layout\n"
+            "files = layout.engine_files('/lib', layout.carried_sources().__getitem__)\n"
+            "print(json.dumps(files))\n" % str(payload))
+    proc = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == layout.engine_files("/lib", engine._source)

@@ -93,7 +93,12 @@ def test_tracker_unit_restarts_always_and_follows_the_program_unit(tmp_path):
 
 
 def paths(files):
-    return [f["path"] for f in files]
+    """The paths of the files, the engine's package aside."""
+    return [f["path"] for f in files if not f["path"].startswith(layout.DEFAULT_LIB + "/")]
+
+
+def engine(files):
+    return [f["path"][len(layout.DEFAULT_LIB):] for f in files if f["path"].startswith(layout.DEFAULT_LIB + "/")]
 
 
 def test_persistent_host_with_systemd_and_udev():
@@ -105,7 +110,9 @@ def test_persistent_host_with_systemd_and_udev():
         "started": ["netlb-multiwan-track.service", "multiwan.slice"],
         "retire": {"paths": ["/etc/systemd/system", "/run/systemd/system"],
                    "patterns": ["netlb-multiwan-*.service", "multiwan.slice"]}}
-    files = role.files()
+    files = [f for f in role.files() if f["path"] in paths(role.files())]
+    # The engine the commands run, from the module's own package.
+    assert "/ansible_collections/netlb/multiwan/plugins/module_utils/tracker.py" in engine(role.files())
     # The commands by name, then the boot units, then the runtime units.
     assert paths(files) == ["/usr/local/sbin/netlb-multiwan", APPLY, "/usr/local/bin/st", TRACK,
                             "/etc/systemd/system/netlb-multiwan-bpf.service", "/etc/modules-load.d/netlb-multiwan.conf",
@@ -126,6 +133,9 @@ def test_runtime_only_host_without_systemd_has_no_units_no_slice_and_no_tracker(
                             "retire": {"paths": ["/etc/systemd/system"],
                                        "patterns": ["netlb-multiwan-*.service", "multiwan.slice"]}}
     assert paths(role.files()) == ["/usr/local/sbin/netlb-multiwan", "/usr/local/bin/st"]
+    assert "/ansible_collections/netlb/multiwan/plugins/module_utils/tracker.py" in engine(role.files())
+    no_commands = layout.Layout(doc, False, "multiwan.slice", {}, systemd=False, udev=False, python="/py")
+    assert no_commands.files() == []
 
 
 def test_runtime_units_in_run_with_systemd_and_no_persistence():
