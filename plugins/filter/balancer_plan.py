@@ -57,7 +57,7 @@ options:
     elements: dict
     default: []
   host:
-    description: Host name. Not used since the program is the same for every host (kept for 0.1.0's callers).
+    description: Host name, named in the error message of a host whose inventory is refused.
     type: str
 """
 
@@ -92,8 +92,9 @@ def balancer_plan(uplinks, steering, policy, exclude=None, host=None, track=None
         ctx = plan.plan(uplinks, steering=steering, policy=policy, exclude=list(exclude or []), host=host,
                         track=track, exclude_ports=list(exclude_ports or []))
     except SchemaError as exc:
-        # Name the inventory variable: uplinks[1].weight -> balancer_uplinks[1].weight
-        raise AnsibleFilterError("balancer_%s: %s" % (exc.field, exc.message))
+        # Name the inventory variable (uplinks[1].weight -> balancer_uplinks[1].weight), and the
+        # host when given: the role plans every host in one expression.
+        raise AnsibleFilterError("%sbalancer_%s: %s" % ("%s: " % host if host else "", exc.field, exc.message))
     return ctx
 
 

@@ -63,6 +63,64 @@ def validate(doc, path="state document"):
     return doc
 
 
+# The role's variables (balancer_<name>) the settings come from, by how each is read.
+ROLE_VARIABLES = {
+    "ipv6": "bool", "state_dir": "str", "cgroup": "str", "pin_dir": "str", "slice": "str", "attach_method": "str",
+    "rule_priority": "int", "force": "bool", "metrics_textfile": "str", "netns_guard": "bool", "rp_filter": "str",
+    "mptcp": "str",
+}
+_TRUE, _FALSE = ("true", "yes", "on", "1", "y", "t"), ("false", "no", "off", "0", "n", "f", "")
+
+
+def _role_value(role, name, kind):
+    value = role.get(name)
+    field = "balancer_" + name
+    if kind == "bool":  # as Jinja's | bool: -e balancer_ipv6=false is the string "false"
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if value is not None else ""
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise StateError("role", field, "must be a boolean, not %r" % (value,))
+    if kind == "int":
+        try:
+            return int(value) if not isinstance(value, bool) else int("x")
+        except (TypeError, ValueError):
+            raise StateError("role", field, "must be an integer, not %r" % (value,))
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise StateError("role", field, "must be a string, not %r" % (value,))
+    return value
+
+
+def role_settings(plan, role):
+    """The document's settings from the role's variables (*role*: each name of ROLE_VARIABLES,
+    without its balancer_ prefix) and the plan: the hooks (sendmsg where the steering picks an
+    uplink's table by source address, IPv6 ones with ipv6), the attachments (the cgroup, and
+    the slice below the root cgroup: systemd nests slices by their dashes, a-b.slice lives in
+    a.slice/a-b.slice)."""
+    missing = sorted(set(ROLE_VARIABLES) - set(role))
+    if missing:
+        raise StateError("role", "balancer_" + missing[0], "is missing")
+    values = dict((name, _role_value(role, name, kind)) for name, kind in ROLE_VARIABLES.items())
+    udp = bool(plan["needs"]["udp_source"])
+    families = ["4", "6"] if values["ipv6"] else ["4"]
+    attach_types = [hook + family for family in families for hook in ["connect"] + (["sendmsg"] if udp else [])]
+    attachments = [{"cgroup": values["cgroup"], "pin_dir": values["pin_dir"]}]
+    if values["slice"] and values["cgroup"] != "/":
+        parts = values["slice"].split("-")
+        attachments.append({"cgroup": "/".join("-".join(parts[:i + 1]) + ".slice" for i in range(len(parts))),
+                            "pin_dir": values["pin_dir"] + "_slice", "slice": values["slice"] + ".slice"})
+    return {
+        "ipv6": values["ipv6"], "object": values["state_dir"] + "/multiwan.bpf.o", "attach_types": attach_types,
+        "attachments": attachments, "attach_method": values["attach_method"],
+        "rule_priority": values["rule_priority"], "force": values["force"],
+        "metrics_textfile": values["metrics_textfile"] or None, "netns_guard": values["netns_guard"],
+        "rp_filter": values["rp_filter"], "mptcp": values["mptcp"], "state_dir": values["state_dir"],
+    }
+
+
 def document(plan, settings):
     """The whole document of a host: its plan (balancer_plan) and the role's settings."""
     unknown = sorted(set(settings) - set(SETTINGS))

@@ -71,3 +71,44 @@ def test_a_missing_document_is_none_to_read_and_an_error_to_load(tmp_path):
     assert state_store.read(path) is None
     with pytest.raises(state_store.StateError, match="is missing: the balancer role has not been applied"):
         state_store.load(path)
+
+
+ROLE = {"ipv6": True, "state_dir": "/var/lib/netlb-multiwan", "cgroup": "multiwan", "pin_dir": "/sys/fs/bpf/netlb",
+        "slice": "multiwan-apps", "attach_method": "auto", "rule_priority": 1000, "force": False,
+        "metrics_textfile": "", "netns_guard": True, "rp_filter": "loose", "mptcp": "off"}
+
+
+def test_the_settings_from_the_role_s_variables():
+    fwmark = plan.plan([MOBILE, dict(WIFI, vrf=None, mark=256, table=100)], steering="fwmark")
+    doc = balancer_state(fwmark, role=ROLE)
+    # sendmsg hooks: fwmark steering picks an uplink's table by source address for unconnected UDP.
+    assert doc["attach_types"] == ["connect4", "sendmsg4", "connect6", "sendmsg6"]
+    # systemd nests slices by their dashes: multiwan-apps.slice lives in multiwan.slice.
+    assert doc["attachments"] == [
+        {"cgroup": "multiwan", "pin_dir": "/sys/fs/bpf/netlb"},
+        {"cgroup": "multiwan.slice/multiwan-apps.slice", "pin_dir": "/sys/fs/bpf/netlb_slice",
+         "slice": "multiwan-apps.slice"}]
+    assert doc["object"] == "/var/lib/netlb-multiwan/multiwan.bpf.o" and doc["metrics_textfile"] is None
+    others = [k for k in SETTINGS if k not in ("object", "attach_types", "attachments")]
+    assert dict((k, doc[k]) for k in others) == dict((k, SETTINGS[k]) for k in others)
+    # As Jinja's | bool and | int read extra vars given as text; the whole host: no slice.
+    text = balancer_state(plan.plan([MOBILE, WIFI], steering="vrf"),
+                          role=dict(ROLE, ipv6="false", force="yes", rule_priority="20", cgroup="/",
+                                    metrics_textfile="/run/m.prom"))
+    assert (text["ipv6"], text["force"], text["rule_priority"]) == (False, True, 20)
+    assert text["attach_types"] == ["connect4", "sendmsg4"] and text["attachments"] == [{"cgroup": "/", "pin_dir": "/sys/fs/bpf/netlb"}]
+    assert text["metrics_textfile"] == "/run/m.prom"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rule_priority": "high"}, "balancer_rule_priority must be an integer"),
+    ({"ipv6": "maybe"}, "balancer_ipv6 must be a boolean"),
+    ({"cgroup": 3}, "balancer_cgroup must be a string"),
+])
+def test_a_bad_role_variable_is_named(change, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        balancer_state(plan.plan([MOBILE], steering="fwmark"), role=dict(ROLE, **change))
+    with pytest.raises(AnsibleFilterError, match="balancer_mptcp is missing"):
+        balancer_state(plan.plan([MOBILE], steering="fwmark"), role=dict((k, v) for k, v in ROLE.items() if k != "mptcp"))
+    with pytest.raises(AnsibleFilterError, match="exactly one of settings and role"):
+        balancer_state(plan.plan([MOBILE], steering="fwmark"), SETTINGS, role=ROLE)
