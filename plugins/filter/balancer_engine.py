@@ -57,7 +57,7 @@ import os
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netlb.multiwan.plugins.module_utils.layout import (COMMANDS, DEFAULT_LIB, PACKAGE, command_script,
+from ansible_collections.netlb.multiwan.plugins.module_utils.layout import (COMMANDS, DEFAULT_LIB, command_script,
                                                                             engine_files, imports_of)
 from ansible_collections.netlb.multiwan.plugins.module_utils.layout import closure as layout_closure
 

@@ -25,8 +25,8 @@ description:
     written, keeping the drains made on the host; the program is attached to every attachment (as
     M(netlb.multiwan.cgroup_bpf_attach)); the runtime maps, source rules, MPTCP endpoints and C(rp_filter)
     are converged (as M(netlb.multiwan.balancer_maps)); the services of O(units.started) are started."
-  - The role runs it once per host for all of that, so a run that changes nothing costs each host one
-    module run besides M(netlb.multiwan.balancer_facts).
+  - The role runs it once per host for all of that, with O(install) and O(require), so a run that changes nothing
+    costs each host this one module run.
   - The boot unit (C(netlb-multiwan-apply)) runs the same engine from the document on disk.
 author:
   - netlb.multiwan contributors (@netlb)

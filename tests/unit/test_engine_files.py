@@ -18,7 +18,7 @@ from ansible_collections.netlb.multiwan.plugins.filter import balancer_engine as
 from ansible_collections.netlb.multiwan.plugins.module_utils import layout
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = Path(*engine.PACKAGE.split("."))
+PACKAGE_DIR = Path(*layout.PACKAGE.split("."))
 
 
 def install(tmp_path, commands=None):
@@ -50,7 +50,7 @@ def test_every_installed_module_imports_from_the_installed_package_alone(tmp_pat
     files, lib = install(tmp_path)
     modules = sorted(Path(f["path"]).stem for f in files if f["path"].endswith(".py"))
     code = "import sys; sys.path.insert(0, %r)\n" % str(lib) + "".join(
-        "import %s.%s\n" % (engine.PACKAGE, name) for name in modules)
+        "import %s.%s\n" % (layout.PACKAGE, name) for name in modules)
     proc = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0, proc.stderr
@@ -62,9 +62,9 @@ def test_the_package_is_the_import_closure_of_the_commands():
     for name in names:
         tree = ast.parse((ROOT / "plugins" / "module_utils" / (name + ".py")).read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(engine.PACKAGE):
-                assert (node.module.split(".")[-1] if node.module != engine.PACKAGE else None) in names + [None]
-                if node.module == engine.PACKAGE:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(layout.PACKAGE):
+                assert (node.module.split(".")[-1] if node.module != layout.PACKAGE else None) in names + [None]
+                if node.module == layout.PACKAGE:
                     assert set(a.name for a in node.names) <= set(names), (name, node.module)
     # Modules only Ansible's modules run stay off the host.
     assert "boot" in names and "tracker" in names
@@ -76,10 +76,10 @@ def test_the_filters_reading_of_imports_is_pythons(tmp_path):
     def by_ast(source):
         names = set()
         for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.ImportFrom) and node.module == engine.PACKAGE:
+            if isinstance(node, ast.ImportFrom) and node.module == layout.PACKAGE:
                 names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(engine.PACKAGE + "."):
-                names.add(node.module[len(engine.PACKAGE) + 1:].split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(layout.PACKAGE + "."):
+                names.add(node.module[len(layout.PACKAGE) + 1:].split(".")[0])
         return names
 
     utils = ROOT / "plugins" / "module_utils"
@@ -88,7 +88,7 @@ def test_the_filters_reading_of_imports_is_pythons(tmp_path):
     (tmp_path / "awkward.py").write_text(
         "from %s import (a,  # why a\n    b as bee,\n    c)\n"
         "def late():\n    from %s.d import x\n    from %s import e, \\\n        f\n"
-        "import os  # from %s import nothing\n" % ((engine.PACKAGE,) * 4))
+        "import os  # from %s import nothing\n" % ((layout.PACKAGE,) * 4))
     assert engine.imported_utils("awkward", str(tmp_path)) == by_ast((tmp_path / "awkward.py").read_text()) == {
         "a", "b", "c", "d", "e", "f"}
 
