@@ -207,18 +207,31 @@ EXAMPLES = r"""
     content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
     keep_drains: false
 
-- name: The same, with the engine's commands and the tracker's unit
+- name: The same, as the role does - the host checked, its commands, engine and units, and the program
   netlb.multiwan.balancer_apply:
     content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
-    files: "{{ {'netlb-multiwan': '/usr/local/sbin/netlb-multiwan'} | netlb.multiwan.balancer_engine(python='/usr/bin/python3')
-               + [{'path': '/etc/systemd/system/netlb-multiwan-track.service',
-                   'content': lookup('ansible.builtin.template', 'netlb-multiwan-track.service.j2')}] }}"
+    require: true
+    install:
+      persist: true
+      slice: multiwan.slice
+      commands:
+        netlb-multiwan: /usr/local/sbin/netlb-multiwan
+        netlb-multiwan-status: /usr/local/sbin/netlb-multiwan-status
+        netlb-multiwan-apply: /usr/local/sbin/netlb-multiwan-apply
+        netlb-multiwan-track: /usr/local/sbin/netlb-multiwan-track
+    files:
+      - path: /var/lib/netlb-multiwan/multiwan.bpf.o
+        content_base64: "{{ lookup('ansible.builtin.file', 'build/multiwan.bpf.o.b64') }}"
+
+- name: A unit of your own beside the document, enabled and started
+  netlb.multiwan.balancer_apply:
+    content: "{{ _balancer_plan | netlb.multiwan.balancer_state(balancer_settings) }}"
+    files:
+      - path: /etc/systemd/system/uplink-report.service
+        content: "{{ lookup('ansible.builtin.template', 'uplink-report.service.j2') }}"
     units:
-      enabled: [netlb-multiwan-track.service]
-      started: [netlb-multiwan-track.service]
-      retire:
-        paths: [/etc/systemd/system]
-        patterns: [netlb-multiwan-*.service]
+      enabled: [uplink-report.service]
+      started: [uplink-report.service]
 
 - name: Remove everything the balancer set up in the kernel, and its document
   netlb.multiwan.balancer_apply:

@@ -53,9 +53,11 @@ def dns_lookups(cg: TestCgroup) -> dict:
 def reset_held_connection(lab: Lab, cg: TestCgroup) -> dict:
     """A connection held from the cgroup through wifi-vrf (a byte every 100 ms, echoed),
     destroyed as netlb-multiwan-track does when wifi goes down: {destroyed, events}."""
-    echo = subprocess.Popen(lab._in(lab.inet_netns, [sys.executable, str(HERE / "connect_loop.py"), "--echo", "9"]))
+    echo = subprocess.Popen(lab._in(lab.inet_netns, [sys.executable, str(HERE / "connect_loop.py"), "--echo", "9"]),
+                            stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        # Python starts slowly in an emulated guest: the holder's first connect must find the echo listening.
+        echo.stdout.readline()
         holder = subprocess.Popen(cg.argv([sys.executable, str(HERE / "connect_loop.py"), "--dst", SERVER4,
                                            "--port", "9", "--hold", "--want-device", "wifi-vrf", "--duration", "8"]),
                                   stdout=subprocess.PIPE, text=True)

@@ -58,6 +58,7 @@ def echo(port: int) -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("::", port))
     listener.listen(1024)
+    print("listening", flush=True)  # for a caller that must not connect before (a slow emulated guest)
     sel.register(listener, selectors.EVENT_READ)
     while True:
         for key, _mask in sel.select():
