@@ -22,12 +22,12 @@ import re
 import zipfile
 
 from ansible_collections.netlb.multiwan.plugins.module_utils import steering
+from ansible_collections.netlb.multiwan.plugins.module_utils.install import UNIT_DIRS
 
 PACKAGE = "ansible_collections.netlb.multiwan.plugins.module_utils"
 DEFAULT_LIB = "/usr/local/lib/netlb-multiwan"
 DEFAULT_HEADER = "Ansible managed"
-BOOT_DIR = "/etc/systemd/system"
-RUNTIME_DIR = "/run/systemd/system"
+BOOT_DIR, RUNTIME_DIR = UNIT_DIRS  # the units re-applied at boot; those until the next boot
 APPLY_COMMAND = "/usr/local/sbin/netlb-multiwan-apply"
 TRACK_COMMAND = "/usr/local/sbin/netlb-multiwan-track"
 PROGRAM_UNIT = "netlb-multiwan-bpf.service"
@@ -298,7 +298,7 @@ class Layout(object):
         unit_dir = BOOT_DIR if self.persist else RUNTIME_DIR
         if TRACKER_UNIT in self.runtime_units:
             out.append({"path": os.path.join(unit_dir, TRACKER_UNIT), "content": tracker_unit(self.header)})
-        if self.active_slice in self.runtime_units and self.active_slice:
+        if self.active_slice in self.runtime_units:
             out.append({"path": os.path.join(unit_dir, self.active_slice),
                         "content": slice_unit_text(self.header, self.active_slice)})
         return [dict(entry, mode=entry.get("mode", "0644")) for entry in out]
